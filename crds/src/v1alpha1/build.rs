@@ -1,0 +1,159 @@
+//! `Build`: one attempt to build a Specification.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Artifact, Condition};
+
+/// One attempt to build a Specification for an Environment: solve, install, pack and image, each
+/// run as a Job. Created by the operator.
+#[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[kube(
+    group = "conda.store",
+    version = "v1alpha1",
+    kind = "Build",
+    doc = "One attempt to build a Specification for an Environment; its status holds the phase, per-step conditions and artifacts.",
+    namespaced,
+    status = "BuildStatus",
+    shortname = "cbuild",
+    category = "conda-store",
+    printcolumn = r#"{"name":"Id","type":"integer","jsonPath":".status.id"}"#,
+    printcolumn = r#"{"name":"Environment","type":"string","jsonPath":".spec.environment"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Packages","type":"integer","jsonPath":".status.packageCount","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildSpec {
+    /// Name of the Environment object this build is for.
+    pub environment: String,
+    /// Name of the Specification object to build.
+    pub specification: String,
+    /// Set to true to cancel: the operator deletes the build's Jobs and marks it `Canceled`.
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// The phases of a build, as conda-store's build states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Default)]
+pub enum BuildPhase {
+    /// Waiting for a build slot.
+    #[default]
+    Queued,
+    /// Its Jobs run.
+    Building,
+    /// Every step succeeded.
+    Completed,
+    /// A step failed; `message` says why.
+    Failed,
+    /// Canceled by a person.
+    Canceled,
+}
+
+impl BuildPhase {
+    /// Whether the build has ended.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            BuildPhase::Completed | BuildPhase::Failed | BuildPhase::Canceled
+        )
+    }
+
+    /// conda-store's name of the state (`QUEUED`, `BUILDING`, ...).
+    pub fn conda_store_name(self) -> &'static str {
+        match self {
+            BuildPhase::Queued => "QUEUED",
+            BuildPhase::Building => "BUILDING",
+            BuildPhase::Completed => "COMPLETED",
+            BuildPhase::Failed => "FAILED",
+            BuildPhase::Canceled => "CANCELED",
+        }
+    }
+}
+
+/// The steps of a build, each a Job, each reported as a condition of the build's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildStep {
+    /// Solve the specification into a lockfile.
+    Solve,
+    /// Install the lockfile into a prefix.
+    Install,
+    /// Pack the prefix into a relocatable archive.
+    Pack,
+    /// Build an OCI image from the prefix.
+    Image,
+}
+
+impl BuildStep {
+    /// Every step, in pipeline order.
+    pub const ALL: [BuildStep; 4] = [
+        BuildStep::Solve,
+        BuildStep::Install,
+        BuildStep::Pack,
+        BuildStep::Image,
+    ];
+
+    /// The condition type that reports this step.
+    pub fn condition_type(self) -> &'static str {
+        match self {
+            BuildStep::Solve => "Solved",
+            BuildStep::Install => "Installed",
+            BuildStep::Pack => "Packed",
+            BuildStep::Image => "ImageBuilt",
+        }
+    }
+
+    /// The step's name, as in Job names and the `step` subcommand.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BuildStep::Solve => "solve",
+            BuildStep::Install => "install",
+            BuildStep::Pack => "pack",
+            BuildStep::Image => "image",
+        }
+    }
+}
+
+/// What the operator observed of a Build.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildStatus {
+    /// The generation of the spec this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The numeric build id conda-store clients see; unique across the installation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// `Queued`, `Building`, `Completed`, `Failed` or `Canceled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BuildPhase>,
+    /// Per-step conditions: `Solved`, `Installed`, `Packed`, `ImageBuilt`.
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// When the build was queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_on: Option<Time>,
+    /// When its first Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_on: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_on: Option<Time>,
+    /// The artifacts written to storage.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Number of packages in the solved environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package_count: Option<u32>,
+    /// Installed size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// Why the build failed or was canceled, readable by a person (for an unsolvable
+    /// specification, the solver's explanation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

@@ -1,0 +1,111 @@
+//! `conda-store-operator`: the operator binary. Today it carries the resource definitions and
+//! the specification tools; the controllers (`run`) and the Job steps (`step`) join it as the
+//! build engine and the reconcilers land.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use conda_store_crds::Policy;
+use conda_store_crds::naming;
+use conda_store_crds::spec::normalize_yaml;
+
+/// conda-store for Kubernetes: the operator.
+#[derive(Parser)]
+#[command(name = "conda-store-operator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
+    Crds,
+    /// Work with environment specifications.
+    #[command(subcommand)]
+    Spec(SpecCommand),
+}
+
+#[derive(Subcommand)]
+enum SpecCommand {
+    /// Validate and normalise an environment.yaml; print the normalised spec and its sha256 as
+    /// JSON, or every error with its line and exit 1.
+    Normalize {
+        /// The environment.yaml file; `-` reads standard input.
+        file: PathBuf,
+        /// A policy (YAML or JSON: allowedChannels, defaultChannels, defaultPackages,
+        /// requiredPackages, channelAlias) to apply.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+    /// Print the Kubernetes object name derived from a conda-store namespace or environment name.
+    Name {
+        /// The conda-store name.
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Crds => {
+            for (_, crd) in conda_store_crds::crds() {
+                print!("{}", conda_store_crds::crd_yaml(&crd));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spec(SpecCommand::Normalize { file, policy }) => {
+            let text = read_input(&file)?;
+            let policy: Policy = match policy {
+                Some(p) => serde_yaml::from_str(&read_input(&p)?)
+                    .with_context(|| format!("reading policy {}", p.display()))?,
+                None => Policy::default(),
+            };
+            match normalize_yaml(&text, &policy) {
+                Ok(spec) => {
+                    let out = serde_json::json!({ "sha256": spec.sha256(), "spec": spec });
+                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in errors.iter() {
+                        eprintln!("{}: {e}", file.display());
+                    }
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Spec(SpecCommand::Name { name }) => match naming::object_name(&name) {
+            Ok(n) => {
+                println!("{n}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+    }
+}
+
+fn read_input(path: &PathBuf) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, every test. Idempotent; caches live outside the
+# checkout (CONDA_STORE_CACHE, default ~/.cache/conda-store-k8s) so a second run is fast.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
+mkdir -p "$CARGO_TARGET_DIR"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
