@@ -61,9 +61,11 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Crds => {
-            for (_, crd) in conda_store_crds::crds() {
-                print!("{}", conda_store_crds::crd_yaml(&crd));
-            }
+            let all: String = conda_store_crds::crds()
+                .iter()
+                .map(|(_, crd)| conda_store_crds::crd_yaml(crd))
+                .collect();
+            emit(&all)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Spec(SpecCommand::Normalize { file, policy }) => {
@@ -76,7 +78,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             match normalize_yaml(&text, &policy) {
                 Ok(spec) => {
                     let out = serde_json::json!({ "sha256": spec.sha256(), "spec": spec });
-                    println!("{}", serde_json::to_string_pretty(&out)?);
+                    emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(errors) => {
@@ -89,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Spec(SpecCommand::Name { name }) => match naming::object_name(&name) {
             Ok(n) => {
-                println!("{n}");
+                emit(&format!("{n}\n"))?;
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -97,6 +99,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+    }
+}
+
+/// Writes to stdout; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
     }
 }
 
