@@ -10,6 +10,9 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "test dependencies (moto S3 server)"
+eval "$(bash scripts/install-test-deps.sh)"
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

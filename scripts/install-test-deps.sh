@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond the Rust toolchain, idempotently, into caches outside the
+# checkout (CONDA_STORE_CACHE, default ~/.cache/conda-store-k8s):
+#   - moto[server] in a virtualenv: the S3-compatible server the storage tests start on loopback.
+# Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
+set -euo pipefail
+CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
+VENV="$CACHE/venv"
+MOTO_VERSION="5.2.5"
+
+log() { printf '%s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
+  log "installing moto[server]==$MOTO_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+fi
+echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
