@@ -1,0 +1,1 @@
+//! OCI images built directly from installed prefixes.

@@ -1,0 +1,1 @@
+//! Relocatable archives of installed prefixes (conda-pack's contract).

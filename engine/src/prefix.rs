@@ -1,0 +1,251 @@
+//! What an installed prefix holds, read from its `conda-meta/*.json` records (the files `conda
+//! list -p PREFIX` reads): each package's files, and which of them embed the prefix path.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Reading a prefix failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrefixError {
+    /// The prefix or a record could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// What was read.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A conda-meta record is not valid JSON of the expected shape.
+    #[error("conda-meta record {path} is invalid: {source}")]
+    Record {
+        /// The record file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A record lists a path that would leave the prefix.
+    #[error("conda-meta record {record} lists {path:?}, which is outside the prefix")]
+    UnsafePath {
+        /// The record file.
+        record: PathBuf,
+        /// The offending path.
+        path: String,
+    },
+}
+
+/// How a file embeds the prefix path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileMode {
+    /// Text: the prefix may be replaced by a string of any length.
+    Text,
+    /// Binary: the prefix is a NUL-terminated string; a replacement must be padded with NULs to
+    /// the same length, so it may not be longer.
+    Binary,
+}
+
+/// A file of a package that contains the prefix path it was installed to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixFile {
+    /// Path relative to the prefix, `/`-separated.
+    pub path: String,
+    /// How the prefix is embedded.
+    pub mode: FileMode,
+}
+
+/// One installed package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledPackage {
+    /// Package name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Build string.
+    pub build: String,
+    /// The record's file name inside `conda-meta/`.
+    pub record: String,
+    /// Every file the package installed, relative to the prefix, sorted.
+    pub files: Vec<String>,
+    /// The files among them that embed the prefix path.
+    pub prefix_files: Vec<PrefixFile>,
+}
+
+#[derive(Deserialize)]
+struct Record {
+    name: String,
+    version: String,
+    build: String,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    paths_data: Option<PathsData>,
+}
+
+#[derive(Deserialize)]
+struct PathsData {
+    #[serde(default)]
+    paths: Vec<PathEntry>,
+}
+
+#[derive(Deserialize)]
+struct PathEntry {
+    #[serde(rename = "_path")]
+    path: String,
+    #[serde(default)]
+    prefix_placeholder: Option<String>,
+    #[serde(default)]
+    file_mode: Option<FileMode>,
+}
+
+/// Whether `p` is a relative path that stays inside the prefix.
+fn is_safe_relative(p: &str) -> bool {
+    !p.is_empty()
+        && !p.starts_with('/')
+        && !p.contains('\\')
+        && p.split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+}
+
+/// Reads every `conda-meta/*.json` record of `prefix`, sorted by package name.
+pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixError> {
+    let meta = prefix.join("conda-meta");
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PrefixError::Io { path, source }
+    };
+    let mut records: Vec<PathBuf> = std::fs::read_dir(&meta)
+        .map_err(io(&meta))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    records.sort();
+    let mut out = Vec::with_capacity(records.len());
+    for path in records {
+        let text = std::fs::read(&path).map_err(io(&path))?;
+        let rec: Record = serde_json::from_slice(&text).map_err(|source| PrefixError::Record {
+            path: path.clone(),
+            source,
+        })?;
+        let mut files = rec.files;
+        let mut prefix_files = Vec::new();
+        for entry in rec.paths_data.map(|p| p.paths).unwrap_or_default() {
+            if entry.prefix_placeholder.is_some() {
+                prefix_files.push(PrefixFile {
+                    path: entry.path.clone(),
+                    mode: entry.file_mode.unwrap_or(FileMode::Text),
+                });
+            }
+            if !files.contains(&entry.path) {
+                files.push(entry.path);
+            }
+        }
+        if let Some(bad) = files.iter().find(|f| !is_safe_relative(f)) {
+            return Err(PrefixError::UnsafePath {
+                record: path.clone(),
+                path: bad.clone(),
+            });
+        }
+        files.sort();
+        files.dedup();
+        prefix_files.sort_by(|a, b| a.path.cmp(&b.path));
+        out.push(InstalledPackage {
+            name: rec.name,
+            version: rec.version,
+            build: rec.build,
+            record: path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            files,
+            prefix_files,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_record(prefix: &Path, name: &str, json: serde_json::Value) {
+        std::fs::create_dir_all(prefix.join("conda-meta")).unwrap();
+        std::fs::write(
+            prefix.join("conda-meta").join(format!("{name}-1.0-0.json")),
+            serde_json::to_vec(&json).unwrap(),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn reads_files_and_prefix_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write_record(
+            dir.path(),
+            "tool",
+            serde_json::json!({
+                "name": "tool", "version": "1.0", "build": "0",
+                "files": ["bin/tool", "share/tool/data.txt"],
+                "paths_data": {"paths_version": 1, "paths": [
+                    {"_path": "bin/tool", "path_type": "hardlink", "file_mode": "text",
+                     "prefix_placeholder": "/opt/anaconda1anaconda2anaconda3"},
+                    {"_path": "share/tool/data.txt", "path_type": "hardlink"},
+                    {"_path": "lib/libtool.so", "path_type": "hardlink", "file_mode": "binary",
+                     "prefix_placeholder": "/opt/anaconda1anaconda2anaconda3"}
+                ]}
+            }),
+        );
+        write_record(
+            dir.path(),
+            "abc",
+            serde_json::json!({"name": "abc", "version": "2", "build": "h1", "files": []}),
+        );
+        let pkgs = read_installed(dir.path()).unwrap();
+        assert_eq!(pkgs.len(), 2);
+        assert_eq!(pkgs[0].name, "abc");
+        let tool = &pkgs[1];
+        assert_eq!(
+            tool.files,
+            ["bin/tool", "lib/libtool.so", "share/tool/data.txt"]
+        );
+        assert_eq!(
+            tool.prefix_files,
+            [
+                PrefixFile {
+                    path: "bin/tool".into(),
+                    mode: FileMode::Text
+                },
+                PrefixFile {
+                    path: "lib/libtool.so".into(),
+                    mode: FileMode::Binary
+                },
+            ]
+        );
+        assert_eq!(tool.record, "tool-1.0-0.json");
+    }
+
+    #[test]
+    fn paths_leaving_the_prefix_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        write_record(
+            dir.path(),
+            "evil",
+            serde_json::json!({"name": "evil", "version": "1", "build": "0",
+                               "files": ["../../etc/passwd"]}),
+        );
+        assert!(matches!(
+            read_installed(dir.path()),
+            Err(PrefixError::UnsafePath { .. })
+        ));
+    }
+
+    #[test]
+    fn invalid_record_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("conda-meta")).unwrap();
+        std::fs::write(dir.path().join("conda-meta/bad-1-0.json"), "{not json").unwrap();
+        let err = read_installed(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("bad-1-0.json"), "{err}");
+    }
+}
