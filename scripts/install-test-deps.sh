@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, idempotently, into caches outside the
 # checkout (CONDA_STORE_CACHE, default ~/.cache/conda-store-k8s):
-#   - moto[server] in a virtualenv: the S3-compatible server the storage tests start on loopback.
+#   - moto[server] in a virtualenv: the S3-compatible server the storage tests start on loopback;
+#   - Debian's skopeo and umoci (real OCI clients that read the images we build), zstd and perl
+#     (the pack tests extract archives and run their unpack script).
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -9,6 +11,16 @@ VENV="$CACHE/venv"
 MOTO_VERSION="5.2.5"
 
 log() { printf '%s\n' "$*" >&2; }
+
+missing=()
+for tool in skopeo umoci zstd perl; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]})); then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q "${missing[@]}" >&2 || { apt-get update -q >&2 && apt-get install -y -q "${missing[@]}" >&2; }
+fi
 
 if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
   log "installing moto[server]==$MOTO_VERSION into $VENV"
