@@ -17,11 +17,33 @@ use kube::CustomResourceExt;
 /// The CustomResourceDefinitions of every resource, with the file name each is written to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
-        ("namespaces.yaml", Namespace::crd()),
-        ("environments.yaml", Environment::crd()),
-        ("specifications.yaml", Specification::crd()),
-        ("builds.yaml", Build::crd()),
+        ("namespaces.yaml", without_nullable(Namespace::crd())),
+        ("environments.yaml", without_nullable(Environment::crd())),
+        ("specifications.yaml", without_nullable(Specification::crd())),
+        ("builds.yaml", without_nullable(Build::crd())),
     ]
+}
+
+/// Drops the `nullable: true` schemars puts on every `Option` field. Our writers omit absent
+/// fields rather than writing nulls, and the API server prunes nulls of non-nullable fields; but
+/// Kubernetes up to at least 1.20 publishes an object holding nullable fields to its OpenAPI v2
+/// document without any properties, which leaves `kubectl explain` with nothing to show.
+fn without_nullable(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("nullable") == Some(&serde_json::Value::Bool(true)) {
+                    map.remove("nullable");
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&crd).expect("a CRD always serialises");
+    walk(&mut value);
+    serde_json::from_value(value).expect("removing nullable keeps a valid CRD")
 }
 
 /// The YAML text of a CRD as written to `crds/*.yaml`.
