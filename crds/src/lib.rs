@@ -16,12 +16,15 @@ use kube::CustomResourceExt;
 
 /// The CustomResourceDefinitions of every resource, with the file name each is written to.
 pub fn crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
-        ("namespaces.yaml", without_nullable(Namespace::crd())),
-        ("environments.yaml", without_nullable(Environment::crd())),
-        ("specifications.yaml", without_nullable(Specification::crd())),
-        ("builds.yaml", without_nullable(Build::crd())),
+    [
+        ("namespaces.yaml", Namespace::crd()),
+        ("environments.yaml", Environment::crd()),
+        ("specifications.yaml", Specification::crd()),
+        ("builds.yaml", Build::crd()),
     ]
+    .into_iter()
+    .map(|(file, crd)| (file, without_nullable(crd)))
+    .collect()
 }
 
 /// Drops the `nullable: true` schemars puts on every `Option` field. Our writers omit absent
