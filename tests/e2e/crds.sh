@@ -131,5 +131,5 @@ check "Build status is written through the status subresource" put_build_status
 check "Build printer columns show id and phase" \
   contains "Queued" k get cbuild -n team-a
 
-echo "e2e crds: $passed passed, $failed failed"
+echo "e2e: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
