@@ -175,6 +175,17 @@ pub trait ArtifactStore: Send + Sync {
     }
 }
 
+/// Opens the local file a `put_file` uploads, naming the key in the error.
+pub(crate) async fn open_source(key: &Key, path: &Path) -> Result<tokio::fs::File> {
+    tokio::fs::File::open(path)
+        .await
+        .map_err(|source| StorageError::Io {
+            op: "opening source file for",
+            key: key.to_string(),
+            source,
+        })
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes

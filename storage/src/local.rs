@@ -102,13 +102,7 @@ fn unique_suffix() -> String {
 #[async_trait]
 impl ArtifactStore for LocalStore {
     async fn put_file(&self, key: &Key, path: &Path) -> Result<ObjectInfo> {
-        let mut src = tokio::fs::File::open(path)
-            .await
-            .map_err(|source| StorageError::Io {
-                op: "opening source file for",
-                key: key.to_string(),
-                source,
-            })?;
+        let mut src = crate::open_source(key, path).await?;
         self.write_atomically(key, |mut dst| async move {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; CHUNK];

@@ -308,13 +308,7 @@ async fn read_chunk(src: &mut tokio::fs::File, size: usize) -> std::io::Result<V
 #[async_trait]
 impl ArtifactStore for S3Store {
     async fn put_file(&self, key: &Key, path: &Path) -> Result<ObjectInfo> {
-        let mut src = tokio::fs::File::open(path)
-            .await
-            .map_err(|source| StorageError::Io {
-                op: "opening source file for",
-                key: key.to_string(),
-                source,
-            })?;
+        let mut src = crate::open_source(key, path).await?;
         let io = |source| StorageError::Io {
             op: "reading source file for",
             key: key.to_string(),
