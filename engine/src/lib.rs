@@ -1,6 +1,13 @@
-//! The build engine: what the Jobs of a build do. `prefix` reads an installed prefix's
-//! conda-meta; `pack` makes a relocatable archive of it and `image` an OCI image.
+//! The build engine: what the Jobs of a build do. `solve` turns specs into exact packages per
+//! platform and `lockfile` writes and reads them as conda-lock v1; `install` makes a prefix from
+//! a lockfile; `prefix` reads an installed prefix's conda-meta; `pack` makes a relocatable
+//! archive of it and `image` an OCI image. `channel` writes and indexes local channels (test
+//! fixtures, benchmark repodata).
 
+pub mod channel;
 pub mod image;
+pub mod install;
+pub mod lockfile;
 pub mod pack;
 pub mod prefix;
+pub mod solve;

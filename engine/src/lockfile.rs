@@ -1,0 +1,294 @@
+//! Lockfiles: write a [`Solution`] as a conda-lock v1 YAML file, read one back into what an
+//! install needs, and export an environment.yaml with exact pins.
+
+use std::{collections::BTreeMap, str::FromStr};
+
+use rattler_conda_lock::{Channel, Document, Hashes, LockFile, Manager, Package};
+use rattler_conda_types::{
+    PackageName, PackageRecord, RepoDataRecord, VersionWithSource, package::BuildString,
+};
+use rattler_digest::{Md5, Sha256};
+use serde::Serialize;
+use url::Url;
+
+use crate::solve::Solution;
+
+/// The `sources` recorded in lockfiles this crate writes.
+pub const LOCKFILE_SOURCE: &str = "environment.yml";
+
+/// What can go wrong writing or reading a lockfile.
+#[derive(Debug, thiserror::Error)]
+pub enum LockfileError {
+    #[error("{package}: the record has no {hash} hash (conda-lock needs both md5 and sha256)")]
+    MissingHash { package: String, hash: &'static str },
+    #[error("invalid lockfile: {0}")]
+    Invalid(String),
+    #[error("package {name} ({platform}) is managed by pip: pip packages are not supported yet")]
+    PipNotSupported { name: String, platform: String },
+    #[error("package {name} ({platform}): {message}")]
+    InvalidPackage {
+        name: String,
+        platform: String,
+        message: String,
+    },
+    #[error("the lockfile has no packages for platform {0}")]
+    MissingPlatform(String),
+}
+
+/// conda-lock's form of a dependency list: name → version constraint (`""` for any).
+fn dependency_map(depends: &[String]) -> BTreeMap<String, String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    for dep in depends {
+        let dep = dep.trim();
+        let (name, constraint) = match dep.split_once(' ') {
+            Some((name, rest)) => (name, rest.trim()),
+            None => (dep, ""),
+        };
+        match map.get_mut(name) {
+            Some(existing) if !constraint.is_empty() => {
+                if existing.is_empty() {
+                    *existing = constraint.to_string();
+                } else {
+                    existing.push(',');
+                    existing.push_str(constraint);
+                }
+            }
+            Some(_) => {}
+            None => {
+                map.insert(name.to_string(), constraint.to_string());
+            }
+        }
+    }
+    map
+}
+
+/// Write `solution` as a conda-lock v1 document (deterministic: no timestamps; packages sorted
+/// by platform and name). `content_hash` is a hash of the locked packages per platform.
+pub fn write_lockfile(solution: &Solution) -> Result<String, LockfileError> {
+    let mut lock = LockFile::default();
+    lock.metadata.platforms = solution.platforms.keys().cloned().collect();
+    lock.metadata.channels = solution
+        .channels
+        .iter()
+        .map(|url| Channel {
+            url: url.clone(),
+            used_env_vars: vec![],
+        })
+        .collect();
+    lock.metadata.sources = vec![LOCKFILE_SOURCE.to_string()];
+    for (platform, records) in &solution.platforms {
+        for record in records {
+            let p = &record.package_record;
+            let name = p.name.as_normalized().to_string();
+            let md5 = p.md5.ok_or_else(|| LockfileError::MissingHash {
+                package: record.identifier.to_string(),
+                hash: "md5",
+            })?;
+            let sha256 = p.sha256.ok_or_else(|| LockfileError::MissingHash {
+                package: record.identifier.to_string(),
+                hash: "sha256",
+            })?;
+            lock.package.push(Package {
+                name,
+                version: p.version.to_string(),
+                manager: Manager::Conda,
+                platform: platform.clone(),
+                dependencies: dependency_map(&p.depends),
+                url: record.url.to_string(),
+                hash: Hashes {
+                    md5: Some(hex::encode(md5)),
+                    sha256: Some(hex::encode(sha256)),
+                },
+                source: None,
+                build: Some(p.build.to_string()),
+                category: "main".into(),
+                optional: false,
+            });
+        }
+    }
+    lock.package.sort_by(|a, b| {
+        (a.platform.as_str(), a.name.as_str()).cmp(&(b.platform.as_str(), b.name.as_str()))
+    });
+    lock.metadata.content_hash = lock.compute_content_hashes();
+    lock.to_yaml()
+        .map_err(|e| LockfileError::Invalid(e.to_string()))
+}
+
+/// One conda package of a lockfile: what an install needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedPackage {
+    /// The target platform (`linux-64`), also for noarch packages.
+    pub platform: String,
+    pub name: String,
+    pub version: String,
+    /// Empty when the lockfile has no build (conda-lock does not write it); taken from the
+    /// file name then.
+    pub build: String,
+    pub url: String,
+    /// The package's subdir (`noarch`, `linux-64`), from the URL.
+    pub subdir: String,
+    /// The archive's file name (`tool-1.0-h1_0.conda`), from the URL.
+    pub file_name: String,
+    /// The channel URL (the package URL without `<subdir>/<file name>`), with a trailing slash.
+    pub channel: String,
+    pub md5: Option<String>,
+    pub sha256: Option<String>,
+    /// Match specs (`liba >=1.5`).
+    pub depends: Vec<String>,
+}
+
+impl LockedPackage {
+    fn invalid(&self, message: impl Into<String>) -> LockfileError {
+        LockfileError::InvalidPackage {
+            name: self.name.clone(),
+            platform: self.platform.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// The repodata record the installer wants.
+    pub fn to_repodata_record(&self) -> Result<RepoDataRecord, LockfileError> {
+        let name = PackageName::from_str(&self.name).map_err(|e| self.invalid(e.to_string()))?;
+        let version =
+            VersionWithSource::from_str(&self.version).map_err(|e| self.invalid(e.to_string()))?;
+        let build = BuildString::from_str(&self.build).map_err(|e| self.invalid(e.to_string()))?;
+        let mut record = PackageRecord::new(name, version, build);
+        record.subdir = self.subdir.clone();
+        record.depends = self.depends.clone();
+        if let Some(md5) = &self.md5 {
+            record.md5 = Some(
+                rattler_digest::parse_digest_from_hex::<Md5>(md5)
+                    .ok_or_else(|| self.invalid(format!("invalid md5 {md5:?}")))?,
+            );
+        }
+        if let Some(sha256) = &self.sha256 {
+            record.sha256 = Some(
+                rattler_digest::parse_digest_from_hex::<Sha256>(sha256)
+                    .ok_or_else(|| self.invalid(format!("invalid sha256 {sha256:?}")))?,
+            );
+        }
+        Ok(RepoDataRecord {
+            package_record: record,
+            identifier: self
+                .file_name
+                .parse()
+                .map_err(|e: String| self.invalid(e))?,
+            url: Url::parse(&self.url).map_err(|e| self.invalid(e.to_string()))?,
+            channel: Some(self.channel.clone()),
+        })
+    }
+}
+
+/// Read a conda-lock v1 document: every conda package, in file order. pip packages are an error.
+pub fn read_lockfile(text: &str) -> Result<Vec<LockedPackage>, LockfileError> {
+    let document = Document::parse(text).map_err(|e| LockfileError::Invalid(e.to_string()))?;
+    let lock = document.into_lock_file();
+    lock.package.into_iter().map(locked_package).collect()
+}
+
+fn locked_package(package: Package) -> Result<LockedPackage, LockfileError> {
+    let invalid = |message: String| LockfileError::InvalidPackage {
+        name: package.name.clone(),
+        platform: package.platform.clone(),
+        message,
+    };
+    if package.manager != Manager::Conda {
+        return Err(LockfileError::PipNotSupported {
+            name: package.name,
+            platform: package.platform,
+        });
+    }
+    let url = Url::parse(&package.url).map_err(|e| invalid(format!("invalid url: {e}")))?;
+    let mut segments: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
+    let file_name = segments.pop().unwrap_or_default().to_string();
+    let subdir = segments.pop().unwrap_or_default().to_string();
+    if file_name.is_empty() || subdir.is_empty() {
+        return Err(invalid(format!(
+            "url {url} is not <channel>/<subdir>/<file>"
+        )));
+    }
+    let mut channel = url.clone();
+    channel.set_path(&format!("{}/", segments.join("/")));
+    let build = match &package.build {
+        Some(build) => build.clone(),
+        None => {
+            // <name>-<version>-<build>.<ext>
+            let stem = file_name
+                .strip_suffix(".conda")
+                .or_else(|| file_name.strip_suffix(".tar.bz2"))
+                .ok_or_else(|| invalid(format!("{file_name} is not a conda archive")))?;
+            stem.rsplit('-').next().unwrap_or_default().to_string()
+        }
+    };
+    let depends = package
+        .dependencies
+        .iter()
+        .map(|(name, constraint)| {
+            if constraint.is_empty() {
+                name.clone()
+            } else {
+                format!("{name} {constraint}")
+            }
+        })
+        .collect();
+    Ok(LockedPackage {
+        platform: package.platform,
+        name: package.name,
+        version: package.version,
+        build,
+        url: package.url,
+        subdir,
+        file_name,
+        channel: channel.to_string(),
+        md5: package.hash.md5,
+        sha256: package.hash.sha256,
+        depends,
+    })
+}
+
+/// The records of one platform of a lockfile, ready for the installer.
+pub fn lockfile_records(text: &str, platform: &str) -> Result<Vec<RepoDataRecord>, LockfileError> {
+    let records: Vec<RepoDataRecord> = read_lockfile(text)?
+        .iter()
+        .filter(|p| p.platform == platform)
+        .map(LockedPackage::to_repodata_record)
+        .collect::<Result<_, _>>()?;
+    if records.is_empty() {
+        return Err(LockfileError::MissingPlatform(platform.to_string()));
+    }
+    Ok(records)
+}
+
+#[derive(Serialize)]
+struct ExportedEnvironment<'a> {
+    name: &'a str,
+    channels: Vec<String>,
+    dependencies: Vec<String>,
+}
+
+/// An environment.yaml with exact pins (`name=version=build`, sorted) for one platform of
+/// `solution`, for `conda env create` / re-solving to the same packages.
+pub fn export_environment(
+    solution: &Solution,
+    platform: &str,
+    name: &str,
+) -> Result<String, LockfileError> {
+    let records = solution
+        .platforms
+        .get(platform)
+        .ok_or_else(|| LockfileError::MissingPlatform(platform.to_string()))?;
+    let mut dependencies: Vec<String> = records
+        .iter()
+        .map(|r| {
+            let p = &r.package_record;
+            format!("{}={}={}", p.name.as_normalized(), p.version, p.build)
+        })
+        .collect();
+    dependencies.sort();
+    let env = ExportedEnvironment {
+        name,
+        channels: solution.channels.clone(),
+        dependencies,
+    };
+    serde_yaml::to_string(&env).map_err(|e| LockfileError::Invalid(e.to_string()))
+}

@@ -1,0 +1,278 @@
+//! Solving: conda match specs + channels → the exact packages, per platform (resolvo through
+//! `rattler_solve`). Only local `file://` channels (or directory paths) are supported for now.
+
+use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
+
+use rattler_conda_types::{
+    Channel, GenericVirtualPackage, MatchSpec, PackageName, ParseStrictness, RepoDataRecord,
+    Subdir, Version, package::BuildString,
+};
+use rattler_repodata_gateway::Gateway;
+use rattler_solve::{ChannelPriority, SolveStrategy, SolverImpl, SolverTask, resolvo};
+use rattler_virtual_packages::VirtualPackages;
+use url::Url;
+
+/// The default time limit of one platform's solve.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What to solve.
+#[derive(Debug, Clone, Default)]
+pub struct SolveRequest {
+    /// Channels in priority order: `file://` URLs or local directory paths.
+    pub channels: Vec<String>,
+    /// Conda match specs (`numpy >=1.26`, `python=3.11`).
+    pub specs: Vec<String>,
+    /// pip requirements; not supported yet (an error when non-empty).
+    pub pip: Vec<String>,
+    /// Target platforms (`linux-64`, `osx-arm64`, …); each is solved separately.
+    pub platforms: Vec<String>,
+    /// Virtual packages per platform (`__glibc=2.28=0`), replacing the default. When a platform
+    /// has no entry, its baseline (`VirtualPackages::baseline_for_platform`) is used: host
+    /// independent, so the same request always gives the same result.
+    pub virtual_packages: BTreeMap<String, Vec<String>>,
+    /// Time limit per platform; `None` means [`DEFAULT_TIMEOUT`].
+    pub timeout: Option<Duration>,
+}
+
+/// The result of a solve.
+#[derive(Debug, Clone)]
+pub struct Solution {
+    /// The channels' normalised URLs (with a trailing slash), in priority order.
+    pub channels: Vec<String>,
+    /// The requested specs, as given.
+    pub specs: Vec<String>,
+    /// Per platform, the records to install, sorted by name.
+    pub platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+}
+
+/// Why a solve failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    #[error("unknown channel {channel}: {reason}")]
+    UnknownChannel { channel: String, reason: String },
+    #[error(
+        "unsupported channel {0}: only local channels (file:// URLs or directories) are supported"
+    )]
+    UnsupportedChannel(String),
+    #[error("invalid match spec {spec:?}: {message}")]
+    InvalidSpec { spec: String, message: String },
+    #[error("invalid platform {0:?}")]
+    InvalidPlatform(String),
+    #[error("invalid virtual package {spec:?} for {platform}: {message}")]
+    InvalidVirtualPackage {
+        platform: String,
+        spec: String,
+        message: String,
+    },
+    #[error("nothing to solve: {0}")]
+    Empty(&'static str),
+    #[error(
+        "pip dependencies are not supported yet (got {}); remove the pip: section or lock them separately",
+        .0.join(", ")
+    )]
+    PipNotSupported(Vec<String>),
+    #[error("cannot solve for {platform}:\n{message}")]
+    Unsolvable { platform: String, message: String },
+    #[error("solving for {platform} took longer than {timeout:?}")]
+    Timeout { platform: String, timeout: Duration },
+    #[error("reading repodata for {platform}: {message}")]
+    Repodata { platform: String, message: String },
+    #[error("solver failed for {platform}: {message}")]
+    Solver { platform: String, message: String },
+}
+
+/// Turn a channel string (a `file://` URL or a directory path) into a channel, checking that it
+/// exists and has a `noarch/repodata.json`.
+pub fn local_channel(channel: &str) -> Result<Channel, SolveError> {
+    let unknown = |reason: String| SolveError::UnknownChannel {
+        channel: channel.to_string(),
+        reason,
+    };
+    let path = if channel.contains("://") {
+        let url = Url::parse(channel).map_err(|e| unknown(e.to_string()))?;
+        if url.scheme() != "file" {
+            return Err(SolveError::UnsupportedChannel(channel.to_string()));
+        }
+        url.to_file_path()
+            .map_err(|()| unknown("not a local path".into()))?
+    } else if Path::new(channel).is_absolute() || channel.starts_with('.') {
+        Path::new(channel).to_path_buf()
+    } else {
+        // A channel name (`conda-forge`) or an alias: needs the network.
+        return Err(SolveError::UnsupportedChannel(channel.to_string()));
+    };
+    if !path.is_dir() {
+        return Err(unknown(format!("{} is not a directory", path.display())));
+    }
+    let path = path.canonicalize().map_err(|e| unknown(e.to_string()))?;
+    if !path.join("noarch").join("repodata.json").is_file() {
+        return Err(unknown(format!(
+            "{} has no noarch/repodata.json (not an indexed channel)",
+            path.display()
+        )));
+    }
+    let url =
+        Url::from_directory_path(&path).map_err(|()| unknown("not an absolute path".into()))?;
+    Ok(Channel::from_url(url))
+}
+
+fn parse_platform(platform: &str) -> Result<Subdir, SolveError> {
+    let subdir =
+        Subdir::from_str(platform).map_err(|_| SolveError::InvalidPlatform(platform.into()))?;
+    if subdir == Subdir::NoArch || subdir.to_string() != platform {
+        return Err(SolveError::InvalidPlatform(platform.into()));
+    }
+    Ok(subdir)
+}
+
+fn virtual_packages(
+    request: &SolveRequest,
+    platform: &str,
+    subdir: Subdir,
+) -> Result<Vec<GenericVirtualPackage>, SolveError> {
+    match request.virtual_packages.get(platform) {
+        None => Ok(VirtualPackages::baseline_for_platform(subdir)
+            .into_generic_virtual_packages()
+            .collect()),
+        Some(specs) => specs
+            .iter()
+            .map(|s| {
+                parse_virtual_package(s).map_err(|message| SolveError::InvalidVirtualPackage {
+                    platform: platform.into(),
+                    spec: s.clone(),
+                    message,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// `__name=version=build` (build defaults to `0`).
+fn parse_virtual_package(s: &str) -> Result<GenericVirtualPackage, String> {
+    let mut parts = s.splitn(3, '=');
+    let name = parts.next().unwrap_or_default();
+    if !name.starts_with("__") {
+        return Err("virtual package names start with __".into());
+    }
+    let version = parts.next().ok_or("expected name=version[=build]")?;
+    let build = parts.next().unwrap_or("0");
+    Ok(GenericVirtualPackage {
+        name: PackageName::from_str(name).map_err(|e| e.to_string())?,
+        version: Version::from_str(version).map_err(|e| e.to_string())?,
+        build_string: BuildString::from_str(build).map_err(|e| e.to_string())?,
+    })
+}
+
+/// Parse and check a request: specs, platforms, channels.
+fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), SolveError> {
+    if !request.pip.is_empty() {
+        return Err(SolveError::PipNotSupported(request.pip.clone()));
+    }
+    if request.specs.is_empty() {
+        return Err(SolveError::Empty("no specs"));
+    }
+    if request.platforms.is_empty() {
+        return Err(SolveError::Empty("no platforms"));
+    }
+    if request.channels.is_empty() {
+        return Err(SolveError::Empty("no channels"));
+    }
+    let specs = request
+        .specs
+        .iter()
+        .map(|s| {
+            MatchSpec::from_str(s, ParseStrictness::Lenient).map_err(|e| SolveError::InvalidSpec {
+                spec: s.clone(),
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    for spec in &specs {
+        if spec.name.as_exact().is_none() {
+            return Err(SolveError::InvalidSpec {
+                spec: spec.to_string(),
+                message: "a package name is required".into(),
+            });
+        }
+    }
+    for platform in &request.platforms {
+        parse_platform(platform)?;
+    }
+    let channels = request
+        .channels
+        .iter()
+        .map(|c| local_channel(c))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((specs, channels))
+}
+
+/// Solve `request` for each of its platforms (one after the other).
+pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
+    let (specs, channels) = prepare(request)?;
+    let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    // A fresh gateway per solve: it caches repodata in memory, and local channels change.
+    let gateway = Gateway::new();
+    let mut platforms = BTreeMap::new();
+    for platform in &request.platforms {
+        let subdir = parse_platform(platform)?;
+        let vpkgs = virtual_packages(request, platform, subdir)?;
+        let repodata = gateway
+            .query(channels.clone(), [subdir, Subdir::NoArch], specs.clone())
+            .recursive(true)
+            .await
+            .map_err(|e| SolveError::Repodata {
+                platform: platform.clone(),
+                message: e.to_string(),
+            })?;
+        let specs = specs.clone();
+        let solved = tokio::task::spawn_blocking(move || {
+            let task = SolverTask {
+                specs,
+                virtual_packages: vpkgs,
+                timeout: Some(timeout),
+                channel_priority: ChannelPriority::Strict,
+                strategy: SolveStrategy::Highest,
+                ..SolverTask::from_iter(&repodata)
+            };
+            resolvo::Solver.solve(task)
+        })
+        .await
+        .map_err(|e| SolveError::Solver {
+            platform: platform.clone(),
+            message: e.to_string(),
+        })?;
+        let mut records = match solved {
+            Ok(result) => result.records,
+            Err(rattler_solve::SolveError::Unsolvable(messages)) => {
+                return Err(SolveError::Unsolvable {
+                    platform: platform.clone(),
+                    message: messages.join("\n").trim_end().to_string(),
+                });
+            }
+            Err(rattler_solve::SolveError::Cancelled) => {
+                return Err(SolveError::Timeout {
+                    platform: platform.clone(),
+                    timeout,
+                });
+            }
+            Err(e) => {
+                return Err(SolveError::Solver {
+                    platform: platform.clone(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        records.sort_by(|a, b| {
+            a.package_record
+                .name
+                .as_normalized()
+                .cmp(b.package_record.name.as_normalized())
+        });
+        platforms.insert(platform.clone(), records);
+    }
+    Ok(Solution {
+        channels: channels.iter().map(|c| c.base_url.to_string()).collect(),
+        specs: request.specs.clone(),
+        platforms,
+    })
+}

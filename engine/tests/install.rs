@@ -1,0 +1,129 @@
+//! Solve, lock and install the generated channel into a prefix; run what it installed.
+
+use std::process::Command;
+
+use conda_store_engine::{
+    channel::write_test_channel,
+    install::{install_lockfile, switch_current},
+    lockfile::write_lockfile,
+    prefix::read_installed,
+    solve::{SolveRequest, solve},
+};
+
+#[tokio::test]
+async fn install_from_lockfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = write_test_channel(&dir.path().join("channel")).unwrap();
+    let solution = solve(&SolveRequest {
+        channels: vec![channel.url.clone()],
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lock = write_lockfile(&solution).unwrap();
+    let cache = dir.path().join("pkgs");
+    let prefix = dir.path().join("envs").join("demo-1");
+
+    let first = install_lockfile(&lock, "linux-64", &prefix, &cache)
+        .await
+        .unwrap();
+    assert_eq!(first.operations, 3);
+    assert!(!prefix.join("CACHEDIR.TAG").exists());
+
+    let meta: Vec<String> = std::fs::read_dir(prefix.join("conda-meta"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert!(
+        meta.iter()
+            .any(|m| m.starts_with("tool-1.0-") && m.ends_with(".json")),
+        "{meta:?}"
+    );
+
+    // the placeholder was replaced by the prefix, and the script reads through it
+    let out = Command::new(prefix.join("bin/tool")).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!("prefix: {}\ntool data\n", prefix.display()),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("etc/tool/config.txt")).unwrap(),
+        format!("prefix={}\n", prefix.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("share/liba/VERSION")).unwrap(),
+        "2.0\n"
+    );
+
+    let installed = read_installed(&prefix).unwrap();
+    let names: Vec<String> = installed
+        .iter()
+        .map(|p| format!("{}-{}-{}", p.name, p.version, p.build))
+        .collect();
+    assert_eq!(names, ["liba-2.0-h0_0", "libb-1.0-h0_0", "tool-1.0-h1_0"]);
+    let tool = installed.iter().find(|p| p.name == "tool").unwrap();
+    assert!(
+        tool.files.contains(&"bin/tool".to_string()),
+        "{:?}",
+        tool.files
+    );
+    let prefix_files: Vec<&str> = tool.prefix_files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(prefix_files, ["bin/tool", "etc/tool/config.txt"]);
+
+    // again: nothing to do
+    let second = install_lockfile(&lock, "linux-64", &prefix, &cache)
+        .await
+        .unwrap();
+    assert_eq!(second.operations, 0);
+    assert!(!prefix.join("CACHEDIR.TAG").exists());
+
+    // a second prefix from the same cache
+    let other = dir.path().join("envs").join("demo-2");
+    install_lockfile(&lock, "linux-64", &other, &cache)
+        .await
+        .unwrap();
+    let out = Command::new(other.join("bin/tool")).output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with(&format!("prefix: {}\n", other.display()))
+    );
+
+    // a lockfile without the platform
+    assert!(
+        install_lockfile(&lock, "osx-64", &other, &cache)
+            .await
+            .is_err()
+    );
+}
+
+#[test]
+fn switch_current_is_atomic_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    std::fs::create_dir(&a).unwrap();
+    std::fs::create_dir(&b).unwrap();
+    let link = dir.path().join("current");
+    switch_current(&link, &a).unwrap();
+    assert_eq!(std::fs::read_link(&link).unwrap(), a);
+    switch_current(&link, &b).unwrap();
+    assert_eq!(std::fs::read_link(&link).unwrap(), b);
+    switch_current(&link, std::path::Path::new("a")).unwrap();
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        std::path::Path::new("a")
+    );
+    assert!(link.join(".").is_dir());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
