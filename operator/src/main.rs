@@ -1,6 +1,10 @@
-//! `conda-store-operator`: the operator binary. Today it carries the resource definitions and
-//! the specification tools; the controllers (`run`) and the Job steps (`step`) join it as the
-//! build engine and the reconcilers land.
+//! `conda-store-operator`: the operator binary. It carries the resource definitions, the
+//! specification tools, the build steps the Jobs run (`step pack`, `step image`; solve and
+//! install join them) and `unpack` for archives; the controllers (`run`) come with the
+//! reconcilers.
+
+mod steps;
+mod storage_args;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -20,6 +24,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML (pipe to `kubectl apply -f -`).
@@ -27,6 +33,33 @@ enum Command {
     /// Work with environment specifications.
     #[command(subcommand)]
     Spec(SpecCommand),
+    /// Run one build step (what a build's Jobs run).
+    #[command(subcommand)]
+    Step(StepCommand),
+    /// Relocate an extracted environment archive to where it now is (what its
+    /// `bin/conda-unpack` script does).
+    Unpack {
+        /// The directory the archive was extracted into.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum StepCommand {
+    /// Pack the installed prefix into a relocatable archive and store it.
+    Pack {
+        #[command(flatten)]
+        pack: steps::pack::PackArgs,
+        #[command(flatten)]
+        step: steps::StepArgs,
+    },
+    /// Build an OCI image of the installed prefix and store its blobs.
+    Image {
+        #[command(flatten)]
+        image: steps::image::ImageArgs,
+        #[command(flatten)]
+        step: steps::StepArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -89,6 +122,46 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Step(step) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            Ok(runtime.block_on(async move {
+                match step {
+                    StepCommand::Pack { pack, step } => {
+                        let args = step.clone();
+                        steps::run("pack", &step, |store, log| {
+                            steps::pack::run(pack, args, store, log)
+                        })
+                        .await
+                    }
+                    StepCommand::Image { image, step } => {
+                        let args = step.clone();
+                        steps::run("image", &step, |store, log| {
+                            steps::image::run(image, args, store, log)
+                        })
+                        .await
+                    }
+                }
+            }))
+        }
+        Command::Unpack { dir } => match conda_store_engine::pack::unpack(&dir) {
+            Ok(s) => {
+                emit(&format!(
+                    "relocated {} from {} to {}: {} files rewritten\n",
+                    dir.display(),
+                    s.old_prefix,
+                    s.new_prefix,
+                    s.rewritten
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Command::Spec(SpecCommand::Name { name }) => match naming::object_name(&name) {
             Ok(n) => {
                 emit(&format!("{n}\n"))?;

@@ -1,0 +1,242 @@
+//! The build steps a Job runs (`conda-store-operator step ...`). Each step reports in its
+//! container's termination message (a small JSON the operator reads from the Pod status, so the
+//! Job needs no API access) and keeps its log as an artifact; failure exits non-zero with the
+//! reason in both.
+
+pub mod image;
+pub mod pack;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::Args;
+use conda_store_crds::{Artifact, ArtifactKind};
+use conda_store_storage::{ArtifactStore, Key};
+use serde::Serialize;
+
+use crate::storage_args::StorageArgs;
+
+/// The kubelet keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// Settings every step takes.
+#[derive(Debug, Clone, Args)]
+pub struct StepArgs {
+    /// Storage key prefix of the build's artifacts, e.g. `builds/<namespace>/<build>`.
+    #[arg(long, env = "CONDA_STORE_BUILD_KEY")]
+    pub build_key: String,
+    /// Where the JSON result goes (the container's terminationMessagePath).
+    #[arg(
+        long,
+        env = "CONDA_STORE_TERMINATION_MESSAGE_PATH",
+        default_value = "/dev/termination-log"
+    )]
+    pub termination_message_path: PathBuf,
+    /// Artifact storage.
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+/// What a step reports.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReport {
+    /// The step's name.
+    pub step: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Why it failed, for a person.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Artifacts written.
+    pub artifacts: Vec<Artifact>,
+    /// Step-specific figures (files, sizes, digests).
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+impl StepReport {
+    /// The report as JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: a long message is
+    /// shortened (keeping its start, where a solver puts the cause), then the details dropped.
+    pub fn to_termination_message(&self) -> String {
+        let mut report = self.clone();
+        let mut text = serde_json::to_string(&report).unwrap_or_default();
+        while text.len() > TERMINATION_MESSAGE_LIMIT {
+            if !report.details.is_null() {
+                report.details = serde_json::Value::Null;
+            } else if let Some(msg) = &mut report.message {
+                let excess = text.len() - TERMINATION_MESSAGE_LIMIT + 16;
+                let keep = msg.len().saturating_sub(excess);
+                let mut cut = keep;
+                while !msg.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                msg.truncate(cut);
+                msg.push_str(" [...]");
+            } else {
+                report
+                    .artifacts
+                    .truncate(report.artifacts.len().saturating_sub(1));
+            }
+            text = serde_json::to_string(&report).unwrap_or_default();
+        }
+        text
+    }
+}
+
+/// A step's log: printed to stderr as it goes (so `kubectl logs` follows it) and kept for
+/// storage.
+#[derive(Clone, Default)]
+pub struct StepLog(Arc<Mutex<String>>);
+
+impl StepLog {
+    /// Records one line.
+    pub fn line(&self, text: impl AsRef<str>) {
+        let line = format!("{} {}\n", timestamp(), text.as_ref());
+        eprint!("{line}");
+        if let Ok(mut buf) = self.0.lock() {
+            buf.push_str(&line);
+        }
+    }
+
+    fn contents(&self) -> String {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+fn timestamp() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("[{}.{:03}]", d.as_secs(), d.subsec_millis())
+}
+
+/// The storage key `<build_key>/<name>`, validated.
+pub fn build_key(args: &StepArgs, name: &str) -> anyhow::Result<Key> {
+    Ok(Key::new(&format!(
+        "{}/{name}",
+        args.build_key.trim_end_matches('/')
+    ))?)
+}
+
+/// What a step's body returns on success.
+pub struct StepOutput {
+    /// Artifacts written.
+    pub artifacts: Vec<Artifact>,
+    /// Figures for the report.
+    pub details: serde_json::Value,
+}
+
+/// Runs a step's body, then stores its log, writes the termination message and returns the
+/// process exit code. Storage trouble while storing the log is reported but does not turn a
+/// successful step into a failure (the artifacts are there).
+pub async fn run<F, Fut>(name: &str, args: &StepArgs, body: F) -> std::process::ExitCode
+where
+    F: FnOnce(Arc<dyn ArtifactStore>, StepLog) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<StepOutput>>,
+{
+    let started = Instant::now();
+    let log = StepLog::default();
+    log.line(format!("step {name} starting"));
+    let store = args.storage.open();
+    let result = match &store {
+        Ok(store) => body(store.clone(), log.clone()).await,
+        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    };
+    let mut report = StepReport {
+        step: name.to_string(),
+        ok: result.is_ok(),
+        message: None,
+        artifacts: Vec::new(),
+        details: serde_json::Value::Null,
+        duration_ms: 0,
+    };
+    match result {
+        Ok(out) => {
+            report.artifacts = out.artifacts;
+            report.details = out.details;
+            log.line(format!("step {name} succeeded"));
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            log.line(format!("step {name} failed: {msg}"));
+            report.message = Some(msg);
+        }
+    }
+    if let Ok(store) = &store {
+        match build_key(args, &format!("logs/{name}.log")) {
+            Ok(key) => match store.put_bytes(&key, log.contents().into()).await {
+                Ok(info) => report.artifacts.push(Artifact {
+                    kind: ArtifactKind::Logs,
+                    key: info.key,
+                    size: Some(info.size),
+                    digest: info.sha256.map(|h| format!("sha256:{h}")),
+                }),
+                Err(e) => eprintln!("storing the log failed: {e}"),
+            },
+            Err(e) => eprintln!("storing the log failed: {e:#}"),
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    let message = report.to_termination_message();
+    if let Err(e) = std::fs::write(&args.termination_message_path, &message) {
+        eprintln!(
+            "writing the termination message to {} failed: {e}",
+            args.termination_message_path.display()
+        );
+    }
+    println!("{message}");
+    if report.ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_message_fits_the_kubelet_limit() {
+        let report = StepReport {
+            step: "solve".into(),
+            ok: false,
+            message: Some(
+                "Cannot solve the request because of: ".to_string() + &"x".repeat(10_000),
+            ),
+            artifacts: vec![],
+            details: serde_json::json!({"big": "y".repeat(5000)}),
+            duration_ms: 5,
+        };
+        let text = report.to_termination_message();
+        assert!(text.len() <= TERMINATION_MESSAGE_LIMIT, "{}", text.len());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("Cannot solve the request")
+        );
+        assert!(v["message"].as_str().unwrap().ends_with("[...]"));
+        assert!(v.get("details").is_none());
+    }
+
+    #[test]
+    fn small_report_is_unchanged() {
+        let report = StepReport {
+            step: "pack".into(),
+            ok: true,
+            message: None,
+            artifacts: vec![],
+            details: serde_json::json!({"files": 3}),
+            duration_ms: 1,
+        };
+        let v: serde_json::Value = serde_json::from_str(&report.to_termination_message()).unwrap();
+        assert_eq!(v["details"]["files"], 3);
+        assert_eq!(v["ok"], true);
+    }
+}

@@ -1,0 +1,95 @@
+//! `step pack`: a relocatable archive of the installed prefix, stored as the build's archive.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use conda_store_crds::{Artifact, ArtifactKind};
+use conda_store_engine::pack::{self, Compression};
+use conda_store_storage::ArtifactStore;
+
+use super::{StepArgs, StepLog, StepOutput, build_key};
+
+/// Archive format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// zstd-compressed tar (`archive.tar.zst`).
+    Zstd,
+    /// gzip-compressed tar (`archive.tar.gz`), for tools that only read gzip.
+    Gzip,
+}
+
+/// `step pack` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct PackArgs {
+    /// The installed prefix.
+    #[arg(long)]
+    pub prefix: PathBuf,
+    /// The prefix path its files embed, when it differs from `--prefix` (a volume mounted
+    /// elsewhere than where the environment was installed).
+    #[arg(long)]
+    pub embedded_prefix: Option<String>,
+    /// Archive format.
+    #[arg(long, value_enum, default_value_t = Format::Zstd)]
+    pub format: Format,
+    /// Where the archive is written before upload (default: the system temp dir).
+    #[arg(long, env = "CONDA_STORE_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+}
+
+/// Packs `args.prefix` and stores it under `<build_key>/archive.<ext>`.
+pub async fn run(
+    args: PackArgs,
+    step: StepArgs,
+    store: Arc<dyn ArtifactStore>,
+    log: StepLog,
+) -> anyhow::Result<StepOutput> {
+    let compression = match args.format {
+        Format::Zstd => Compression::default(),
+        Format::Gzip => Compression::Gzip { level: 6 },
+    };
+    let key = build_key(&step, &format!("archive.{}", compression.extension()))?;
+    let embedded = match &args.embedded_prefix {
+        Some(p) => p.clone(),
+        None => args
+            .prefix
+            .to_str()
+            .context("the prefix path is not UTF-8")?
+            .to_string(),
+    };
+    let work = match &args.work_dir {
+        Some(d) => tempfile::NamedTempFile::new_in(d),
+        None => tempfile::NamedTempFile::new(),
+    }
+    .context("creating the temporary archive")?;
+    log.line(format!(
+        "packing {} ({:?})",
+        args.prefix.display(),
+        args.format
+    ));
+    let out = std::io::BufWriter::new(work.reopen().context("opening the temporary archive")?);
+    let prefix = args.prefix.clone();
+    let summary =
+        tokio::task::spawn_blocking(move || pack::pack(&prefix, &embedded, compression, out))
+            .await
+            .context("the pack task panicked")??;
+    log.line(format!(
+        "packed {} files, {} bytes into {} bytes; uploading to {key}",
+        summary.files, summary.bytes_in, summary.bytes_out
+    ));
+    let info = store.put_file(&key, work.path()).await?;
+    Ok(StepOutput {
+        artifacts: vec![Artifact {
+            kind: ArtifactKind::Archive,
+            key: info.key,
+            size: Some(info.size),
+            digest: Some(format!("sha256:{}", summary.sha256)),
+        }],
+        details: serde_json::json!({
+            "files": summary.files,
+            "bytesIn": summary.bytes_in,
+            "prefixFiles": summary.prefix_files,
+        }),
+    })
+}

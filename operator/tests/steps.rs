@@ -1,0 +1,218 @@
+//! The pack and image steps run as a Job would run them: the binary, local storage, a
+//! termination-message file; then the results used as a person would (extract, unpack, run the
+//! script; read the image with skopeo).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const OPERATOR: &str = env!("CARGO_BIN_EXE_conda-store-operator");
+
+/// A minimal installed prefix at `prefix`: one package whose script embeds the prefix path.
+fn installed_prefix(prefix: &Path) {
+    let p = prefix.to_str().unwrap();
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::fs::create_dir_all(prefix.join("share/tool")).unwrap();
+    std::fs::create_dir_all(prefix.join("conda-meta")).unwrap();
+    let script = format!("#!/bin/sh\necho \"prefix is {p}\"\ncat \"{p}/share/tool/data.txt\"\n");
+    std::fs::write(prefix.join("bin/tool"), script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        prefix.join("bin/tool"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(prefix.join("share/tool/data.txt"), "hello from data\n").unwrap();
+    let record = serde_json::json!({
+        "name": "tool", "version": "1.0", "build": "h0_0",
+        "files": ["bin/tool", "share/tool/data.txt"],
+        "paths_data": {"paths_version": 1, "paths": [
+            {"_path": "bin/tool", "path_type": "hardlink", "file_mode": "text",
+             "prefix_placeholder": "/opt/anaconda1anaconda2anaconda3"},
+            {"_path": "share/tool/data.txt", "path_type": "hardlink"}
+        ]}
+    });
+    std::fs::write(
+        prefix.join("conda-meta/tool-1.0-h0_0.json"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+}
+
+struct Run {
+    code: i32,
+    report: serde_json::Value,
+}
+
+fn step(args: &[&str], storage: &Path, termination: &Path) -> Run {
+    let out = Command::new(OPERATOR)
+        .arg("step")
+        .args(args)
+        .args(["--build-key", "builds/team-a/data-science-1"])
+        .args(["--storage", "local", "--storage-dir"])
+        .arg(storage)
+        .arg("--termination-message-path")
+        .arg(termination)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(termination).unwrap_or_else(|e| {
+        panic!(
+            "no termination message ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    Run {
+        code: out.status.code().unwrap(),
+        report: serde_json::from_str(&text).unwrap(),
+    }
+}
+
+fn artifact<'a>(report: &'a serde_json::Value, kind: &str) -> &'a serde_json::Value {
+    report["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} artifact in {report}"))
+}
+
+#[test]
+fn pack_step_stores_an_archive_that_unpacks_and_runs_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    installed_prefix(&prefix);
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+
+    let run = step(
+        &["pack", "--prefix", prefix.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["ok"], true);
+    let archive = artifact(&run.report, "archive");
+    assert_eq!(
+        archive["key"],
+        "builds/team-a/data-science-1/archive.tar.zst"
+    );
+    assert!(archive["digest"].as_str().unwrap().starts_with("sha256:"));
+    let log = artifact(&run.report, "logs");
+    let log_text = std::fs::read_to_string(storage.join(log["key"].as_str().unwrap())).unwrap();
+    assert!(log_text.contains("step pack succeeded"), "{log_text}");
+
+    // Extract somewhere else entirely, relocate with the binary's unpack, run the script.
+    let elsewhere = dir.path().join("home/alice/my env");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let tar = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(storage.join("builds/team-a/data-science-1/archive.tar.zst"))
+        .arg("-C")
+        .arg(&elsewhere)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let unpack = Command::new(OPERATOR)
+        .arg("unpack")
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    assert!(
+        unpack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpack.stderr)
+    );
+    let out = Command::new(elsewhere.join("bin/tool")).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout,
+        format!("prefix is {}\nhello from data\n", elsewhere.display())
+    );
+}
+
+#[test]
+fn pack_step_failure_reports_why_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let missing = dir.path().join("no-such-prefix");
+    let run = step(
+        &["pack", "--prefix", missing.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 1);
+    assert_eq!(run.report["ok"], false);
+    let msg = run.report["message"].as_str().unwrap();
+    assert!(msg.contains("no-such-prefix"), "{msg}");
+    // The log is kept even for a failure, and nothing else was stored.
+    artifact(&run.report, "logs");
+    assert!(
+        !storage
+            .join("builds/team-a/data-science-1/archive.tar.zst")
+            .exists()
+    );
+}
+
+#[test]
+fn image_step_stores_blobs_that_skopeo_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    installed_prefix(&prefix);
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let args = [
+        "image",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--name",
+        "data-science",
+        "--build-id",
+        "1",
+    ];
+    let run = step(&args, &storage, &term);
+    assert_eq!(run.code, 0, "{}", run.report);
+    let image = artifact(&run.report, "image");
+    let digest = image["digest"].as_str().unwrap().to_string();
+    assert!(run.report["details"]["blobsUploaded"].as_u64().unwrap() >= 3);
+
+    // A second build of the same prefix uploads nothing new: blobs are content-addressed.
+    let again = step(&args, &storage, &term);
+    assert_eq!(again.report["details"]["blobsUploaded"], 0);
+    assert_eq!(artifact(&again.report, "image")["digest"], digest.as_str());
+
+    // The storage root holds blobs/sha256/: with an index it is an OCI layout skopeo reads.
+    let manifest_path: PathBuf = storage.join(format!(
+        "blobs/sha256/{}",
+        digest.trim_start_matches("sha256:")
+    ));
+    let size = std::fs::metadata(&manifest_path).unwrap().len();
+    std::fs::write(
+        storage.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest, "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": "1"}
+        }]
+    });
+    std::fs::write(storage.join("index.json"), index.to_string()).unwrap();
+    let out = Command::new("skopeo")
+        .arg("inspect")
+        .arg(format!("oci:{}:1", storage.display()))
+        .output()
+        .expect("skopeo is installed by scripts/install-test-deps.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let inspect: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(inspect["Digest"], digest.as_str());
+    let env = inspect["Env"].to_string();
+    assert!(env.contains("/opt/conda/envs/data-science/bin"), "{env}");
+}
