@@ -7,6 +7,8 @@
 mod key;
 mod local;
 mod s3;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::Path;
 use std::pin::Pin;

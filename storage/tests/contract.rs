@@ -3,76 +3,16 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use conda_store_storage::testing::S3Server;
 use conda_store_storage::{
     ArtifactStore, ByteRange, Key, LocalStore, S3Config, S3Store, StorageError,
 };
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
-
-/// moto's S3 server on a free loopback port, stopped on drop.
-struct S3Server {
-    child: Child,
-    port: u16,
-}
-
-impl S3Server {
-    fn start() -> S3Server {
-        let bin = std::env::var("CONDA_STORE_MOTO_SERVER").unwrap_or_else(|_| {
-            let cache = std::env::var("CONDA_STORE_CACHE").unwrap_or_else(|_| {
-                format!("{}/.cache/conda-store-k8s", std::env::var("HOME").unwrap())
-            });
-            format!("{cache}/venv/bin/moto_server")
-        });
-        assert!(
-            std::path::Path::new(&bin).exists(),
-            "no S3 server at {bin}: run scripts/install-test-deps.sh (scripts/test.sh does)"
-        );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env_remove("AWS_CA_BUNDLE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "S3 server did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        S3Server { child, port }
-    }
-
-    fn config(&self, bucket: &str) -> S3Config {
-        S3Config {
-            endpoint: Some(format!("http://127.0.0.1:{}", self.port)),
-            bucket: bucket.into(),
-            prefix: "artifacts".into(),
-            access_key: "test".into(),
-            secret_key: "test".into(),
-            part_size: 5 * 1024 * 1024,
-            ..S3Config::default()
-        }
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn key(k: &str) -> Key {
     Key::new(k).unwrap()
