@@ -1,7 +1,6 @@
 //! `conda-store-operator`: the operator binary. It carries the resource definitions, the
-//! specification tools, the build steps the Jobs run (`step pack`, `step image`; solve and
-//! install join them) and `unpack` for archives; the controllers (`run`) come with the
-//! reconcilers.
+//! specification tools, the build steps the Jobs run (`step solve|install|pack|image`) and
+//! `unpack` for archives; the controllers (`run`) come with the reconcilers.
 
 mod steps;
 mod storage_args;
@@ -46,6 +45,20 @@ enum Command {
 
 #[derive(Subcommand)]
 enum StepCommand {
+    /// Solve the specification into a conda-lock lockfile and the YAML export, and store them.
+    Solve {
+        #[command(flatten)]
+        solve: steps::solve::SolveArgs,
+        #[command(flatten)]
+        step: steps::StepArgs,
+    },
+    /// Install the build's stored lockfile into its prefix.
+    Install {
+        #[command(flatten)]
+        install: steps::solve::InstallArgs,
+        #[command(flatten)]
+        step: steps::StepArgs,
+    },
     /// Pack the installed prefix into a relocatable archive and store it.
     Pack {
         #[command(flatten)]
@@ -129,6 +142,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("starting the async runtime")?;
             Ok(runtime.block_on(async move {
                 match step {
+                    StepCommand::Solve { solve, step } => {
+                        let args = step.clone();
+                        steps::run("solve", &step, |store, log| {
+                            steps::solve::run_solve(solve, args, store, log)
+                        })
+                        .await
+                    }
+                    StepCommand::Install { install, step } => {
+                        let args = step.clone();
+                        steps::run("install", &step, |store, log| {
+                            steps::solve::run_install(install, args, store, log)
+                        })
+                        .await
+                    }
                     StepCommand::Pack { pack, step } => {
                         let args = step.clone();
                         steps::run("pack", &step, |store, log| {

@@ -216,3 +216,111 @@ fn image_step_stores_blobs_that_skopeo_reads() {
     let env = inspect["Env"].to_string();
     assert!(env.contains("/opt/conda/envs/data-science/bin"), "{env}");
 }
+
+#[test]
+fn solve_then_install_steps_build_a_working_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel =
+        conda_store_engine::channel::write_test_channel(&dir.path().join("channel")).unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let spec = dir.path().join("environment.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: demo\nchannels: [{}]\ndependencies: [tool]\n",
+            channel.url
+        ),
+    )
+    .unwrap();
+
+    let run = step(
+        &[
+            "solve",
+            "--specification",
+            spec.to_str().unwrap(),
+            "--name",
+            "demo",
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["details"]["packages"]["linux-64"], 3);
+    let lock = artifact(&run.report, "lockfile");
+    assert_eq!(lock["key"], "builds/team-a/data-science-1/conda-lock.yaml");
+    let yaml = std::fs::read_to_string(
+        storage.join(artifact(&run.report, "yaml")["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(yaml.contains("tool=1.0="), "{yaml}");
+
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    let cache = dir.path().join("pkgs");
+    let install = [
+        "install",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--package-cache",
+        cache.to_str().unwrap(),
+    ];
+    let run = step(&install, &storage, &term);
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["details"]["operations"], 3);
+    let out = Command::new(prefix.join("bin/tool")).output().unwrap();
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        format!("prefix: {}\ntool data\n", prefix.display())
+    );
+    // A retried install Job finds the work done.
+    let again = step(&install, &storage, &term);
+    assert_eq!(again.report["details"]["operations"], 0);
+}
+
+#[test]
+fn unsolvable_specification_fails_with_the_solver_explanation() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel =
+        conda_store_engine::channel::write_test_channel(&dir.path().join("channel")).unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let spec = dir.path().join("environment.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "channels: [{}]\ndependencies: [tool, 'liba<1.5']\n",
+            channel.url
+        ),
+    )
+    .unwrap();
+    let run = step(
+        &["solve", "--specification", spec.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 1);
+    let msg = run.report["message"].as_str().unwrap();
+    assert!(msg.contains("liba"), "{msg}");
+    assert!(
+        !storage
+            .join("builds/team-a/data-science-1/conda-lock.yaml")
+            .exists()
+    );
+}
+
+#[test]
+fn install_without_a_lockfile_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let prefix = dir.path().join("envs/x/1");
+    let run = step(
+        &["install", "--prefix", prefix.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 1);
+    let msg = run.report["message"].as_str().unwrap();
+    assert!(msg.contains("conda-lock.yaml"), "{msg}");
+    assert!(!prefix.exists());
+}

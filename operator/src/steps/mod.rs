@@ -5,6 +5,7 @@
 
 pub mod image;
 pub mod pack;
+pub mod solve;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};

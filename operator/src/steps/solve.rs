@@ -1,0 +1,154 @@
+//! `step solve` and `step install`: the specification solved into a lockfile (the hand-off to
+//! every later step), and the lockfile installed into the build's prefix.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use conda_store_crds::spec::{NormalizedSpec, normalize_yaml};
+use conda_store_crds::{Artifact, ArtifactKind, Policy};
+use conda_store_engine::install::install_lockfile;
+use conda_store_engine::lockfile::{export_environment, write_lockfile};
+use conda_store_engine::solve::{SolveRequest, solve};
+use conda_store_storage::ArtifactStore;
+
+use super::{StepArgs, StepLog, StepOutput, build_key};
+
+/// The lockfile's name under the build key.
+pub const LOCKFILE: &str = "conda-lock.yaml";
+
+/// `step solve` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct SolveArgs {
+    /// The specification: a normalised spec as JSON (what the operator writes) or an
+    /// environment.yaml.
+    #[arg(long)]
+    pub specification: PathBuf,
+    /// Policy to apply to an environment.yaml (YAML or JSON).
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Platforms to solve for when the specification names none.
+    #[arg(long = "platform", default_value = "linux-64")]
+    pub platforms: Vec<String>,
+    /// The environment's name, for the YAML export.
+    #[arg(long, default_value = "environment")]
+    pub name: String,
+}
+
+/// `step install` arguments.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// The prefix to install into (`<root>/<namespace>/<build>`).
+    #[arg(long)]
+    pub prefix: PathBuf,
+    /// The platform of the lockfile to install.
+    #[arg(long, default_value = "linux-64")]
+    pub platform: String,
+    /// The shared package cache.
+    #[arg(
+        long,
+        env = "CONDA_STORE_PKGS_DIR",
+        default_value = "/var/cache/conda-store/pkgs"
+    )]
+    pub package_cache: PathBuf,
+}
+
+fn read_spec(args: &SolveArgs) -> anyhow::Result<NormalizedSpec> {
+    let text = std::fs::read_to_string(&args.specification)
+        .with_context(|| format!("reading {}", args.specification.display()))?;
+    if let Ok(spec) = serde_json::from_str::<NormalizedSpec>(&text) {
+        return Ok(spec);
+    }
+    let policy: Policy = match &args.policy {
+        Some(p) => serde_yaml::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("reading policy {}", p.display()))?,
+        None => Policy::default(),
+    };
+    normalize_yaml(&text, &policy).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// Solves and stores the lockfile and the YAML export.
+pub async fn run_solve(
+    args: SolveArgs,
+    step: StepArgs,
+    store: Arc<dyn ArtifactStore>,
+    log: StepLog,
+) -> anyhow::Result<StepOutput> {
+    let spec = read_spec(&args)?;
+    if spec.lockfile.is_some() {
+        anyhow::bail!("the specification is a lockfile: there is nothing to solve");
+    }
+    let platforms = if spec.platforms.is_empty() {
+        args.platforms.clone()
+    } else {
+        spec.platforms.clone()
+    };
+    log.line(format!(
+        "solving {} dependencies from {} for {}",
+        spec.dependencies.len(),
+        spec.channels.join(", "),
+        platforms.join(", ")
+    ));
+    let solution = solve(&SolveRequest {
+        channels: spec.channels.clone(),
+        specs: spec.dependencies.clone(),
+        pip: spec.pip.clone(),
+        platforms: platforms.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let counts: serde_json::Map<String, serde_json::Value> = solution
+        .platforms
+        .iter()
+        .map(|(p, records)| (p.clone(), records.len().into()))
+        .collect();
+    log.line(format!("solved: {counts:?}"));
+    let lock = write_lockfile(&solution)?;
+    let lock_info = store
+        .put_bytes(&build_key(&step, LOCKFILE)?, lock.into())
+        .await?;
+    let export = export_environment(&solution, &platforms[0], &args.name)?;
+    let yaml_info = store
+        .put_bytes(&build_key(&step, "environment.yaml")?, export.into())
+        .await?;
+    let artifact = |kind, info: conda_store_storage::ObjectInfo| Artifact {
+        kind,
+        key: info.key,
+        size: Some(info.size),
+        digest: info.sha256.map(|h| format!("sha256:{h}")),
+    };
+    Ok(StepOutput {
+        artifacts: vec![
+            artifact(ArtifactKind::Lockfile, lock_info),
+            artifact(ArtifactKind::Yaml, yaml_info),
+        ],
+        details: serde_json::json!({ "packages": counts }),
+    })
+}
+
+/// Installs the build's stored lockfile into the prefix.
+pub async fn run_install(
+    args: InstallArgs,
+    step: StepArgs,
+    store: Arc<dyn ArtifactStore>,
+    log: StepLog,
+) -> anyhow::Result<StepOutput> {
+    let key = build_key(&step, LOCKFILE)?;
+    let lock = String::from_utf8(store.get_bytes(&key).await?.to_vec())
+        .context("the stored lockfile is not UTF-8")?;
+    log.line(format!(
+        "installing {key} ({}) into {}",
+        args.platform,
+        args.prefix.display()
+    ));
+    let summary =
+        install_lockfile(&lock, &args.platform, &args.prefix, &args.package_cache).await?;
+    log.line(format!("{} operations", summary.operations));
+    Ok(StepOutput {
+        artifacts: Vec::new(),
+        details: serde_json::json!({ "operations": summary.operations }),
+    })
+}
