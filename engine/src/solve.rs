@@ -32,6 +32,9 @@ pub struct SolveRequest {
     pub virtual_packages: BTreeMap<String, Vec<String>>,
     /// Time limit per platform; `None` means [`DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// Base URL channel names (`conda-forge`) expand to, as conda's `channel_alias`. `None`
+    /// leaves names unexpanded (and so unsupported while only local channels are).
+    pub channel_alias: Option<String>,
 }
 
 /// The result of a solve.
@@ -114,6 +117,16 @@ pub fn local_channel(channel: &str) -> Result<Channel, SolveError> {
     let url =
         Url::from_directory_path(&path).map_err(|()| unknown("not an absolute path".into()))?;
     Ok(Channel::from_url(url))
+}
+
+/// A channel name (`conda-forge`, `team/label`) expanded with `alias`; URLs and paths as they are.
+pub fn expand_channel(channel: &str, alias: Option<&str>) -> String {
+    let is_name =
+        !channel.contains("://") && !channel.starts_with('/') && !channel.starts_with('.');
+    match alias {
+        Some(alias) if is_name => format!("{}/{}", alias.trim_end_matches('/'), channel),
+        _ => channel.to_string(),
+    }
 }
 
 fn parse_platform(platform: &str) -> Result<Subdir, SolveError> {
@@ -201,7 +214,7 @@ fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), Sol
     let channels = request
         .channels
         .iter()
-        .map(|c| local_channel(c))
+        .map(|c| local_channel(&expand_channel(c, request.channel_alias.as_deref())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((specs, channels))
 }

@@ -295,3 +295,27 @@ async fn synthetic_repodata_is_deterministic_and_solvable() {
     let records = &solution.platforms["linux-64"];
     assert!(records.len() > specs.len(), "a trivial solve: {records:?}");
 }
+
+#[tokio::test]
+async fn channel_names_expand_with_the_channel_alias() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_channel(&dir.path().join("demo")).unwrap();
+    let alias = url::Url::from_directory_path(dir.path())
+        .unwrap()
+        .to_string();
+    let mut req = request("demo", &["tool"]);
+    req.channel_alias = Some(alias.clone());
+    let solution = solve(&req).await.unwrap();
+    assert_eq!(names(&solution).len(), 3);
+    assert!(
+        solution.channels[0].starts_with(alias.trim_end_matches('/')),
+        "{:?}",
+        solution.channels
+    );
+    // A name that the alias does not hold is an unknown channel, named in full.
+    let mut req = request("conda-forge", &["tool"]);
+    req.channel_alias = Some(alias.clone());
+    let err = solve(&req).await.unwrap_err();
+    assert!(matches!(err, SolveError::UnknownChannel { .. }), "{err:?}");
+    assert!(err.to_string().contains("conda-forge"), "{err}");
+}

@@ -34,6 +34,10 @@ pub struct SolveArgs {
     /// The environment's name, for the YAML export.
     #[arg(long, default_value = "environment")]
     pub name: String,
+    /// Base URL channel names expand to (conda's channel_alias), e.g. a `file://` directory
+    /// of mirrored channels.
+    #[arg(long, env = "CONDA_STORE_CHANNEL_ALIAS")]
+    pub channel_alias: Option<String>,
 }
 
 /// `step install` arguments.
@@ -97,6 +101,7 @@ pub async fn run_solve(
         specs: spec.dependencies.clone(),
         pip: spec.pip.clone(),
         platforms: platforms.clone(),
+        channel_alias: args.channel_alias.clone(),
         ..Default::default()
     })
     .await?;
