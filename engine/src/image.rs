@@ -940,50 +940,21 @@ fn relocate_link(target: &str, r: &Relocation) -> Option<String> {
 /// file would need the replacement to be longer than the original.
 fn relocate(data: &[u8], r: &Relocation, mode: FileMode) -> Option<Vec<u8>> {
     match mode {
-        FileMode::Text => Some(replace_all(data, &r.from, &r.to)),
+        FileMode::Text => Some(
+            crate::relocate::replace_text(data, &r.from, &r.to).unwrap_or_else(|| data.to_vec()),
+        ),
         FileMode::Binary => {
             if r.to.len() > r.from.len() {
-                return find(data, &r.from).is_none().then(|| data.to_vec());
+                return crate::relocate::find(data, &r.from, 0)
+                    .is_none()
+                    .then(|| data.to_vec());
             }
-            // Each C string containing the prefix is rewritten and padded with NULs to its
-            // original length, so offsets in the binary do not move.
-            let mut out = Vec::with_capacity(data.len());
-            let mut at = 0;
-            while let Some(i) = find(&data[at..], &r.from) {
-                let start = at + i;
-                let end = data[start..]
-                    .iter()
-                    .position(|b| *b == 0)
-                    .map_or(data.len(), |n| start + n);
-                out.extend_from_slice(&data[at..start]);
-                let replaced = replace_all(&data[start..end], &r.from, &r.to);
-                out.extend_from_slice(&replaced);
-                out.resize(out.len() + (end - start - replaced.len()), 0);
-                at = end;
-            }
-            out.extend_from_slice(&data[at..]);
-            Some(out)
+            Some(
+                crate::relocate::replace_binary(data, &r.from, &r.to)
+                    .unwrap_or_else(|| data.to_vec()),
+            )
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || haystack.len() < needle.len() {
-        return None;
-    }
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    let mut at = 0;
-    while let Some(i) = find(&data[at..], from) {
-        out.extend_from_slice(&data[at..at + i]);
-        out.extend_from_slice(to);
-        at += i + from.len();
-    }
-    out.extend_from_slice(&data[at..]);
-    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -10,4 +10,5 @@ pub mod install;
 pub mod lockfile;
 pub mod pack;
 pub mod prefix;
+mod relocate;
 pub mod solve;
