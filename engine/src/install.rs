@@ -50,7 +50,14 @@ pub async fn install_records(
         .filter(|s| *s != Subdir::NoArch)
         .ok_or_else(|| InstallError::InvalidPlatform(platform.to_string()))?;
     let result = Installer::new()
-        .with_package_cache(PackageCache::new(cache_dir))
+        // Full validation: every cached file is checked against the package's paths.json hashes
+        // and a damaged entry is extracted again; rattler's default only checks index.json and
+        // would link a corrupted file into the prefix (the install tests show it).
+        .with_package_cache(PackageCache::new_layered(
+            std::iter::once(cache_dir.to_path_buf()),
+            false,
+            rattler::validation::ValidationMode::Full,
+        ))
         .with_target_platform(subdir)
         .with_execute_link_scripts(false)
         .install(prefix, records)

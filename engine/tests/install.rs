@@ -127,3 +127,58 @@ fn switch_current_is_atomic_replace() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
+
+#[tokio::test]
+async fn a_corrupted_package_cache_is_not_installed_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = write_test_channel(&dir.path().join("channel")).unwrap();
+    let solution = solve(&SolveRequest {
+        channels: vec![channel.url.clone()],
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lock = write_lockfile(&solution).unwrap();
+    let cache = dir.path().join("pkgs");
+    install_lockfile(&lock, "linux-64", &dir.path().join("envs/first"), &cache)
+        .await
+        .unwrap();
+    // Damage the cached copy of tool's data file (a disk error, a hand edit).
+    let cached = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("tool-1.0")
+        })
+        .expect("tool is in the cache");
+    let data = cached.join("share/tool/data.txt");
+    std::fs::remove_file(&data).unwrap();
+    std::fs::write(&data, "tampered\n").unwrap();
+
+    let prefix = dir.path().join("envs/second");
+    // The damaged entry fails validation and is extracted again from the package archive.
+    install_lockfile(&lock, "linux-64", &prefix, &cache)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("share/tool/data.txt")).unwrap(),
+        "tool data\n",
+        "installed from a corrupted cache"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&data).unwrap(),
+        "tool data\n",
+        "cache repaired"
+    );
+    // The first environment is untouched.
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("envs/first/share/tool/data.txt")).unwrap(),
+        "tool data\n"
+    );
+}
