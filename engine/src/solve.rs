@@ -54,7 +54,7 @@ pub enum SolveError {
     #[error("unknown channel {channel}: {reason}")]
     UnknownChannel { channel: String, reason: String },
     #[error(
-        "unsupported channel {0}: only local channels (file:// URLs or directories) are supported"
+        "unsupported channel {0}: use a file://, http:// or https:// URL, a directory, or a name with a channel alias"
     )]
     UnsupportedChannel(String),
     #[error("invalid match spec {spec:?}: {message}")]
@@ -84,15 +84,22 @@ pub enum SolveError {
     Solver { platform: String, message: String },
 }
 
-/// Turn a channel string (a `file://` URL or a directory path) into a channel, checking that it
-/// exists and has a `noarch/repodata.json`.
+/// Turn a channel string into a channel: an `http(s)://` URL as it is; a `file://` URL or a
+/// directory path checked to exist and to have a `noarch/repodata.json`.
 pub fn local_channel(channel: &str) -> Result<Channel, SolveError> {
     let unknown = |reason: String| SolveError::UnknownChannel {
         channel: channel.to_string(),
         reason,
     };
     let path = if channel.contains("://") {
-        let url = Url::parse(channel).map_err(|e| unknown(e.to_string()))?;
+        let mut url = Url::parse(channel).map_err(|e| unknown(e.to_string()))?;
+        if matches!(url.scheme(), "http" | "https") {
+            // Remote: whether it exists shows when its repodata is fetched.
+            if !url.path().ends_with('/') {
+                url.set_path(&format!("{}/", url.path()));
+            }
+            return Ok(Channel::from_url(url));
+        }
         if url.scheme() != "file" {
             return Err(SolveError::UnsupportedChannel(channel.to_string()));
         }
@@ -223,8 +230,13 @@ fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), Sol
 pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
     let (specs, channels) = prepare(request)?;
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    // A fresh gateway per solve: it caches repodata in memory, and local channels change.
-    let gateway = Gateway::new();
+    // A fresh gateway per solve: it caches repodata in memory, and channels change. Its disk
+    // cache (remote repodata) lives in a directory of this solve, not in the home directory.
+    let cache = tempfile::tempdir().map_err(|e| SolveError::Repodata {
+        platform: String::new(),
+        message: format!("creating the repodata cache: {e}"),
+    })?;
+    let gateway = Gateway::builder().with_cache_dir(cache.path()).finish();
     let mut platforms = BTreeMap::new();
     for platform in &request.platforms {
         let subdir = parse_platform(platform)?;

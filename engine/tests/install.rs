@@ -182,3 +182,87 @@ async fn a_corrupted_package_cache_is_not_installed_from() {
         "tool data\n"
     );
 }
+
+/// A channel served over HTTP on loopback (Python's http.server), stopped on drop.
+struct HttpChannel(std::process::Child, u16);
+
+impl HttpChannel {
+    fn serve(dir: &std::path::Path) -> HttpChannel {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 serves the channel");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpChannel(child, port)
+    }
+}
+
+impl Drop for HttpChannel {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_channel_over_http_solves_and_installs() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_channel(&dir.path().join("channels/demo")).unwrap();
+    let server = HttpChannel::serve(&dir.path().join("channels"));
+    let alias = format!("http://127.0.0.1:{}", server.1);
+    let solution = solve(&SolveRequest {
+        channels: vec!["demo".into()],
+        channel_alias: Some(alias.clone()),
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lock = write_lockfile(&solution).unwrap();
+    assert!(
+        lock.contains(&format!("url: {alias}/demo/noarch/tool-1.0")),
+        "{lock}"
+    );
+    let prefix = dir.path().join("envs/remote");
+    let summary = install_lockfile(&lock, "linux-64", &prefix, &dir.path().join("pkgs"))
+        .await
+        .unwrap();
+    assert_eq!(summary.operations, 3);
+    let out = Command::new(prefix.join("bin/tool")).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("tool data"));
+
+    // A channel the server does not have is an error naming it.
+    let err = solve(&SolveRequest {
+        channels: vec![format!("{alias}/missing")],
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("missing"), "{err}");
+}
