@@ -49,6 +49,7 @@ pub async fn install_records(
         .ok()
         .filter(|s| *s != Subdir::NoArch)
         .ok_or_else(|| InstallError::InvalidPlatform(platform.to_string()))?;
+    crate::tls::ensure_crypto_provider();
     let result = Installer::new()
         // Full validation: every cached file is checked against the package's paths.json hashes
         // and a damaged entry is extracted again; rattler's default only checks index.json and
@@ -89,7 +90,9 @@ pub async fn install_lockfile(
     install_records(records, platform, prefix, cache_dir).await
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error with its causes, `outer: inner: innermost` (a TLS or connection failure is
+/// several layers down in reqwest's errors).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

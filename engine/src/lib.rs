@@ -12,3 +12,4 @@ pub mod pack;
 pub mod prefix;
 mod relocate;
 pub mod solve;
+pub mod tls;

@@ -229,6 +229,7 @@ fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), Sol
 /// Solve `request` for each of its platforms (one after the other).
 pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
     let (specs, channels) = prepare(request)?;
+    crate::tls::ensure_crypto_provider();
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A fresh gateway per solve: it caches repodata in memory, and channels change. Its disk
     // cache (remote repodata) lives in a directory of this solve, not in the home directory.
@@ -247,7 +248,7 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
             .await
             .map_err(|e| SolveError::Repodata {
                 platform: platform.clone(),
-                message: e.to_string(),
+                message: crate::install::error_chain(&e),
             })?;
         let specs = specs.clone();
         let solved = tokio::task::spawn_blocking(move || {
