@@ -26,3 +26,7 @@ cargo test --workspace --locked
 # checkout: about 15 minutes cold on two cores, seconds afterwards).
 step "e2e: the CRDs on a real API server"
 bash tests/e2e/crds.sh
+
+# A real node: kubelet with Debian's containerd and runc; Jobs run as real containers.
+step "e2e: Jobs on a real node"
+bash tests/e2e/jobs.sh

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Container images for the local node, built without docker or a registry: a rootfs directory becomes a
+# single-layer docker-archive tar (layer tar + sha256sum + JSON), cached outside the checkout, then
+# imported into the node's containerd with `ctr -n k8s.io images import`.
+#
+#   bash tests/e2e/images.sh build NAME    # build (once) and print the cached tar's path
+#   bash tests/e2e/images.sh ref NAME      # print the image reference (pods use imagePullPolicy: Never)
+#   bash tests/e2e/images.sh import NAME   # build, import into the running cluster's containerd
+#                                          # ($CONDA_STORE_CLUSTER_DIR, node started), print the reference
+# NAME:
+#   pause    the sandbox image: build/pause/linux/pause.c from the cached Kubernetes source, gcc -static
+#   busybox  Debian's busybox-static (/bin/busybox and /bin/sh), PATH set: `busybox sh -c ...` works
+#
+# Environment: CONDA_STORE_K8S_CACHE (default /var/cache/conda-store-k8s; tars go to its images/ dir),
+# CONDA_STORE_CLUSTER_DIR (default /tmp/conda-store-cluster; only for `import`).
+set -Eeuo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE_ROOT=${CONDA_STORE_K8S_CACHE:-/var/cache/conda-store-k8s}
+IMAGES=$CACHE_ROOT/images
+REPO=localhost/conda-store-test
+
+log() { printf '[images %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+sha256() { sha256sum "$1" | awk '{print $1}'; }
+
+# docker_archive ROOTFS REF CONFIG_JSON_FRAGMENT OUT: a single-layer docker-archive (what `docker save`
+# writes) of ROOTFS tagged REF; the fragment is the image config's "config" object (Entrypoint, Env...).
+docker_archive() {
+  local rootfs=$1 ref=$2 config=$3 out=$4 work layer_sha config_sha
+  work=$(mktemp -d "$IMAGES/.work.XXXXXX")
+  # Reproducible layer: sorted, owned by root, timestamps at the epoch.
+  tar --create --file "$work/layer.tar" --directory "$rootfs" --sort=name --numeric-owner \
+    --owner=0 --group=0 --mtime=@0 --format=posix --pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime .
+  layer_sha=$(sha256 "$work/layer.tar")
+  mkdir -p "$work/archive/$layer_sha"
+  mv "$work/layer.tar" "$work/archive/$layer_sha/layer.tar"
+  printf '{"architecture":"amd64","os":"linux","created":"1970-01-01T00:00:00Z","config":%s,"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/e2e/images.sh"}]}' \
+    "$config" "$layer_sha" >"$work/config.json"
+  config_sha=$(sha256 "$work/config.json")
+  mv "$work/config.json" "$work/archive/$config_sha.json"
+  printf '[{"Config":"%s.json","RepoTags":["%s"],"Layers":["%s/layer.tar"]}]\n' \
+    "$config_sha" "$ref" "$layer_sha" >"$work/archive/manifest.json"
+  tar --create --file "$work/image.tar" --directory "$work/archive" --sort=name --numeric-owner \
+    --owner=0 --group=0 --mtime=@0 manifest.json "$config_sha.json" "$layer_sha"
+  mv "$work/image.tar" "$out" # atomic: a cached tar is always complete
+  rm -rf "$work"
+}
+
+pause_src() {
+  local bin
+  bin=$(bash "$HERE/build-k8s.sh") || die "build-k8s.sh failed"
+  echo "${bin%/bin}/src/pause.c"
+}
+
+# The tag carries a digest of the inputs, so a changed input never reuses an old image in containerd.
+pause_ref() { echo "$REPO/pause:$(sha256 "$(pause_src)" | cut -c1-12)"; }
+busybox_version() {
+  apt-cache policy busybox-static 2>/dev/null | awk '/Candidate:/ {print $2}' | sed 's/^[0-9]*://; s/[^A-Za-z0-9_.-]/_/g'
+}
+busybox_ref() {
+  local v
+  v=$(busybox_version)
+  [[ -n $v && $v != '(none)' ]] || die "apt-cache knows no busybox-static (run apt-get update?)"
+  echo "$REPO/busybox:$v"
+}
+
+build_pause() {
+  local ref=$1 out=$2 src work
+  src=$(pause_src)
+  command -v gcc >/dev/null || die "gcc is missing (apt-get install gcc libc6-dev)"
+  work=$(mktemp -d "$IMAGES/.work.XXXXXX")
+  mkdir -p "$work/rootfs"
+  gcc -Os -static -Wall -o "$work/rootfs/pause" "$src" -DVERSION=conda-store-test >&2 \
+    || { rm -rf "$work"; die "gcc -static $src failed (is libc6-dev installed?)"; }
+  strip "$work/rootfs/pause" 2>/dev/null || true
+  docker_archive "$work/rootfs" "$ref" '{"Entrypoint":["/pause"],"User":"65535:65535"}' "$out"
+  rm -rf "$work"
+}
+
+build_busybox() {
+  local ref=$1 out=$2 work deb
+  work=$(mktemp -d "$IMAGES/.work.XXXXXX")
+  chown _apt "$work" 2>/dev/null || true
+  (cd "$work" && apt-get download -qq busybox-static >"$work/download.log" 2>&1) \
+    || { cat "$work/download.log" >&2; rm -rf "$work"; die "apt-get download busybox-static failed"; }
+  deb=$(find "$work" -maxdepth 1 -name 'busybox-static_*.deb' | head -n1)
+  dpkg-deb -x "$deb" "$work/extract"
+  mkdir -p "$work/rootfs/bin" "$work/rootfs/etc" "$work/rootfs/tmp" "$work/rootfs/dev" \
+    "$work/rootfs/proc" "$work/rootfs/sys"
+  chmod 1777 "$work/rootfs/tmp"
+  install -m 0755 "$work/extract/bin/busybox" "$work/rootfs/bin/busybox"
+  ln -s busybox "$work/rootfs/bin/sh"
+  docker_archive "$work/rootfs" "$ref" \
+    '{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]}' "$out"
+  rm -rf "$work"
+}
+
+# build NAME: print the cached tar (building it first when missing).
+build() {
+  local name=$1 ref out
+  case $name in pause | busybox) ;; *) die "unknown image '$name' (pause, busybox)" ;; esac
+  ref=$("${name}_ref")
+  out=$IMAGES/$name-${ref##*:}.tar
+  if [[ ! -s $out ]]; then
+    mkdir -p "$IMAGES"
+    exec 7>"$IMAGES/.build.lock"
+    flock 7
+    if [[ ! -s $out ]]; then
+      log "building $ref into $out"
+      "build_$name" "$ref" "$out"
+    fi
+    exec 7>&-
+  fi
+  echo "$out"
+}
+
+# import NAME: into the cluster's containerd (namespace k8s.io, where the CRI plugin looks).
+import() {
+  local name=$1 tar ref state=${CONDA_STORE_CLUSTER_DIR:-/tmp/conda-store-cluster}
+  state=${state%/}
+  [[ -f $state/node.env ]] || die "no node in $state (start it with: cluster.sh up --node)"
+  # shellcheck source=/dev/null
+  source "$state/node.env"
+  tar=$(build "$name")
+  ref=$("${name}_ref")
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --all-platforms "$tar" >/dev/null \
+    || die "ctr images import $tar failed"
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$ref" \
+    || die "$ref not in containerd after importing $tar"
+  echo "$ref"
+}
+
+[[ $# == 2 ]] || { echo "usage: $0 build|ref|import pause|busybox" >&2; exit 2; }
+case $1 in
+  build) build "$2" ;;
+  ref) case $2 in pause | busybox) "${2}_ref" ;; *) die "unknown image '$2'" ;; esac ;;
+  import) import "$2" ;;
+  *) echo "usage: $0 build|ref|import pause|busybox" >&2; exit 2 ;;
+esac
