@@ -14,19 +14,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_CLUSTER_DIR:-/tmp/conda-store-e2e-crds-$$}
 CLUSTER="$ROOT/tests/e2e/cluster.sh"
 
-passed=0
-failed=0
-check() { # check NAME COMMAND...: run a check, count it, show the output of a failure
-  local name=$1 out
-  shift
-  if out=$("$@" 2>&1); then
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$name"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n%s\n' "$name" "$out"
-  fi
-}
+# shellcheck source=tests/e2e/checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 
 cleanup() { bash "$CLUSTER" down >/dev/null 2>&1 || true; }
 trap cleanup EXIT
@@ -34,23 +23,6 @@ trap cleanup EXIT
 bash "$CLUSTER" up
 eval "$(bash "$CLUSTER" env)"
 k() { "$CONDA_STORE_KUBECTL" "$@"; }
-
-contains() { # contains NEEDLE COMMAND...: the command succeeds and its output holds NEEDLE
-  local needle=$1 out
-  shift
-  out=$("$@" 2>&1) || { echo "$out"; return 1; }
-  grep -qF -- "$needle" <<<"$out" || { printf 'expected %q in:\n%s\n' "$needle" "$out"; return 1; }
-}
-
-refused() { # refused NEEDLE COMMAND...: the command fails and says NEEDLE
-  local needle=$1 out
-  shift
-  if out=$("$@" 2>&1); then
-    printf 'expected a refusal, got:\n%s\n' "$out"
-    return 1
-  fi
-  grep -qF -- "$needle" <<<"$out" || { printf 'expected %q in:\n%s\n' "$needle" "$out"; return 1; }
-}
 
 check "server-side dry run accepts every CRD" \
   k apply --dry-run=server --validate=false -f "$ROOT/crds/"
@@ -131,5 +103,4 @@ check "Build status is written through the status subresource" put_build_status
 check "Build printer columns show id and phase" \
   contains "Queued" k get cbuild -n team-a
 
-echo "e2e: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish

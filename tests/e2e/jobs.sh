@@ -13,19 +13,8 @@ STATE=${CONDA_STORE_CLUSTER_DIR%/}
 CLUSTER="$ROOT/tests/e2e/cluster.sh"
 IMAGES="$ROOT/tests/e2e/images.sh"
 
-passed=0
-failed=0
-check() { # check NAME COMMAND...: run a check, count it, show the output of a failure
-  local name=$1 out
-  shift
-  if out=$("$@" 2>&1); then
-    passed=$((passed + 1))
-    printf 'ok   %s\n' "$name"
-  else
-    failed=$((failed + 1))
-    printf 'FAIL %s\n%s\n' "$name" "$out"
-  fi
-}
+# shellcheck source=tests/e2e/checks.sh
+source "$ROOT/tests/e2e/checks.sh"
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
 
@@ -75,13 +64,6 @@ wait_job() {
   done
 }
 
-contains() { # contains NEEDLE COMMAND...
-  local needle=$1 out
-  shift
-  out=$("$@" 2>&1) || { echo "$out"; return 1; }
-  grep -qF -- "$needle" <<<"$out" || { printf 'expected %q in:\n%s\n' "$needle" "$out"; return 1; }
-}
-
 t=$(now)
 check "a Job is created" k apply -f - < <(job hello 'echo hello from a job')
 check "the Job completes" wait_job hello Complete 120
@@ -114,5 +96,4 @@ no_strays() { # no process names the state dir, nothing is mounted under it, no 
 }
 check "down leaves no process, mount or state dir behind" no_strays
 
-echo "e2e: $passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish
