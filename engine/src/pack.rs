@@ -383,7 +383,10 @@ pub fn pack(
                 enc.multithread(threads)
                     .map_err(write_err("zstd settings"))?;
             }
-            let (enc, stats) = write_tar(enc, prefix_dir, &embedded, &manifest)?;
+            let (enc, stats) = write_tar(buffered(enc), prefix_dir, &embedded, &manifest)?;
+            let enc = enc
+                .into_inner()
+                .map_err(|e| write_err("end")(e.into_error()))?;
             (enc.finish().map_err(write_err("end"))?, stats)
         }
         Compression::Gzip { level } => {
@@ -397,7 +400,10 @@ pub fn pack(
                 });
             }
             let enc = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
-            let (enc, stats) = write_tar(enc, prefix_dir, &embedded, &manifest)?;
+            let (enc, stats) = write_tar(buffered(enc), prefix_dir, &embedded, &manifest)?;
+            let enc = enc
+                .into_inner()
+                .map_err(|e| write_err("end")(e.into_error()))?;
             (enc.finish().map_err(write_err("end"))?, stats)
         }
     };
@@ -411,6 +417,13 @@ pub fn pack(
         sha256,
         prefix_files: rewrite.len() as u64,
     })
+}
+
+/// The tar stream reaches the compressor in large writes: tar writes a 512-byte header and a few
+/// kilobytes per file, and each compressor call (a synchronisation point with zstd's worker
+/// threads) costs more than the copy into this buffer.
+fn buffered<W: Write>(inner: W) -> io::BufWriter<W> {
+    io::BufWriter::with_capacity(1 << 20, inner)
 }
 
 /// Rewrites the prefix in the files of the extracted archive in `dir` (what `bin/conda-unpack`
