@@ -25,7 +25,7 @@ use std::{
 };
 
 use conda_store_engine::{
-    channel::{index_channel, write_synthetic_repodata},
+    channel::{SplitMix, index_channel, write_synthetic_repodata},
     image::{ImageOptions, build_image},
     install::install_lockfile,
     lockfile::write_lockfile,
@@ -495,29 +495,16 @@ fn tree_size(dir: &Path) -> Result<(u64, u64), Error> {
     Ok((bytes, count))
 }
 
-/// A deterministic generator (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 /// Text-like content of about `len` bytes: lines of words from a small vocabulary and hex
 /// numbers, so it compresses like source code (about 3x with zstd), not like zeros.
-fn file_content(rng: &mut Rng, len: usize) -> String {
+fn file_content(rng: &mut SplitMix, len: usize) -> String {
     const WORDS: &[&str] = &[
         "def", "return", "import", "self", "value", "for", "in", "if", "else", "None", "class",
         "lambda", "data", "index", "config", "prefix", "path", "yield", "with", "as",
     ];
     let mut s = String::with_capacity(len + 64);
     while s.len() < len {
-        let r = rng.next();
+        let r = rng.next_u64();
         for k in 0..4 {
             s.push_str(WORDS[((r >> (k * 5)) & 0x1f) as usize % WORDS.len()]);
             s.push(' ');
@@ -607,12 +594,12 @@ fn write_package(
     }
     let info = staging.join("info");
     fs::create_dir_all(&info)?;
-    let mut rng = Rng(seed.wrapping_mul(7919).wrapping_add(1));
+    let mut rng = SplitMix(seed.wrapping_mul(7919).wrapping_add(1));
     let mut entries = Vec::new();
     let mut paths = Vec::new();
     for f in 0..files {
         let rel = format!("lib/{name}/d{:02}/f{f:05}.py", f % 50);
-        let len = file_bytes / 2 + (rng.next() as usize % (file_bytes.max(1)));
+        let len = file_bytes / 2 + (rng.next_u64() as usize % (file_bytes.max(1)));
         let mut content = file_content(&mut rng, len);
         let has_prefix = f == 0;
         if has_prefix {

@@ -428,19 +428,22 @@ pub struct SyntheticChannel {
     pub suggested_specs: Vec<String>,
 }
 
-/// A deterministic pseudo-random generator (splitmix64), so benchmarks need no extra crate.
-struct SplitMix(u64);
+/// A deterministic pseudo-random generator (splitmix64), so generated channels and benchmark
+/// data need no extra crate: the same seed gives the same sequence everywhere.
+pub struct SplitMix(pub u64);
 
 impl SplitMix {
-    fn next(&mut self) -> u64 {
+    /// The next value of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    /// A value in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -526,20 +529,20 @@ pub fn write_synthetic_repodata(
                 })
                 .chain(needs_glibc.then(|| "__glibc >=2.17".to_string()))
                 .collect();
-            let build = format!("h{:08x}_0", rng.next() as u32);
+            let build = format!("h{:08x}_0", rng.next_u64() as u32);
             let record = SyntheticRecord {
                 build: build.clone(),
                 build_number: 0,
                 depends,
                 license: "BSD-3-Clause",
-                md5: format!("{:016x}{:016x}", rng.next(), rng.next()),
+                md5: format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64()),
                 name: name.clone(),
                 sha256: format!(
                     "{:016x}{:016x}{:016x}{:016x}",
-                    rng.next(),
-                    rng.next(),
-                    rng.next(),
-                    rng.next()
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64(),
+                    rng.next_u64()
                 ),
                 size: 1000 + rng.below(1_000_000),
                 subdir: "linux-64",
