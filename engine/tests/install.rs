@@ -10,10 +10,9 @@ use conda_store_engine::{
     solve::{SolveRequest, solve},
 };
 
-#[tokio::test]
-async fn install_from_lockfile() {
-    let dir = tempfile::tempdir().unwrap();
-    let channel = write_test_channel(&dir.path().join("channel")).unwrap();
+/// The lockfile of `tool` solved from a test channel written under `dir`.
+async fn tool_lockfile(dir: &std::path::Path) -> String {
+    let channel = write_test_channel(&dir.join("channel")).unwrap();
     let solution = solve(&SolveRequest {
         channels: vec![channel.url.clone()],
         specs: vec!["tool".into()],
@@ -22,7 +21,13 @@ async fn install_from_lockfile() {
     })
     .await
     .unwrap();
-    let lock = write_lockfile(&solution).unwrap();
+    write_lockfile(&solution).unwrap()
+}
+
+#[tokio::test]
+async fn install_from_lockfile() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = tool_lockfile(dir.path()).await;
     let cache = dir.path().join("pkgs");
     let prefix = dir.path().join("envs").join("demo-1");
 
@@ -131,16 +136,7 @@ fn switch_current_is_atomic_replace() {
 #[tokio::test]
 async fn a_corrupted_package_cache_is_not_installed_from() {
     let dir = tempfile::tempdir().unwrap();
-    let channel = write_test_channel(&dir.path().join("channel")).unwrap();
-    let solution = solve(&SolveRequest {
-        channels: vec![channel.url.clone()],
-        specs: vec!["tool".into()],
-        platforms: vec!["linux-64".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let lock = write_lockfile(&solution).unwrap();
+    let lock = tool_lockfile(dir.path()).await;
     let cache = dir.path().join("pkgs");
     install_lockfile(&lock, "linux-64", &dir.path().join("envs/first"), &cache)
         .await

@@ -217,22 +217,24 @@ fn image_step_stores_blobs_that_skopeo_reads() {
     assert!(env.contains("/opt/conda/envs/data-science/bin"), "{env}");
 }
 
+/// Writes a test channel under `dir` and an environment.yaml `{before}<channel url>{after}`.
+fn environment_yaml(dir: &Path, before: &str, after: &str) -> PathBuf {
+    let channel = conda_store_engine::channel::write_test_channel(&dir.join("channel")).unwrap();
+    let spec = dir.join("environment.yaml");
+    std::fs::write(&spec, format!("{before}{}{after}", channel.url)).unwrap();
+    spec
+}
+
 #[test]
 fn solve_then_install_steps_build_a_working_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let channel =
-        conda_store_engine::channel::write_test_channel(&dir.path().join("channel")).unwrap();
     let storage = dir.path().join("artifacts");
     let term = dir.path().join("termination-log");
-    let spec = dir.path().join("environment.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name: demo\nchannels: [{}]\ndependencies: [tool]\n",
-            channel.url
-        ),
-    )
-    .unwrap();
+    let spec = environment_yaml(
+        dir.path(),
+        "name: demo\nchannels: [",
+        "]\ndependencies: [tool]\n",
+    );
 
     let run = step(
         &[
@@ -280,19 +282,13 @@ fn solve_then_install_steps_build_a_working_prefix() {
 #[test]
 fn unsolvable_specification_fails_with_the_solver_explanation() {
     let dir = tempfile::tempdir().unwrap();
-    let channel =
-        conda_store_engine::channel::write_test_channel(&dir.path().join("channel")).unwrap();
     let storage = dir.path().join("artifacts");
     let term = dir.path().join("termination-log");
-    let spec = dir.path().join("environment.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "channels: [{}]\ndependencies: [tool, 'liba<1.5']\n",
-            channel.url
-        ),
-    )
-    .unwrap();
+    let spec = environment_yaml(
+        dir.path(),
+        "channels: [",
+        "]\ndependencies: [tool, 'liba<1.5']\n",
+    );
     let run = step(
         &["solve", "--specification", spec.to_str().unwrap()],
         &storage,
