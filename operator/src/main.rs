@@ -143,29 +143,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(runtime.block_on(async move {
                 match step {
                     StepCommand::Solve { solve, step } => {
-                        let args = step.clone();
-                        steps::run("solve", &step, |store, log| {
+                        steps::run("solve", &step, |store, log, args| {
                             steps::solve::run_solve(solve, args, store, log)
                         })
                         .await
                     }
                     StepCommand::Install { install, step } => {
-                        let args = step.clone();
-                        steps::run("install", &step, |store, log| {
+                        steps::run("install", &step, |store, log, args| {
                             steps::solve::run_install(install, args, store, log)
                         })
                         .await
                     }
                     StepCommand::Pack { pack, step } => {
-                        let args = step.clone();
-                        steps::run("pack", &step, |store, log| {
+                        steps::run("pack", &step, |store, log, args| {
                             steps::pack::run(pack, args, store, log)
                         })
                         .await
                     }
                     StepCommand::Image { image, step } => {
-                        let args = step.clone();
-                        steps::run("image", &step, |store, log| {
+                        steps::run("image", &step, |store, log, args| {
                             steps::image::run(image, args, store, log)
                         })
                         .await

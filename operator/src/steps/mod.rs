@@ -136,7 +136,7 @@ pub struct StepOutput {
 /// successful step into a failure (the artifacts are there).
 pub async fn run<F, Fut>(name: &str, args: &StepArgs, body: F) -> std::process::ExitCode
 where
-    F: FnOnce(Arc<dyn ArtifactStore>, StepLog) -> Fut,
+    F: FnOnce(Arc<dyn ArtifactStore>, StepLog, StepArgs) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<StepOutput>>,
 {
     let started = Instant::now();
@@ -144,7 +144,7 @@ where
     log.line(format!("step {name} starting"));
     let store = args.storage.open();
     let result = match &store {
-        Ok(store) => body(store.clone(), log.clone()).await,
+        Ok(store) => body(store.clone(), log.clone(), args.clone()).await,
         Err(e) => Err(anyhow::anyhow!("{e:#}")),
     };
     let mut report = StepReport {
