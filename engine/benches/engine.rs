@@ -216,7 +216,7 @@ fn main() -> Result<(), Error> {
         &data.join(format!("files-{packages}x{files}x{file_bytes}")),
         packages,
         files,
-        file_bytes,
+        Sizes::Uniform { mean: file_bytes },
     )?;
     println!(
         "install channel: {packages} packages x {files} files (~{file_bytes} B), ready in {:.1}s",
@@ -260,135 +260,52 @@ fn main() -> Result<(), Error> {
                "warm_seconds": install, "files_per_second": files_per_s, "cold_seconds": cold}),
     );
 
-    // 3. Pack the installed prefix.
-    let (prefix_bytes, prefix_files) = tree_size(&warm_prefix)?;
-    let embedded = warm_prefix
-        .to_str()
-        .ok_or("non-UTF-8 work dir")?
-        .to_string();
+    // 3. Pack: the installed small-file prefix, then a prefix with a realistic spread of sizes.
     let out = work.path().join("out");
     fs::create_dir_all(&out)?;
-    let mut pack_figures = serde_json::Map::new();
-    let mut zstd_mbs = None;
-    let mut gzip_mbs = None;
-    for (label, compression) in [
-        ("zstd", Compression::default()),
-        ("gzip-4", Compression::Gzip { level: 4 }),
-    ] {
-        let mut times = Vec::new();
-        let mut size = 0;
-        for _ in 0..pack_runs {
-            let path = out.join(format!("ours.{}", compression.extension()));
-            let start = Instant::now();
-            let file = BufWriter::new(fs::File::create(&path)?);
-            let summary = pack(&warm_prefix, &embedded, compression, file)?;
-            times.push(secs(start.elapsed()));
-            size = summary.bytes_out;
-        }
-        let t = median(&times);
-        let mbs = prefix_bytes as f64 / MB / t;
-        println!(
-            "pack ({label}): {:.0} MB in {t:.2}s = {mbs:.0} MB/s, archive {:.1} MB",
-            prefix_bytes as f64 / MB,
-            size as f64 / MB
-        );
-        if label == "zstd" {
-            zstd_mbs = Some(mbs);
-        } else {
-            gzip_mbs = Some(mbs);
-        }
-        pack_figures.insert(
-            label.into(),
-            json!({"seconds": t, "mb_per_second": mbs, "archive_bytes": size}),
-        );
-    }
-    let mut baselines = serde_json::Map::new();
-    for (label, ext) in [("zstd", "tar.zst"), ("gzip-4", "tar.gz")] {
-        let result = match &conda_pack {
-            None => Err("BENCH_CONDA_PACK unset".to_string()),
-            Some(exe) => {
-                let mut times = Vec::new();
-                let mut result = Ok(());
-                let path = out.join(format!("conda-pack.{ext}"));
-                for _ in 0..pack_runs {
-                    let _ = fs::remove_file(&path);
-                    let start = Instant::now();
-                    let output = Command::new(exe)
-                        .arg("-p")
-                        .arg(&warm_prefix)
-                        .arg("-o")
-                        .arg(&path)
-                        .args(["--n-threads", "-1", "--quiet", "--force"])
-                        .output();
-                    let elapsed = secs(start.elapsed());
-                    match output {
-                        Ok(o) if o.status.success() => times.push(elapsed),
-                        Ok(o) => {
-                            result = Err(format!(
-                                "conda-pack failed: {}",
-                                String::from_utf8_lossy(&o.stderr).trim()
-                            ));
-                            break;
-                        }
-                        Err(e) => {
-                            result = Err(format!("conda-pack did not run: {e}"));
-                            break;
-                        }
-                    }
-                }
-                result.map(|()| {
-                    let size = fs::metadata(&path).map_or(0, |m| m.len());
-                    (median(&times), size)
-                })
-            }
-        };
-        let ours = if label == "zstd" { zstd_mbs } else { gzip_mbs };
-        match result {
-            Ok((t, size)) => {
-                let mbs = prefix_bytes as f64 / MB / t;
-                let ratio = ours.map(|o| o / mbs);
-                println!(
-                    "conda-pack ({label}): {t:.2}s = {mbs:.0} MB/s, archive {:.1} MB",
-                    size as f64 / MB
-                );
-                rows.push(Row {
-                    figure: format!("pack {label} {:.0} MB", prefix_bytes as f64 / MB),
-                    ours: fmt_opt(ours, "MB/s"),
-                    baseline: format!("{mbs:.1} MB/s (conda-pack)"),
-                    ratio: ratio.map_or("n/a".into(), |r| format!("{r:.1}x speed")),
-                    goal: if label == "zstd" {
-                        ">= 300 MB/s".into()
-                    } else {
-                        String::new()
-                    },
-                });
-                baselines.insert(
-                    label.into(),
-                    json!({"seconds": t, "mb_per_second": mbs, "archive_bytes": size, "ratio": ratio}),
-                );
-            }
-            Err(reason) => {
-                println!("conda-pack ({label}): {reason}");
-                rows.push(Row {
-                    figure: format!("pack {label} {:.0} MB", prefix_bytes as f64 / MB),
-                    ours: fmt_opt(ours, "MB/s"),
-                    baseline: format!("n/a: {}", reason.lines().last().unwrap_or("")),
-                    ratio: "n/a".into(),
-                    goal: if label == "zstd" {
-                        ">= 300 MB/s".into()
-                    } else {
-                        String::new()
-                    },
-                });
-                baselines.insert(label.into(), json!({"error": reason}));
-            }
-        }
-    }
-    report.insert(
-        "pack".into(),
-        json!({"prefix_bytes": prefix_bytes, "prefix_files": prefix_files, "runs": pack_runs,
-               "ours": pack_figures, "conda_pack": baselines}),
-    );
+    let (prefix_bytes, _) = tree_size(&warm_prefix)?;
+    let mut packs = Vec::new();
+    packs.push(bench_pack(
+        &warm_prefix,
+        "small files",
+        &out,
+        pack_runs,
+        conda_pack.as_deref(),
+        &mut rows,
+    )?);
+    let mixed_files = env_usize("BENCH_MIXED_FILES", 5_000);
+    let (mixed_url, _) = install_channel(
+        &data.join(format!("mixed-4x{mixed_files}")),
+        4,
+        mixed_files,
+        Sizes::LogNormal {
+            median: 4096.0,
+            sigma: 1.9,
+        },
+    )?;
+    let mixed_lock = write_lockfile(&rt.block_on(solve(&SolveRequest {
+        channels: vec![mixed_url],
+        specs: vec!["bench-all".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    }))?)?;
+    let mixed_prefix = work.path().join("prefix-mixed");
+    rt.block_on(install_lockfile(
+        &mixed_lock,
+        "linux-64",
+        &mixed_prefix,
+        &cache,
+    ))?;
+    packs.push(bench_pack(
+        &mixed_prefix,
+        "mixed sizes",
+        &out,
+        pack_runs,
+        conda_pack.as_deref(),
+        &mut rows,
+    )?);
+    fs::remove_dir_all(&mixed_prefix)?;
+    report.insert("pack".into(), Value::Array(packs));
 
     // 4. Image build of the same prefix.
     let mut times = Vec::new();
@@ -431,6 +348,146 @@ fn main() -> Result<(), Error> {
     report.insert("cores".into(), json!(threads));
     println!("{}", Value::Object(report));
     Ok(())
+}
+
+/// Packs `prefix` with zstd and gzip, ours and conda-pack's, adding a table row per format;
+/// returns the figures as JSON.
+fn bench_pack(
+    prefix: &Path,
+    name: &str,
+    out: &Path,
+    pack_runs: usize,
+    conda_pack: Option<&Path>,
+    rows: &mut Vec<Row>,
+) -> Result<Value, Error> {
+    let (prefix_bytes, prefix_files) = tree_size(prefix)?;
+    let embedded = prefix.to_str().ok_or("non-UTF-8 work dir")?.to_string();
+    let mut pack_figures = serde_json::Map::new();
+    let mut zstd_mbs = None;
+    let mut gzip_mbs = None;
+    for (label, compression) in [
+        ("zstd", Compression::default()),
+        ("gzip-4", Compression::Gzip { level: 4 }),
+    ] {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..pack_runs {
+            let path = out.join(format!("ours.{}", compression.extension()));
+            let start = Instant::now();
+            let file = BufWriter::new(fs::File::create(&path)?);
+            let summary = pack(prefix, &embedded, compression, file)?;
+            times.push(secs(start.elapsed()));
+            size = summary.bytes_out;
+        }
+        let t = median(&times);
+        let mbs = prefix_bytes as f64 / MB / t;
+        println!(
+            "pack {name} ({label}): {:.0} MB in {t:.2}s = {mbs:.0} MB/s, archive {:.1} MB",
+            prefix_bytes as f64 / MB,
+            size as f64 / MB
+        );
+        if label == "zstd" {
+            zstd_mbs = Some(mbs);
+        } else {
+            gzip_mbs = Some(mbs);
+        }
+        pack_figures.insert(
+            label.into(),
+            json!({"seconds": t, "mb_per_second": mbs, "archive_bytes": size}),
+        );
+    }
+    let mut baselines = serde_json::Map::new();
+    for (label, ext) in [("zstd", "tar.zst"), ("gzip-4", "tar.gz")] {
+        let result = match conda_pack {
+            None => Err("BENCH_CONDA_PACK unset".to_string()),
+            Some(exe) => {
+                let mut times = Vec::new();
+                let mut result = Ok(());
+                let path = out.join(format!("conda-pack.{ext}"));
+                for _ in 0..pack_runs {
+                    let _ = fs::remove_file(&path);
+                    let start = Instant::now();
+                    let output = Command::new(exe)
+                        .arg("-p")
+                        .arg(prefix)
+                        .arg("-o")
+                        .arg(&path)
+                        .args(["--n-threads", "-1", "--quiet", "--force"])
+                        .output();
+                    let elapsed = secs(start.elapsed());
+                    match output {
+                        Ok(o) if o.status.success() => times.push(elapsed),
+                        Ok(o) => {
+                            result = Err(format!(
+                                "conda-pack failed: {}",
+                                String::from_utf8_lossy(&o.stderr).trim()
+                            ));
+                            break;
+                        }
+                        Err(e) => {
+                            result = Err(format!("conda-pack did not run: {e}"));
+                            break;
+                        }
+                    }
+                }
+                result.map(|()| {
+                    let size = fs::metadata(&path).map_or(0, |m| m.len());
+                    (median(&times), size)
+                })
+            }
+        };
+        let ours = if label == "zstd" { zstd_mbs } else { gzip_mbs };
+        match result {
+            Ok((t, size)) => {
+                let mbs = prefix_bytes as f64 / MB / t;
+                let ratio = ours.map(|o| o / mbs);
+                println!(
+                    "conda-pack {name} ({label}): {t:.2}s = {mbs:.0} MB/s, archive {:.1} MB",
+                    size as f64 / MB
+                );
+                rows.push(Row {
+                    figure: format!(
+                        "pack {label}, {name} ({:.0} MB, {prefix_files} files)",
+                        prefix_bytes as f64 / MB
+                    ),
+                    ours: fmt_opt(ours, "MB/s"),
+                    baseline: format!("{mbs:.1} MB/s (conda-pack)"),
+                    ratio: ratio.map_or("n/a".into(), |r| format!("{r:.1}x speed")),
+                    goal: if label == "zstd" {
+                        ">= 300 MB/s".into()
+                    } else {
+                        String::new()
+                    },
+                });
+                baselines.insert(
+                    label.into(),
+                    json!({"seconds": t, "mb_per_second": mbs, "archive_bytes": size, "ratio": ratio}),
+                );
+            }
+            Err(reason) => {
+                println!("conda-pack {name} ({label}): {reason}");
+                rows.push(Row {
+                    figure: format!(
+                        "pack {label}, {name} ({:.0} MB, {prefix_files} files)",
+                        prefix_bytes as f64 / MB
+                    ),
+                    ours: fmt_opt(ours, "MB/s"),
+                    baseline: format!("n/a: {}", reason.lines().last().unwrap_or("")),
+                    ratio: "n/a".into(),
+                    goal: if label == "zstd" {
+                        ">= 300 MB/s".into()
+                    } else {
+                        String::new()
+                    },
+                });
+                baselines.insert(label.into(), json!({"error": reason}));
+            }
+        }
+    }
+    Ok(
+        json!({"prefix": name, "prefix_bytes": prefix_bytes, "prefix_files": prefix_files,
+              "runs": pack_runs, "ours": pack_figures, "conda_pack": baselines}),
+    )
 }
 
 fn run_json(cmd: &mut Command) -> Result<Value, String> {
@@ -521,7 +578,7 @@ fn install_channel(
     dir: &Path,
     packages: usize,
     files: usize,
-    file_bytes: usize,
+    sizes: Sizes,
 ) -> Result<(String, usize), Error> {
     let done = dir.join(".complete");
     let total = packages * files;
@@ -561,7 +618,7 @@ fn install_channel(
                 s.spawn(move || -> Result<(), String> {
                     for (name, depends, seed) in batch {
                         let n = if *seed == usize::MAX { 0 } else { files };
-                        write_package(noarch, name, depends, n, file_bytes, *seed as u64)
+                        write_package(noarch, name, depends, n, sizes, *seed as u64)
                             .map_err(|e| format!("{name}: {e}"))?;
                     }
                     Ok(())
@@ -578,14 +635,41 @@ fn install_channel(
     Ok((url(dir)?, total))
 }
 
-/// Write `noarch/<name>-1.0-0.conda` with `files` payload files of about `file_bytes` bytes
+/// How big the payload files of a bench package are.
+#[derive(Clone, Copy)]
+enum Sizes {
+    /// Uniform between `mean / 2` and `mean * 3 / 2`.
+    Uniform { mean: usize },
+    /// Log-normal, capped at 16 MiB. A real environment (Python, NumPy, SciPy) has a median file
+    /// of a few kB (sources, metadata) and a long tail of shared libraries that makes the mean
+    /// several times larger: median 4 kB with sigma 1.9 gives a mean of about 24 kB.
+    LogNormal { median: f64, sigma: f64 },
+}
+
+impl Sizes {
+    fn draw(self, rng: &mut SplitMix) -> usize {
+        match self {
+            Sizes::Uniform { mean } => mean / 2 + (rng.next_u64() as usize % mean.max(1)),
+            Sizes::LogNormal { median, sigma } => {
+                // Box-Muller from two uniforms in (0, 1].
+                let u =
+                    |r: &mut SplitMix| ((r.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                let (u1, u2) = (u(rng), u(rng));
+                let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+                ((median * (sigma * z).exp()) as usize).clamp(1, 16 << 20)
+            }
+        }
+    }
+}
+
+/// Write `noarch/<name>-1.0-0.conda` with `files` payload files of sizes drawn from `sizes`
 /// (the first is a text file holding the prefix placeholder) spread over 50 directories.
 fn write_package(
     out_dir: &Path,
     name: &str,
     depends: &[String],
     files: usize,
-    file_bytes: usize,
+    sizes: Sizes,
     seed: u64,
 ) -> Result<(), Error> {
     let staging = out_dir.join(format!(".staging-{name}"));
@@ -599,7 +683,7 @@ fn write_package(
     let mut paths = Vec::new();
     for f in 0..files {
         let rel = format!("lib/{name}/d{:02}/f{f:05}.py", f % 50);
-        let len = file_bytes / 2 + (rng.next_u64() as usize % (file_bytes.max(1)));
+        let len = sizes.draw(&mut rng);
         let mut content = file_content(&mut rng, len);
         let has_prefix = f == 0;
         if has_prefix {

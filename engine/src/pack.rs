@@ -64,6 +64,7 @@ use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
@@ -587,6 +588,152 @@ struct Stats {
     bytes_in: u64,
 }
 
+/// Files up to this size are read by the walking thread and handed over whole; larger ones are
+/// streamed by the writing thread. With [`PIPELINE_DEPTH`] this bounds the memory in flight.
+const INLINE_MAX: u64 = 256 * 1024;
+
+/// Entries in flight between the walking and the writing thread.
+const PIPELINE_DEPTH: usize = 64;
+
+/// One entry of the prefix, ready to be appended to the tar stream.
+enum Item {
+    Dir {
+        rel: PathBuf,
+        mode: u32,
+        mtime: u64,
+    },
+    Symlink {
+        rel: PathBuf,
+        target: PathBuf,
+        mtime: u64,
+    },
+    File {
+        rel: PathBuf,
+        mode: u32,
+        mtime: u64,
+        size: u64,
+        /// The content, read ahead when the file is small; `None` to stream it.
+        data: Option<Vec<u8>>,
+    },
+}
+
+/// Walks the prefix in archive order and sends each entry; stops at the first error (sent
+/// too) or when the writer has gone. Runs on its own thread: with many small files the
+/// directory walk, `lstat`, `open` and `read` calls cost as much as compressing the bytes, and
+/// this overlaps them with the tar writing and compression of the other thread.
+fn walk_prefix(prefix_dir: &Path, embedded: &str, tx: &mpsc::SyncSender<Result<Item, PackError>>) {
+    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
+    let walk = WalkDir::new(prefix_dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .min_depth(1);
+    for entry in walk {
+        let item = entry
+            .map_err(|e| {
+                let path = e.path().unwrap_or(prefix_dir).to_path_buf();
+                PackError::Io {
+                    path,
+                    source: e.into(),
+                }
+            })
+            .and_then(|entry| {
+                let Ok(rel) = entry.path().strip_prefix(prefix_dir) else {
+                    return Ok(None);
+                };
+                if generated.contains(&rel) {
+                    return Ok(None);
+                }
+                prefix_item(entry.path(), rel, embedded).map(Some)
+            });
+        let stop = item.is_err();
+        match item {
+            Ok(None) => continue,
+            Ok(Some(item)) => {
+                if tx.send(Ok(item)).is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Reads what the archive needs of one path of the prefix.
+fn prefix_item(path: &Path, rel: &Path, embedded: &str) -> Result<Item, PackError> {
+    let io_err = |source| PackError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::symlink_metadata(path).map_err(io_err)?;
+    let mtime = mtime_of(meta.modified().ok());
+    let mode = mode_of(&meta);
+    let ty = meta.file_type();
+    let not_bin = || {
+        if rel == Path::new("bin") {
+            Err(PackError::Unsupported {
+                path: rel.into(),
+                reason: "bin must be a directory to hold bin/conda-unpack",
+            })
+        } else {
+            Ok(())
+        }
+    };
+    if ty.is_dir() {
+        Ok(Item::Dir {
+            rel: rel.to_path_buf(),
+            mode,
+            mtime,
+        })
+    } else if ty.is_symlink() {
+        not_bin()?;
+        let target = fs::read_link(path).map_err(io_err)?;
+        Ok(Item::Symlink {
+            rel: rel.to_path_buf(),
+            target: relocatable_target(rel, &target, embedded)?,
+            mtime,
+        })
+    } else if ty.is_file() {
+        not_bin()?;
+        let size = meta.len();
+        let data = if size <= INLINE_MAX {
+            let file = fs::File::open(path).map_err(io_err)?;
+            let mut data = Vec::with_capacity(size as usize);
+            file.take(size).read_to_end(&mut data).map_err(io_err)?;
+            if (data.len() as u64) < size {
+                return Err(io_err(shrank()));
+            }
+            Some(data)
+        } else {
+            None
+        };
+        Ok(Item::File {
+            rel: rel.to_path_buf(),
+            mode,
+            mtime,
+            size,
+            data,
+        })
+    } else {
+        Err(PackError::Unsupported {
+            path: rel.into(),
+            reason: "not a directory, regular file or symlink (sockets, FIFOs and devices \
+                     cannot be packed)",
+        })
+    }
+}
+
+fn shrank() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the file shrank while it was being archived",
+    )
+}
+
 /// Writes the tar stream of the prefix plus the generated entries into `w`, returning `w`.
 fn write_tar<W: Write>(
     w: W,
@@ -594,90 +741,73 @@ fn write_tar<W: Write>(
     embedded: &str,
     manifest: &str,
 ) -> Result<(W, Stats), PackError> {
+    let (tx, rx) = mpsc::sync_channel(PIPELINE_DEPTH);
+    std::thread::scope(|scope| {
+        scope.spawn(move || walk_prefix(prefix_dir, embedded, &tx));
+        // Returning early drops `rx`, which stops the walker at its next send.
+        write_entries(w, prefix_dir, manifest, rx)
+    })
+}
+
+fn write_entries<W: Write>(
+    w: W,
+    prefix_dir: &Path,
+    manifest: &str,
+    rx: mpsc::Receiver<Result<Item, PackError>>,
+) -> Result<(W, Stats), PackError> {
     let mut tar = tar::Builder::new(w);
     let mut stats = Stats::default();
     let mut newest = 0;
     let mut has_bin = false;
-    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
-    let walk = WalkDir::new(prefix_dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1);
-    for entry in walk {
-        let entry = entry.map_err(|e| {
-            let path = e.path().unwrap_or(prefix_dir).to_path_buf();
-            PackError::Io {
-                path,
-                source: e.into(),
+    for item in rx {
+        match item? {
+            Item::Dir { rel, mode, mtime } => {
+                newest = newest.max(mtime);
+                has_bin |= rel == Path::new("bin");
+                let mut header = base_header(mode, mtime);
+                header.set_entry_type(tar::EntryType::Directory);
+                // The trailing slash marks directories, as GNU tar writes them.
+                let name = rel.join("");
+                tar.append_data(&mut header, &name, io::empty())
+                    .map_err(|e| entry_error(prefix_dir, &rel, e))?;
+                stats.dirs += 1;
             }
-        })?;
-        let Ok(rel) = entry.path().strip_prefix(prefix_dir) else {
-            continue;
-        };
-        if generated.contains(&rel) {
-            continue;
-        }
-        let meta = entry.metadata().map_err(|e| PackError::Io {
-            path: entry.path().to_path_buf(),
-            source: e.into(),
-        })?;
-        let mtime = mtime_of(meta.modified().ok());
-        newest = newest.max(mtime);
-        let mut header = base_header(mode_of(&meta), mtime);
-        let ty = meta.file_type();
-        if ty.is_dir() {
-            has_bin |= rel == Path::new("bin");
-            header.set_entry_type(tar::EntryType::Directory);
-            // The trailing slash marks directories, as GNU tar writes them.
-            let name = rel.join("");
-            tar.append_data(&mut header, &name, io::empty())
-                .map_err(|e| entry_error(prefix_dir, rel, e))?;
-            stats.dirs += 1;
-        } else if ty.is_symlink() {
-            if rel == Path::new("bin") {
-                return Err(PackError::Unsupported {
-                    path: rel.into(),
-                    reason: "bin must be a directory to hold bin/conda-unpack",
-                });
+            Item::Symlink { rel, target, mtime } => {
+                newest = newest.max(mtime);
+                let mut header = base_header(0o777, mtime);
+                header.set_entry_type(tar::EntryType::Symlink);
+                tar.append_link(&mut header, &rel, &target)
+                    .map_err(|e| entry_error(prefix_dir, &rel, e))?;
+                stats.symlinks += 1;
             }
-            let target = fs::read_link(entry.path()).map_err(|source| PackError::Io {
-                path: entry.path().to_path_buf(),
-                source,
-            })?;
-            let target = relocatable_target(rel, &target, embedded)?;
-            header.set_entry_type(tar::EntryType::Symlink);
-            header.set_mode(0o777);
-            tar.append_link(&mut header, rel, &target)
-                .map_err(|e| entry_error(prefix_dir, rel, e))?;
-            stats.symlinks += 1;
-        } else if ty.is_file() {
-            if rel == Path::new("bin") {
-                return Err(PackError::Unsupported {
-                    path: rel.into(),
-                    reason: "bin must be a directory to hold bin/conda-unpack",
-                });
+            Item::File {
+                rel,
+                mode,
+                mtime,
+                size,
+                data,
+            } => {
+                newest = newest.max(mtime);
+                let mut header = base_header(mode, mtime);
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_size(size);
+                let appended = match data {
+                    Some(data) => tar.append_data(&mut header, &rel, data.as_slice()),
+                    None => {
+                        let path = prefix_dir.join(&rel);
+                        let file = fs::File::open(&path)
+                            .map_err(|source| PackError::Io { path, source })?;
+                        let data = ExactReader {
+                            inner: file,
+                            remaining: size,
+                        };
+                        tar.append_data(&mut header, &rel, data)
+                    }
+                };
+                appended.map_err(|e| entry_error(prefix_dir, &rel, e))?;
+                stats.files += 1;
+                stats.bytes_in += size;
             }
-            let file = fs::File::open(entry.path()).map_err(|source| PackError::Io {
-                path: entry.path().to_path_buf(),
-                source,
-            })?;
-            let size = meta.len();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_size(size);
-            let data = ExactReader {
-                inner: file,
-                remaining: size,
-            };
-            tar.append_data(&mut header, rel, data)
-                .map_err(|e| entry_error(prefix_dir, rel, e))?;
-            stats.files += 1;
-            stats.bytes_in += size;
-        } else {
-            return Err(PackError::Unsupported {
-                path: rel.into(),
-                reason: "not a directory, regular file or symlink (sockets, FIFOs and devices \
-                         cannot be packed)",
-            });
         }
     }
 
@@ -830,10 +960,7 @@ impl<R: Read> Read for ExactReader<R> {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max]).map_err(source_error)?;
         if n == 0 {
-            return Err(source_error(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while it was being archived",
-            )));
+            return Err(source_error(shrank()));
         }
         self.remaining -= n as u64;
         Ok(n)
