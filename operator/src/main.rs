@@ -3,7 +3,6 @@
 //! `unpack` for archives; the controllers (`run`) come with the reconcilers.
 
 mod steps;
-mod storage_args;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -35,6 +34,15 @@ enum Command {
     /// Run one build step (what a build's Jobs run).
     #[command(subcommand)]
     Step(StepCommand),
+    /// Run the controllers (leader-elected), with /metrics, /healthz and /readyz.
+    #[command(args_override_self = true)]
+    Run(conda_store_operator::config::RunArgs),
+    /// Write the generated demo channel (small real packages: liba, libb, tool) into DIR,
+    /// for trying the operator where public channels cannot be reached.
+    DemoChannel {
+        /// The channel directory (created; serve it or use it as a file:// URL).
+        dir: PathBuf,
+    },
     /// Relocate an extracted environment archive to where it now is (what its
     /// `bin/conda-unpack` script does).
     Unpack {
@@ -95,7 +103,14 @@ enum SpecCommand {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = match with_config_file(Cli::parse()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -104,8 +119,58 @@ fn main() -> ExitCode {
     }
 }
 
+/// `run --config FILE`: the file's settings go in front of the command line's flags, which
+/// override them.
+fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
+    let Command::Run(args) = &cli.command else {
+        return Ok(cli);
+    };
+    let Some(path) = &args.config else {
+        return Ok(cli);
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    let extra = conda_store_operator::config::file_args(&text).map_err(anyhow::Error::msg)?;
+    let mut argv: Vec<String> = std::env::args().collect();
+    let at = argv
+        .iter()
+        .position(|a| a == "run")
+        .context("no run subcommand")?;
+    argv.splice(at + 1..at + 1, extra);
+    Ok(Cli::try_parse_from(argv)?)
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Run(args) => {
+            init_logs(args.log_json);
+            conda_store_engine::tls::ensure_crypto_provider();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            runtime.block_on(conda_store_operator::controller::run(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DemoChannel { dir } => {
+            conda_store_engine::channel::write_test_channel(&dir)
+                .with_context(|| format!("writing the demo channel into {}", dir.display()))?;
+            emit(&format!("{}\n", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Crds => {
             let all: String = conda_store_crds::crds()
                 .iter()

@@ -74,7 +74,9 @@ impl BuildPhase {
 }
 
 /// The steps of a build, each a Job, each reported as a condition of the build's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BuildStep {
     /// Solve the specification into a lockfile.

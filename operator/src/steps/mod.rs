@@ -16,7 +16,7 @@ use conda_store_crds::{Artifact, ArtifactKind};
 use conda_store_storage::{ArtifactStore, Key};
 use serde::Serialize;
 
-use crate::storage_args::StorageArgs;
+use conda_store_operator::storage_args::StorageArgs;
 
 /// The kubelet keeps at most this many bytes of a termination message.
 pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;

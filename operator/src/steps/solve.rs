@@ -21,10 +21,16 @@ pub const LOCKFILE: &str = "conda-lock.yaml";
 /// `step solve` arguments.
 #[derive(Debug, Clone, Args)]
 pub struct SolveArgs {
-    /// The specification: a normalised spec as JSON (what the operator writes) or an
-    /// environment.yaml.
-    #[arg(long)]
-    pub specification: PathBuf,
+    /// The specification file: a normalised spec as JSON or an environment.yaml.
+    #[arg(long, required_unless_present = "specification_json")]
+    pub specification: Option<PathBuf>,
+    /// The normalised specification itself, as JSON (what the operator gives its Jobs).
+    #[arg(
+        long,
+        env = "CONDA_STORE_SPECIFICATION",
+        conflicts_with = "specification"
+    )]
+    pub specification_json: Option<String>,
     /// Policy to apply to an environment.yaml (YAML or JSON).
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -59,8 +65,15 @@ pub struct InstallArgs {
 }
 
 fn read_spec(args: &SolveArgs) -> anyhow::Result<NormalizedSpec> {
-    let text = std::fs::read_to_string(&args.specification)
-        .with_context(|| format!("reading {}", args.specification.display()))?;
+    let text = match (&args.specification_json, &args.specification) {
+        (Some(json), _) => {
+            return serde_json::from_str(json).context("the specification JSON is not valid");
+        }
+        (None, Some(path)) => {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+        (None, None) => anyhow::bail!("no specification given"),
+    };
     if let Ok(spec) = serde_json::from_str::<NormalizedSpec>(&text) {
         return Ok(spec);
     }

@@ -1,0 +1,208 @@
+//! The operator's configuration: flags, their environment variables, and an optional YAML
+//! config file whose keys are the flags' long names (`max-builds: 8`). Precedence: flags,
+//! then the file, then the environment, then the defaults.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::Args;
+use conda_store_crds::Policy;
+
+use crate::storage_args::StorageArgs;
+
+/// Where a volume of the Jobs comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSpec {
+    /// A directory of the node (single-node clusters and local use).
+    HostPath(String),
+    /// A PersistentVolumeClaim (ReadWriteMany when Jobs run on several nodes).
+    Claim(String),
+}
+
+impl FromStr for VolumeSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            Some(("hostPath", p)) if p.starts_with('/') => Ok(VolumeSpec::HostPath(p.into())),
+            Some(("pvc", c)) if !c.is_empty() => Ok(VolumeSpec::Claim(c.into())),
+            _ => Err(format!(
+                "{s:?} is not hostPath:/absolute/path or pvc:CLAIM-NAME"
+            )),
+        }
+    }
+}
+
+/// `conda-store-operator run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// A YAML file of settings keyed by these flags' long names.
+    #[arg(long, env = "CONDA_STORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The namespace of the operator's own objects (leader Lease, build-id counter).
+    #[arg(
+        long,
+        env = "CONDA_STORE_OPERATOR_NAMESPACE",
+        default_value = "conda-store"
+    )]
+    pub operator_namespace: String,
+    /// The image the build Jobs run (this binary's image).
+    #[arg(long, env = "CONDA_STORE_JOB_IMAGE")]
+    pub job_image: String,
+    /// imagePullPolicy of the Jobs.
+    #[arg(
+        long,
+        env = "CONDA_STORE_JOB_IMAGE_PULL_POLICY",
+        default_value = "IfNotPresent"
+    )]
+    pub job_image_pull_policy: String,
+    /// The user id the Jobs run as.
+    #[arg(long, env = "CONDA_STORE_JOB_USER", default_value_t = 65532)]
+    pub job_user: i64,
+    /// How many builds run at once; the others wait in id order.
+    #[arg(long, env = "CONDA_STORE_MAX_BUILDS", default_value_t = 4)]
+    pub max_builds: usize,
+    /// Retries of a failed step's pod before the step fails.
+    #[arg(long, env = "CONDA_STORE_JOB_BACKOFF_LIMIT", default_value_t = 1)]
+    pub job_backoff_limit: i32,
+    /// Seconds a step's pod may run.
+    #[arg(long, env = "CONDA_STORE_JOB_DEADLINE", default_value_t = 3600)]
+    pub job_deadline_seconds: i64,
+    /// Seconds finished Jobs are kept (where the TTL controller runs).
+    #[arg(long, env = "CONDA_STORE_JOB_TTL", default_value_t = 86400)]
+    pub job_ttl_seconds: i32,
+    /// Where Jobs see the environments volume; prefixes are `<dir>/<namespace>/<build>`.
+    #[arg(
+        long,
+        env = "CONDA_STORE_ENVS_DIR",
+        default_value = "/var/lib/conda-store/envs"
+    )]
+    pub envs_dir: String,
+    /// The environments volume: `hostPath:/dir` or `pvc:NAME`.
+    #[arg(long, env = "CONDA_STORE_ENVS_VOLUME")]
+    pub envs_volume: VolumeSpec,
+    /// Where the operator itself sees the environments volume, if it does: it then switches
+    /// each environment's current link (`<dir>/<namespace>/<environment>`) and removes the
+    /// prefixes of deleted builds.
+    #[arg(long, env = "CONDA_STORE_LOCAL_ENVS_DIR")]
+    pub local_envs_dir: Option<PathBuf>,
+    /// The volume holding the local artifact store (mounted at --storage-dir in Jobs):
+    /// `hostPath:/dir` or `pvc:NAME`. Required with the local backend.
+    #[arg(long, env = "CONDA_STORE_STORAGE_VOLUME")]
+    pub storage_volume: Option<VolumeSpec>,
+    /// For the S3 backend: a Secret with `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`,
+    /// which must exist in every namespace whose builds run (the Jobs run there).
+    #[arg(long, env = "CONDA_STORE_S3_SECRET")]
+    pub s3_secret: Option<String>,
+    /// The global build policy (YAML: allowedChannels, defaultChannels, defaultPackages,
+    /// requiredPackages, channelAlias); a Namespace's policy overrides it field by field.
+    #[arg(long, env = "CONDA_STORE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "CONDA_STORE_OPERATOR_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub listen: String,
+    /// Log as JSON lines (production); otherwise human-readable.
+    #[arg(long, env = "CONDA_STORE_LOG_JSON")]
+    pub log_json: bool,
+    /// Take part in leader election (off: act alone, for a single local process).
+    #[arg(long, env = "CONDA_STORE_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// This replica's name in the Lease (default: the host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Artifact storage (the operator deletes the artifacts of deleted builds).
+    #[command(flatten)]
+    pub storage: StorageArgs,
+}
+
+impl RunArgs {
+    /// The global policy from `--policy`.
+    pub fn global_policy(&self) -> anyhow::Result<Policy> {
+        use anyhow::Context;
+        match &self.policy {
+            None => Ok(Policy::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the policy {}", p.display()))?;
+                serde_yaml::from_str(&text)
+                    .with_context(|| format!("reading the policy {}", p.display()))
+            }
+        }
+    }
+
+    /// The lease duration and how often it is renewed.
+    pub fn lease_timing(&self) -> (Duration, Duration) {
+        (Duration::from_secs(15), Duration::from_secs(4))
+    }
+}
+
+/// The arguments a config file stands for: `--key=value` for each scalar, repeated for
+/// lists, `--key` for `true`. They go before the command line's, so flags win.
+pub fn file_args(text: &str) -> Result<Vec<String>, String> {
+    let map: serde_yaml::Mapping = serde_yaml::from_str(text)
+        .map_err(|e| format!("the config file is not a YAML mapping: {e}"))?;
+    let mut args = Vec::new();
+    for (k, v) in map {
+        let key = k
+            .as_str()
+            .ok_or_else(|| format!("config key {k:?} is not a string"))?
+            .to_string();
+        let scalar = |v: &serde_yaml::Value| -> Result<String, String> {
+            match v {
+                serde_yaml::Value::String(s) => Ok(s.clone()),
+                serde_yaml::Value::Number(n) => Ok(n.to_string()),
+                serde_yaml::Value::Bool(b) => Ok(b.to_string()),
+                other => Err(format!("config key {key}: {other:?} is not a scalar")),
+            }
+        };
+        match &v {
+            serde_yaml::Value::Sequence(items) => {
+                for item in items {
+                    args.push(format!("--{key}={}", scalar(item)?));
+                }
+            }
+            serde_yaml::Value::Null => {}
+            other => args.push(format!("--{key}={}", scalar(other)?)),
+        }
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_specs() {
+        assert_eq!(
+            "hostPath:/srv/envs".parse::<VolumeSpec>(),
+            Ok(VolumeSpec::HostPath("/srv/envs".into()))
+        );
+        assert_eq!(
+            "pvc:envs".parse::<VolumeSpec>(),
+            Ok(VolumeSpec::Claim("envs".into()))
+        );
+        assert!("hostPath:relative".parse::<VolumeSpec>().is_err());
+        assert!("nfs:/x".parse::<VolumeSpec>().is_err());
+    }
+
+    #[test]
+    fn config_file_becomes_flags() {
+        let args = file_args("max-builds: 8\nleader-election: false\njob-image: img:1\n").unwrap();
+        assert_eq!(
+            args,
+            vec![
+                "--max-builds=8",
+                "--leader-election=false",
+                "--job-image=img:1"
+            ]
+        );
+        assert!(file_args("- a\n- b\n").is_err());
+        assert!(file_args("x: {a: 1}\n").is_err());
+    }
+}

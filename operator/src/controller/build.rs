@@ -1,0 +1,555 @@
+//! Build: id, admission, one Job per step, results from the Jobs' termination messages.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conda_store_crds::{
+    Artifact, ArtifactKind, Build, BuildPhase, BuildStatus, BuildStep, Environment, Specification,
+};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+
+use super::{Ctx, Error, apply_status};
+use crate::decide::build::{
+    BuildAction, JobState, Waiting, admitted, next_action, phase, steps_for,
+};
+use crate::decide::conditions::{FALSE, TRUE, UNKNOWN, condition, get, set};
+use crate::jobs::{JobInputs, StepReport, step_job};
+use crate::labels;
+
+pub async fn reconcile(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.with_label_values(&["Build"]).inc();
+    let ns = build.namespace().unwrap_or_default();
+    let api: Api<Build> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, labels::ARTIFACTS_FINALIZER, build, |event| async {
+        match event {
+            Finalizer::Apply(b) => apply(b, ctx.clone()).await,
+            Finalizer::Cleanup(b) => cleanup(b, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Other(other.to_string()),
+    })
+}
+
+fn key(build: &Build) -> String {
+    format!(
+        "{}/{}",
+        build.namespace().unwrap_or_default(),
+        build.name_any()
+    )
+}
+
+/// The Jobs the cache shows for the build, by step.
+fn jobs_of(ctx: &Ctx, build: &Build) -> BTreeMap<BuildStep, (String, JobState)> {
+    let ns = build.namespace();
+    let name = build.name_any();
+    ctx.jobs
+        .state()
+        .iter()
+        .filter(|j| j.namespace() == ns && j.labels().get(labels::BUILD) == Some(&name))
+        .filter_map(|j| {
+            let step = BuildStep::ALL
+                .into_iter()
+                .find(|s| j.labels().get(labels::STEP).map(String::as_str) == Some(s.as_str()))?;
+            Some((step, (j.name_any(), job_state(j))))
+        })
+        .collect()
+}
+
+fn job_state(job: &Job) -> JobState {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for c in conditions {
+        if c.status == TRUE && c.type_ == "Complete" {
+            return JobState::Succeeded;
+        }
+        if c.status == TRUE && c.type_ == "Failed" {
+            let reason = c.reason.clone().unwrap_or_default();
+            let message = c.message.clone().unwrap_or_default();
+            return JobState::Failed(
+                format!("{reason}: {message}")
+                    .trim_matches([':', ' '])
+                    .into(),
+            );
+        }
+    }
+    JobState::Running
+}
+
+/// The effective phase: what this process wrote last, if the cache is behind.
+fn effective_phase(ctx: &Ctx, b: &Build) -> BuildPhase {
+    let cached = phase(b);
+    let mut phases = ctx.phases.lock().expect("not poisoned");
+    match phases.get(&key(b)).copied() {
+        Some(p) if p != cached && !cached.is_terminal() => p,
+        Some(_) => {
+            phases.remove(&key(b));
+            cached
+        }
+        None => cached,
+    }
+}
+
+fn may_start(ctx: &Ctx, build: &Build) -> bool {
+    let (mut building, mut queued) = (0, Vec::new());
+    for b in ctx.builds.state() {
+        match effective_phase(ctx, &b) {
+            BuildPhase::Building => building += 1,
+            BuildPhase::Queued if !b.spec.cancel => {
+                if let Some(id) = b.status.as_ref().and_then(|s| s.id) {
+                    queued.push(Waiting { id, key: key(&b) });
+                }
+            }
+            _ => {}
+        }
+    }
+    // The build itself, if the cache does not show its id yet.
+    let me = key(build);
+    if !queued.iter().any(|w| w.key == me)
+        && let Some(id) = build.status.as_ref().and_then(|s| s.id)
+    {
+        queued.push(Waiting {
+            id,
+            key: me.clone(),
+        });
+    }
+    admitted(&me, building, &queued, ctx.cfg.max_builds)
+}
+
+fn environment_of(ctx: &Ctx, build: &Build) -> Option<Arc<Environment>> {
+    ctx.environments.get(
+        &ObjectRef::new(&build.spec.environment).within(&build.namespace().unwrap_or_default()),
+    )
+}
+
+async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = build.namespace().unwrap_or_default();
+    let name = build.name_any();
+    let env = environment_of(&ctx, &build);
+    let artifacts = env
+        .as_ref()
+        .map(|e| e.spec.artifacts())
+        .unwrap_or_else(|| ArtifactKind::DEFAULTS.to_vec());
+    let steps = steps_for(&artifacts);
+    let jobs = jobs_of(&ctx, &build);
+    let states: BTreeMap<BuildStep, JobState> =
+        jobs.iter().map(|(s, (_, st))| (*s, st.clone())).collect();
+    let starting = phase(&build) == BuildPhase::Queued && may_start(&ctx, &build);
+    let action = next_action(&build, &states, &steps, starting);
+    tracing::debug!(build = %key(&build), ?action, "build");
+
+    let api: Api<Build> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let old = build.status.clone().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let generation = build.metadata.generation;
+    let mut status = BuildStatus {
+        observed_generation: generation,
+        ..old.clone()
+    };
+    let step_condition =
+        |status: &mut BuildStatus, step: BuildStep, s: &str, reason: &str, m: String| {
+            let c = condition(
+                &old.conditions,
+                step.condition_type(),
+                s,
+                reason,
+                m,
+                generation,
+                now,
+            );
+            set(&mut status.conditions, c);
+        };
+
+    let requeue = match action {
+        BuildAction::Idle => return Ok(Action::await_change()),
+        BuildAction::Wait => {
+            return Ok(if phase(&build) == BuildPhase::Queued {
+                Action::requeue(Duration::from_secs(3))
+            } else {
+                Action::requeue(Duration::from_secs(60))
+            });
+        }
+        BuildAction::AssignId => {
+            let id = ctx.ids.next().await?;
+            status.id = Some(id);
+            status.phase = Some(BuildPhase::Queued);
+            status.scheduled_on = Some(Time(now));
+            Duration::from_millis(100)
+        }
+        BuildAction::Start => {
+            status.phase = Some(BuildPhase::Building);
+            status.started_on = Some(Time(now));
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .insert(key(&build), BuildPhase::Building);
+            ctx.event(
+                &*build,
+                EventType::Normal,
+                "Building",
+                "the build got a slot".into(),
+            )
+            .await;
+            Duration::from_millis(100)
+        }
+        BuildAction::CreateJobs(to_create) => {
+            let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
+            let spec = spec_api.get_opt(&build.spec.specification).await?;
+            let spec = match spec {
+                Some(s) if s.is_consistent() => s,
+                Some(_) => {
+                    return fail_now(
+                        &ctx,
+                        &api,
+                        &build,
+                        status,
+                        "the Specification's content does not match its sha256 (it was modified)",
+                    )
+                    .await;
+                }
+                None => {
+                    return fail_now(
+                        &ctx,
+                        &api,
+                        &build,
+                        status,
+                        &format!("the Specification {} is gone", build.spec.specification),
+                    )
+                    .await;
+                }
+            };
+            let spec_json =
+                serde_json::to_string(&spec.spec.spec).map_err(|e| Error::Other(e.to_string()))?;
+            let display = env
+                .as_ref()
+                .and_then(|e| e.spec.name.clone())
+                .unwrap_or_else(|| build.spec.environment.clone());
+            let policy = ctx.policy_for(&ns);
+            for step in to_create {
+                let job = step_job(
+                    &JobInputs {
+                        build: &build,
+                        step,
+                        build_id: old.id.unwrap_or_default(),
+                        environment_name: &display,
+                        specification_json: &spec_json,
+                        channel_alias: policy.channel_alias.as_deref(),
+                    },
+                    &ctx.cfg,
+                );
+                let job_name = job.name_any();
+                match jobs_api.create(&PostParams::default(), &job).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                step_condition(
+                    &mut status,
+                    step,
+                    UNKNOWN,
+                    "Running",
+                    format!("Job {job_name}"),
+                );
+                ctx.event(
+                    &*build,
+                    EventType::Normal,
+                    "StepStarted",
+                    format!("{} in Job {job_name}", step.as_str()),
+                )
+                .await;
+            }
+            Duration::from_secs(30)
+        }
+        BuildAction::Collect(finished) => {
+            for step in finished {
+                let (job_name, state) = jobs[&step].clone();
+                let report = read_report(&ctx, &ns, &name, step).await?;
+                let outcome = match (&state, &report) {
+                    (JobState::Succeeded, Some(r)) if r.ok => Ok(r),
+                    (_, Some(r)) if !r.ok => Err(r
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| "the step failed".into())),
+                    (JobState::Succeeded, _) => {
+                        Err(format!("Job {job_name} succeeded without a report"))
+                    }
+                    (JobState::Failed(why), _) => Err(format!(
+                        "Job {job_name} failed ({why}); see `kubectl logs -n {ns} job/{job_name}`"
+                    )),
+                    (JobState::Running, _) => continue,
+                };
+                let seconds = report
+                    .as_ref()
+                    .map_or(0.0, |r| r.duration_ms as f64 / 1000.0);
+                match outcome {
+                    Ok(r) => {
+                        for a in &r.artifacts {
+                            if !status
+                                .artifacts
+                                .iter()
+                                .any(|o| o.kind == a.kind && o.key == a.key)
+                            {
+                                status.artifacts.push(a.clone());
+                            }
+                        }
+                        let log = Artifact {
+                            kind: ArtifactKind::Logs,
+                            key: format!(
+                                "{}/logs/{}.log",
+                                labels::build_key(&ns, &name),
+                                step.as_str()
+                            ),
+                            size: None,
+                            digest: None,
+                        };
+                        if !status.artifacts.iter().any(|o| o.key == log.key) {
+                            status.artifacts.push(log);
+                        }
+                        if step == BuildStep::Solve {
+                            status.package_count = r
+                                .details
+                                .get("packages")
+                                .and_then(|p| p.as_object())
+                                .and_then(|m| m.values().filter_map(|v| v.as_u64()).max())
+                                .map(|n| n as u32);
+                        }
+                        let summary = r
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| format!("done in {seconds:.1} s"));
+                        step_condition(&mut status, step, TRUE, "Succeeded", summary);
+                        ctx.metrics
+                            .step_seconds
+                            .with_label_values(&[step.as_str(), "succeeded"])
+                            .observe(seconds);
+                    }
+                    Err(message) => {
+                        step_condition(&mut status, step, FALSE, "Failed", message);
+                        ctx.metrics
+                            .step_seconds
+                            .with_label_values(&[step.as_str(), "failed"])
+                            .observe(seconds);
+                    }
+                }
+            }
+            Duration::from_millis(100)
+        }
+        BuildAction::CheckVanished(steps) => {
+            for step in steps {
+                let job_name = labels::job_name(&name, step.as_str());
+                if jobs_api.get_opt(&job_name).await?.is_none() {
+                    step_condition(
+                        &mut status,
+                        step,
+                        FALSE,
+                        "JobDeleted",
+                        format!("the Job {job_name} was deleted before it finished"),
+                    );
+                }
+            }
+            Duration::from_secs(2)
+        }
+        BuildAction::Complete => {
+            status.phase = Some(BuildPhase::Completed);
+            status.ended_on = Some(Time(now));
+            status.size = Some(status.artifacts.iter().filter_map(|a| a.size).sum());
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .insert(key(&build), BuildPhase::Completed);
+            ctx.event(
+                &*build,
+                EventType::Normal,
+                "Completed",
+                format!("build {} completed", old.id.unwrap_or_default()),
+            )
+            .await;
+            Duration::from_secs(1)
+        }
+        BuildAction::Fail { step, message } => {
+            status.phase = Some(BuildPhase::Failed);
+            status.ended_on = Some(Time(now));
+            status.message = Some(format!("{} failed: {message}", step.as_str()));
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .insert(key(&build), BuildPhase::Failed);
+            ctx.event(
+                &*build,
+                EventType::Warning,
+                "Failed",
+                status.message.clone().unwrap_or_default(),
+            )
+            .await;
+            delete_jobs(&jobs_api, &jobs, true).await?;
+            Duration::from_secs(1)
+        }
+        BuildAction::Cancel => {
+            delete_jobs(&jobs_api, &jobs, false).await?;
+            for step in &steps {
+                let done = get(&old.conditions, step.condition_type())
+                    .is_some_and(|c| c.status == TRUE || c.status == FALSE);
+                if !done {
+                    step_condition(
+                        &mut status,
+                        *step,
+                        FALSE,
+                        "Canceled",
+                        "the build was canceled".into(),
+                    );
+                }
+            }
+            status.phase = Some(BuildPhase::Canceled);
+            status.ended_on = Some(Time(now));
+            status.message = Some("canceled".into());
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .insert(key(&build), BuildPhase::Canceled);
+            ctx.event(
+                &*build,
+                EventType::Normal,
+                "Canceled",
+                "its Jobs were deleted".into(),
+            )
+            .await;
+            Duration::from_secs(1)
+        }
+        BuildAction::DeleteJobs => {
+            delete_jobs(&jobs_api, &jobs, true).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    if status != old {
+        apply_status(&api, &*build, &status).await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+async fn fail_now(
+    ctx: &Ctx,
+    api: &Api<Build>,
+    build: &Build,
+    mut status: BuildStatus,
+    message: &str,
+) -> Result<Action, Error> {
+    status.phase = Some(BuildPhase::Failed);
+    status.ended_on = Some(Time(jiff::Timestamp::now()));
+    status.message = Some(message.into());
+    ctx.phases
+        .lock()
+        .expect("not poisoned")
+        .insert(key(build), BuildPhase::Failed);
+    ctx.event(build, EventType::Warning, "Failed", message.into())
+        .await;
+    apply_status(api, build, &status).await?;
+    Ok(Action::await_change())
+}
+
+/// Deletes the build's Jobs (with their pods); only the running ones when `running_only`.
+async fn delete_jobs(
+    api: &Api<Job>,
+    jobs: &BTreeMap<BuildStep, (String, JobState)>,
+    running_only: bool,
+) -> Result<(), Error> {
+    for (name, state) in jobs.values() {
+        if running_only && *state != JobState::Running {
+            continue;
+        }
+        match api.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The report in the termination message of the step's newest finished pod.
+async fn read_report(
+    ctx: &Ctx,
+    ns: &str,
+    build: &str,
+    step: BuildStep,
+) -> Result<Option<StepReport>, Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!(
+        "{}={build},{}={}",
+        labels::BUILD,
+        labels::STEP,
+        step.as_str()
+    );
+    let mut list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items;
+    list.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+    for pod in list.iter().rev() {
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        for cs in statuses.into_iter().flatten() {
+            let message = cs
+                .state
+                .as_ref()
+                .and_then(|s| s.terminated.as_ref())
+                .and_then(|t| t.message.as_ref());
+            if let Some(m) = message {
+                match serde_json::from_str::<StepReport>(m) {
+                    Ok(r) => return Ok(Some(r)),
+                    Err(_) => {
+                        // Not our JSON (the runtime's own message, e.g. an exec failure).
+                        return Ok(Some(StepReport {
+                            step: step.as_str().into(),
+                            ok: false,
+                            message: Some(m.trim().to_string()),
+                            artifacts: vec![],
+                            details: serde_json::Value::Null,
+                            duration_ms: 0,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A deleted Build: its Jobs go with it (owner references); its artifacts and installed
+/// prefix are removed here. Content-addressed image blobs are shared and stay.
+async fn cleanup(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = build.namespace().unwrap_or_default();
+    let name = build.name_any();
+    let prefix = format!("{}/", labels::build_key(&ns, &name));
+    let removed = ctx.store.delete_prefix(&prefix).await?;
+    if let Some(dir) = &ctx.cfg.local_envs_dir {
+        let path = dir.join(&ns).join(&name);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "removing a deleted build's prefix")
+            }
+        }
+    }
+    tracing::info!(build = %key(&build), objects = removed, "deleted the build's artifacts");
+    Ok(Action::await_change())
+}

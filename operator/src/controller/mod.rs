@@ -1,0 +1,288 @@
+//! The controllers: one per kind, each a thin shell that reads the caches, asks the pure
+//! decision of [`crate::decide`] what to do and does it.
+
+mod build;
+mod environment;
+mod namespace;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use conda_store_crds::{Build, BuildPhase, Environment, Namespace, Policy};
+use conda_store_storage::ArtifactStore;
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+
+use crate::config::RunArgs;
+use crate::http::Health;
+use crate::ids::IdAllocator;
+use crate::labels;
+use crate::leader::Elector;
+use crate::metrics::Metrics;
+
+/// A reconcile failure; the controller retries with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Ids(#[from] crate::ids::IdError),
+    #[error("artifact storage: {0}")]
+    Storage(#[from] conda_store_storage::StorageError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// What every reconcile shares.
+pub struct Ctx {
+    pub client: Client,
+    pub cfg: RunArgs,
+    pub policy: Policy,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub ids: IdAllocator,
+    pub store: Arc<dyn ArtifactStore>,
+    pub namespaces: Store<Namespace>,
+    pub environments: Store<Environment>,
+    pub builds: Store<Build>,
+    pub jobs: Store<Job>,
+    /// Phases this process wrote that the build cache may not show yet: admission counts
+    /// them, so a burst of reconciles cannot start more builds than allowed.
+    pub phases: Mutex<HashMap<String, BuildPhase>>,
+}
+
+impl Ctx {
+    /// The effective policy of a Kubernetes namespace's environments.
+    pub fn policy_for(&self, namespace: &str) -> Policy {
+        match self.namespaces.get(&ObjectRef::new(namespace)) {
+            Some(ns) => match &ns.spec.policy {
+                Some(p) => self.policy.overridden_by(p),
+                None => self.policy.clone(),
+            },
+            None => self.policy.clone(),
+        }
+    }
+
+    /// Publishes a Kubernetes Event about `obj` (failures only logged: events are advisory).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::debug!(error = %e, reason, "publishing an event");
+        }
+    }
+}
+
+/// Writes `status` of `obj` by server-side apply under the operator's field manager.
+pub async fn apply_status<K>(api: &Api<K>, obj: &K, status: &impl Serialize) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(labels::FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &Error, Arc<Ctx>) -> Action {
+    move |obj, err, ctx| {
+        let _ = obj;
+        ctx.metrics.errors.with_label_values(&[kind]).inc();
+        tracing::warn!(kind, error = %err, "reconcile failed; retrying");
+        Action::requeue(Duration::from_secs(5))
+    }
+}
+
+fn identity(cfg: &RunArgs) -> String {
+    cfg.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "operator".into());
+        format!("{host}-{}", std::process::id())
+    })
+}
+
+/// Runs the operator until a signal or the loss of leadership.
+pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
+    let client = Client::try_default().await?;
+    let policy = cfg.global_policy()?;
+    let store = cfg.storage.open()?;
+    let metrics = Metrics::default();
+    let health = Health::default();
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
+    tracing::info!(listen = %cfg.listen, "serving /metrics, /healthz and /readyz");
+    let app = crate::http::router(metrics.clone(), health.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics server stopped");
+        }
+    });
+
+    let me = identity(&cfg);
+    let (lease_duration, renew_every) = cfg.lease_timing();
+    let elector = Elector::new(client.clone(), &cfg.operator_namespace, &me, lease_duration);
+    if cfg.leader_election {
+        // A standby is ready: it can take over at any time.
+        health.ready.store(true, Ordering::Relaxed);
+        tracing::info!(identity = %me, "waiting for the leader Lease");
+        elector.acquire(Duration::from_secs(2)).await;
+        tracing::info!(identity = %me, "leading");
+        health.ready.store(false, Ordering::Relaxed);
+    }
+
+    let watch = watcher::Config::default();
+    let ns_ctl = Controller::new(Api::<Namespace>::all(client.clone()), watch.clone());
+    let env_ctl = Controller::new(Api::<Environment>::all(client.clone()), watch.clone());
+    let build_ctl = Controller::new(Api::<Build>::all(client.clone()), watch.clone());
+    let managed =
+        watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let (jobs, jobs_writer) = reflector::store::<Job>();
+    let jobs_api = Api::<Job>::all(client.clone());
+    let job_reflector =
+        reflector::reflector(jobs_writer, watcher(jobs_api.clone(), managed.clone()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| futures::future::ready(()));
+    tokio::spawn(job_reflector);
+
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        policy,
+        metrics: metrics.clone(),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "conda-store-operator".into(),
+                instance: Some(me.clone()),
+            },
+        ),
+        ids: IdAllocator::new(client.clone(), &cfg.operator_namespace),
+        store,
+        namespaces: ns_ctl.store(),
+        environments: env_ctl.store(),
+        builds: build_ctl.store(),
+        jobs,
+        phases: Mutex::new(HashMap::new()),
+        cfg,
+    });
+
+    // Readiness once every cache is filled.
+    {
+        let (ctx, health) = (ctx.clone(), health.clone());
+        tokio::spawn(async move {
+            let _ = ctx.namespaces.wait_until_ready().await;
+            let _ = ctx.environments.wait_until_ready().await;
+            let _ = ctx.builds.wait_until_ready().await;
+            let _ = ctx.jobs.wait_until_ready().await;
+            health.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches filled");
+        });
+    }
+    // Builds by phase, recounted from the cache.
+    {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut counts: HashMap<BuildPhase, i64> = HashMap::new();
+                for b in ctx.builds.state() {
+                    *counts.entry(crate::decide::build::phase(&b)).or_default() += 1;
+                }
+                for p in [
+                    BuildPhase::Queued,
+                    BuildPhase::Building,
+                    BuildPhase::Completed,
+                    BuildPhase::Failed,
+                    BuildPhase::Canceled,
+                ] {
+                    ctx.metrics
+                        .builds
+                        .with_label_values(&[p.conda_store_name()])
+                        .set(counts.get(&p).copied().unwrap_or(0));
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        });
+    }
+
+    let env_store = env_ctl.store();
+    let ns_fut = ns_ctl
+        .watches(
+            Api::<Environment>::all(client.clone()),
+            watch.clone(),
+            |env: Environment| env.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+        )
+        .shutdown_on_signal()
+        .run(namespace::reconcile, error_policy("Namespace"), ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+    let env_fut = env_ctl
+        .owns(Api::<Build>::all(client.clone()), watch.clone())
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watch.clone(),
+            move |ns: Namespace| {
+                let name = ns.name_any();
+                env_store
+                    .state()
+                    .into_iter()
+                    .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
+                    .map(|e| ObjectRef::from_obj(&*e))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            environment::reconcile,
+            error_policy("Environment"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+    let build_fut = build_ctl
+        .owns(jobs_api, managed)
+        .shutdown_on_signal()
+        .run(build::reconcile, error_policy("Build"), ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let controllers = async {
+        futures::join!(ns_fut, env_fut, build_fut);
+    };
+    if ctx.cfg.leader_election {
+        tokio::select! {
+            () = controllers => Ok(()),
+            () = elector.keep(renew_every) => {
+                anyhow::bail!("lost the leader Lease; exiting so a restart follows")
+            }
+        }
+    } else {
+        controllers.await;
+        Ok(())
+    }
+}

@@ -1,0 +1,474 @@
+//! The Job of each build step, built from the Build and the configuration alone.
+//!
+//! Every Job runs this binary's `step` subcommand in the configured image. It reports through
+//! its termination message and writes to artifact storage; it gets no Kubernetes API
+//! credentials. Names and labels are deterministic, so creating a Job twice is harmless.
+
+use std::collections::BTreeMap;
+
+use conda_store_crds::{Build, BuildStep};
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+use serde::Deserialize;
+
+use crate::config::{RunArgs, VolumeSpec};
+use crate::labels;
+use crate::storage_args::Backend;
+
+/// What a step's Job needs to know beyond the configuration.
+pub struct JobInputs<'a> {
+    pub build: &'a Build,
+    pub step: BuildStep,
+    pub build_id: i64,
+    /// The environment's name as people know it (the image's name, the YAML export's).
+    pub environment_name: &'a str,
+    /// The normalised specification as JSON (the solve step's input).
+    pub specification_json: &'a str,
+    /// The channel alias from the namespace's policy.
+    pub channel_alias: Option<&'a str>,
+}
+
+/// The installed prefix of a build, as the Jobs see it.
+pub fn prefix_path(envs_dir: &str, namespace: &str, build: &str) -> String {
+    format!("{}/{namespace}/{build}", envs_dir.trim_end_matches('/'))
+}
+
+/// The Job running `i.step` of `i.build`.
+pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
+    let build_name = i.build.metadata.name.clone().unwrap_or_default();
+    let namespace = i.build.metadata.namespace.clone().unwrap_or_default();
+    let step = i.step.as_str();
+    let prefix = prefix_path(&cfg.envs_dir, &namespace, &build_name);
+
+    let mut labels = BTreeMap::from([
+        (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+        (labels::BUILD.to_string(), build_name.clone()),
+        (labels::STEP.to_string(), step.to_string()),
+    ]);
+    if let Some(env) = i
+        .build
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::ENVIRONMENT))
+    {
+        labels.insert(labels::ENVIRONMENT.to_string(), env.clone());
+    }
+
+    let mut args: Vec<String> = vec!["step".into(), step.into()];
+    let mut env = vec![
+        env_var(
+            "CONDA_STORE_BUILD_KEY",
+            &labels::build_key(&namespace, &build_name),
+        ),
+        env_var("CONDA_STORE_WORK_DIR", "/tmp"),
+        env_var("TMPDIR", "/tmp"),
+        env_var("HOME", "/tmp"),
+    ];
+    match i.step {
+        BuildStep::Solve => {
+            args.extend(["--name".into(), i.environment_name.to_string()]);
+            env.push(env_var("CONDA_STORE_SPECIFICATION", i.specification_json));
+            if let Some(alias) = i.channel_alias {
+                env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
+            }
+        }
+        BuildStep::Install => {
+            args.extend(["--prefix".into(), prefix.clone()]);
+            env.push(env_var(
+                "CONDA_STORE_PKGS_DIR",
+                &format!("{}/.pkgs", cfg.envs_dir.trim_end_matches('/')),
+            ));
+        }
+        BuildStep::Pack => {
+            args.extend(["--prefix".into(), prefix.clone()]);
+        }
+        BuildStep::Image => {
+            args.extend([
+                "--prefix".into(),
+                prefix.clone(),
+                "--name".into(),
+                i.environment_name.to_string(),
+                "--build-id".into(),
+                i.build_id.to_string(),
+            ]);
+        }
+    }
+
+    let mut volumes = vec![
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+        volume("envs", &cfg.envs_volume),
+    ];
+    let mut mounts = vec![mount("tmp", "/tmp"), mount("envs", &cfg.envs_dir)];
+    let storage = &cfg.storage;
+    match storage.storage {
+        Backend::Local => {
+            env.push(env_var("CONDA_STORE_STORAGE", "local"));
+            let dir = storage.storage_dir.to_string_lossy().into_owned();
+            env.push(env_var("CONDA_STORE_STORAGE_DIR", &dir));
+            if let Some(v) = &cfg.storage_volume {
+                volumes.push(volume("artifacts", v));
+                mounts.push(mount("artifacts", &dir));
+            }
+        }
+        Backend::S3 => {
+            env.push(env_var("CONDA_STORE_STORAGE", "s3"));
+            if let Some(e) = &storage.s3_endpoint {
+                env.push(env_var("CONDA_STORE_S3_ENDPOINT", e));
+            }
+            env.push(env_var("CONDA_STORE_S3_BUCKET", &storage.s3_bucket));
+            env.push(env_var("CONDA_STORE_S3_REGION", &storage.s3_region));
+            env.push(env_var("CONDA_STORE_S3_PREFIX", &storage.s3_prefix));
+            if let Some(secret) = &cfg.s3_secret {
+                for key in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+                    env.push(EnvVar {
+                        name: key.into(),
+                        value_from: Some(EnvVarSource {
+                            secret_key_ref: Some(SecretKeySelector {
+                                name: secret.clone(),
+                                key: key.into(),
+                                optional: Some(false),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+    }
+
+    let non_root = cfg.job_user != 0;
+    let container = Container {
+        name: step.into(),
+        image: Some(cfg.job_image.clone()),
+        image_pull_policy: Some(cfg.job_image_pull_policy.clone()),
+        args: Some(args),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        termination_message_path: Some("/dev/termination-log".into()),
+        termination_message_policy: Some("File".into()),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("128Mi".into())),
+            ])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(non_root),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+
+    Job {
+        metadata: ObjectMeta {
+            name: Some(labels::job_name(&build_name, step)),
+            namespace: Some(namespace),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner(i.build)]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(cfg.job_backoff_limit),
+            active_deadline_seconds: Some(cfg.job_deadline_seconds),
+            ttl_seconds_after_finished: Some(cfg.job_ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(cfg.job_user),
+                        run_as_group: Some(cfg.job_user),
+                        fs_group: Some(cfg.job_user),
+                        run_as_non_root: Some(non_root),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The controller owner reference to `build` (deleting the Build deletes its Jobs).
+pub fn owner(build: &Build) -> OwnerReference {
+    build
+        .controller_owner_ref(&())
+        .expect("a Build read from the API has a name and uid")
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..Default::default()
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn volume(name: &str, spec: &VolumeSpec) -> Volume {
+    match spec {
+        VolumeSpec::HostPath(path) => Volume {
+            name: name.into(),
+            host_path: Some(HostPathVolumeSource {
+                path: path.clone(),
+                type_: Some("DirectoryOrCreate".into()),
+            }),
+            ..Default::default()
+        },
+        VolumeSpec::Claim(claim) => Volume {
+            name: name.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.clone(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+/// A step's report as its termination message carries it (written by `step ...`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepReport {
+    pub step: String,
+    pub ok: bool,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub artifacts: Vec<conda_store_crds::Artifact>,
+    #[serde(default)]
+    pub details: serde_json::Value,
+    #[serde(default)]
+    pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use conda_store_crds::BuildSpec;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn cfg(extra: &[&str]) -> RunArgs {
+        let mut args = vec![
+            "x",
+            "--job-image=img:1",
+            "--envs-volume=hostPath:/srv/envs",
+            "--storage-volume=hostPath:/srv/artifacts",
+        ];
+        args.extend(extra);
+        Cli::parse_from(args).run
+    }
+
+    fn build() -> Build {
+        let mut b = Build::new(
+            "env-11111111-1",
+            BuildSpec {
+                environment: "env".into(),
+                specification: "spec-1".into(),
+                cancel: false,
+            },
+        );
+        b.metadata.namespace = Some("team".into());
+        b.metadata.uid = Some("uid-1".into());
+        b.metadata.labels = Some(BTreeMap::from([(labels::ENVIRONMENT.into(), "env".into())]));
+        b
+    }
+
+    fn container(job: &Job) -> &Container {
+        &job.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0]
+    }
+
+    fn env_of(job: &Job, name: &str) -> Option<String> {
+        container(job)
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn solve_job() {
+        let b = build();
+        let job = step_job(
+            &JobInputs {
+                build: &b,
+                step: BuildStep::Solve,
+                build_id: 12,
+                environment_name: "My Env",
+                specification_json: "{\"dependencies\":[\"python\"]}",
+                channel_alias: Some("http://mirror/"),
+            },
+            &cfg(&[]),
+        );
+        assert_eq!(job.metadata.name.as_deref(), Some("env-11111111-1-solve"));
+        assert_eq!(job.metadata.namespace.as_deref(), Some("team"));
+        let owner = &job.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.controller),
+            ("Build", Some(true))
+        );
+        assert_eq!(
+            container(&job).args.as_ref().unwrap(),
+            &["step", "solve", "--name", "My Env"]
+        );
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_BUILD_KEY").as_deref(),
+            Some("builds/team/env-11111111-1")
+        );
+        assert!(
+            env_of(&job, "CONDA_STORE_SPECIFICATION")
+                .unwrap()
+                .contains("python")
+        );
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_CHANNEL_ALIAS").as_deref(),
+            Some("http://mirror/")
+        );
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_STORAGE").as_deref(),
+            Some("local")
+        );
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        let names: Vec<&str> = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, ["tmp", "envs", "artifacts"]);
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::STEP], "solve");
+        assert_eq!(labels[labels::ENVIRONMENT], "env");
+    }
+
+    #[test]
+    fn install_pack_and_image_use_the_build_prefix() {
+        let b = build();
+        let c = cfg(&["--envs-dir=/envs/"]);
+        for (step, extra) in [
+            (BuildStep::Install, vec![]),
+            (BuildStep::Pack, vec![]),
+            (BuildStep::Image, vec!["--name", "env", "--build-id", "12"]),
+        ] {
+            let job = step_job(
+                &JobInputs {
+                    build: &b,
+                    step,
+                    build_id: 12,
+                    environment_name: "env",
+                    specification_json: "{}",
+                    channel_alias: None,
+                },
+                &c,
+            );
+            let mut want = vec![
+                "step",
+                step.as_str(),
+                "--prefix",
+                "/envs/team/env-11111111-1",
+            ];
+            want.extend(extra);
+            assert_eq!(container(&job).args.as_ref().unwrap(), &want);
+            assert_eq!(env_of(&job, "CONDA_STORE_SPECIFICATION"), None);
+        }
+    }
+
+    #[test]
+    fn s3_credentials_come_from_the_secret() {
+        let b = build();
+        let c = cfg(&[
+            "--storage=s3",
+            "--s3-endpoint=http://s3:9000",
+            "--s3-secret=creds",
+        ]);
+        let job = step_job(
+            &JobInputs {
+                build: &b,
+                step: BuildStep::Pack,
+                build_id: 1,
+                environment_name: "env",
+                specification_json: "{}",
+                channel_alias: None,
+            },
+            &c,
+        );
+        let env = container(&job).env.as_ref().unwrap();
+        let key = env.iter().find(|e| e.name == "AWS_ACCESS_KEY_ID").unwrap();
+        let sel = key
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(sel.name, "creds");
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_S3_ENDPOINT").as_deref(),
+            Some("http://s3:9000")
+        );
+    }
+
+    #[test]
+    fn reports_parse() {
+        let r: StepReport = serde_json::from_str(
+            r#"{"step":"solve","ok":false,"message":"unsolvable","artifacts":[],"details":null,"durationMs":5}"#,
+        )
+        .unwrap();
+        assert!(!r.ok);
+        assert_eq!(r.message.as_deref(), Some("unsolvable"));
+    }
+}
