@@ -30,3 +30,8 @@ bash tests/e2e/crds.sh
 # A real node: kubelet with Debian's containerd and runc; Jobs run as real containers.
 step "e2e: Jobs on a real node"
 bash tests/e2e/jobs.sh
+
+# The operator (`run`, leader-elected) on that cluster, building Environments through real Jobs
+# in the project's own image (the debug binary `cargo test` built).
+step "e2e: the operator builds Environments through Jobs"
+bash tests/e2e/operator.sh

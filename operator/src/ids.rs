@@ -18,6 +18,9 @@ const KEY: &str = "next";
 #[derive(Clone)]
 pub struct IdAllocator {
     api: Api<ConfigMap>,
+    /// One allocation at a time in this process: concurrent reconciles would otherwise race
+    /// for the same resourceVersion and mostly retry.
+    turn: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why no id could be given.
@@ -35,11 +38,13 @@ impl IdAllocator {
     pub fn new(client: kube::Client, namespace: &str) -> Self {
         IdAllocator {
             api: Api::namespaced(client, namespace),
+            turn: Default::default(),
         }
     }
 
     /// The next id (1, 2, ...).
     pub async fn next(&self) -> Result<i64, IdError> {
+        let _turn = self.turn.lock().await;
         for _ in 0..20 {
             match self.api.get_opt(CONFIG_MAP).await? {
                 None => {

@@ -459,6 +459,11 @@ EOF
   node_cgroups_create
 
   mkdir -p "$nd/cni" "$nd/kubelet" "$nd/containerd-root" "$nd/containerd-state" "$nd/runc" "$nd/opt"
+  # The bridge and its gateway address exist from the start (the bridge plugin adopts them), so
+  # servers the pods use (channels, S3) can listen on the gateway before the first pod runs.
+  ip link add "$CNI_BRIDGE" type bridge 2>/dev/null || true
+  ip addr replace "$POD_GATEWAY/24" dev "$CNI_BRIDGE" || fail_up "cannot address bridge $CNI_BRIDGE"
+  ip link set "$CNI_BRIDGE" up || fail_up "cannot bring bridge $CNI_BRIDGE up"
   cat >"$nd/cni/10-conda-store.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
@@ -725,6 +730,8 @@ case $1 in
     exec 8>"$STATE.lock"
     flock 8
     "cmd_$1"
+    # Nothing of a stopped cluster stays in the temp dir, not even its lock.
+    if [[ $1 == down && ! -e $STATE ]]; then rm -f "$STATE.lock"; fi
     ;;
   env) cmd_env ;;
   status) cmd_status || exit 1 ;;

@@ -29,7 +29,7 @@ check "server-side dry run accepts every CRD" \
 check "CRDs apply" k apply --validate=false -f "$ROOT/crds/"
 check "CRDs become Established" \
   k wait --for=condition=Established --timeout=60s \
-  crd/namespaces.conda.store crd/environments.conda.store \
+  crd/condanamespaces.conda.store crd/environments.conda.store \
   crd/specifications.conda.store crd/builds.conda.store
 
 check "example Namespace applies" k apply -f "$ROOT/examples/manifests/namespace.yaml"

@@ -10,6 +10,9 @@
 # NAME:
 #   pause    the sandbox image: build/pause/linux/pause.c from the cached Kubernetes source, gcc -static
 #   busybox  Debian's busybox-static (/bin/busybox and /bin/sh), PATH set: `busybox sh -c ...` works
+#   operator the project's binary ($CONDA_STORE_OPERATOR_BIN, default the debug build in the shared
+#            target dir), debug info stripped, with the shared libraries ldd names, CA certificates
+#            and a non-root user 65532; no shell. The tag is the binary's digest.
 #
 # Environment: CONDA_STORE_K8S_CACHE (default /var/cache/conda-store-k8s; tars go to its images/ dir),
 # CONDA_STORE_CLUSTER_DIR (default /tmp/conda-store-cluster; only for `import`).
@@ -66,6 +69,40 @@ busybox_ref() {
   echo "$REPO/busybox:$v"
 }
 
+operator_bin() {
+  local target=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
+  echo "${CONDA_STORE_OPERATOR_BIN:-$target/debug/conda-store-operator}"
+}
+operator_ref() {
+  local bin
+  bin=$(operator_bin)
+  [[ -x $bin ]] || die "no operator binary at $bin (cargo build -p conda-store-operator)"
+  echo "$REPO/operator:$(sha256 "$bin" | cut -c1-12)"
+}
+
+build_operator() {
+  local ref=$1 out=$2 bin work lib
+  bin=$(operator_bin)
+  work=$(mktemp -d "$IMAGES/.work.XXXXXX")
+  mkdir -p "$work/rootfs/usr/local/bin" "$work/rootfs/etc/ssl/certs" "$work/rootfs/tmp"
+  chmod 1777 "$work/rootfs/tmp"
+  strip --strip-debug -o "$work/rootfs/usr/local/bin/conda-store-operator" "$bin" 2>/dev/null \
+    || cp "$bin" "$work/rootfs/usr/local/bin/conda-store-operator"
+  # The dynamic loader and every library the binary links, at the paths the binary expects.
+  while read -r lib; do
+    mkdir -p "$work/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$work/rootfs$lib"
+  done < <(ldd "$bin" | grep -o '/[^ ]*' | sort -u)
+  cp -L /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/" 2>/dev/null || true
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nconda-store:x:65532:65532::/tmp:/sbin/nologin\n' >"$work/rootfs/etc/passwd"
+  printf 'root:x:0:\nconda-store:x:65532:\n' >"$work/rootfs/etc/group"
+  docker_archive "$work/rootfs" "$ref" \
+    '{"Entrypoint":["/usr/local/bin/conda-store-operator"],"User":"65532:65532","Env":["PATH=/usr/local/bin:/usr/bin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]}' "$out"
+  rm -rf "$work"
+  # One binary's image at a time: older ones would pile up with every build.
+  find "$IMAGES" -maxdepth 1 -name 'operator-*.tar' ! -name "$(basename "$out")" -delete
+}
+
 build_pause() {
   local ref=$1 out=$2 src work
   src=$(pause_src)
@@ -100,7 +137,7 @@ build_busybox() {
 # build NAME: print the cached tar (building it first when missing).
 build() {
   local name=$1 ref out
-  case $name in pause | busybox) ;; *) die "unknown image '$name' (pause, busybox)" ;; esac
+  case $name in pause | busybox | operator) ;; *) die "unknown image '$name' (pause, busybox, operator)" ;; esac
   ref=$("${name}_ref")
   out=$IMAGES/$name-${ref##*:}.tar
   if [[ ! -s $out ]]; then
@@ -132,10 +169,10 @@ import() {
   echo "$ref"
 }
 
-[[ $# == 2 ]] || { echo "usage: $0 build|ref|import pause|busybox" >&2; exit 2; }
+[[ $# == 2 ]] || { echo "usage: $0 build|ref|import pause|busybox|operator" >&2; exit 2; }
 case $1 in
   build) build "$2" ;;
-  ref) case $2 in pause | busybox) "${2}_ref" ;; *) die "unknown image '$2'" ;; esac ;;
+  ref) case $2 in pause | busybox | operator) "${2}_ref" ;; *) die "unknown image '$2'" ;; esac ;;
   import) import "$2" ;;
-  *) echo "usage: $0 build|ref|import pause|busybox" >&2; exit 2 ;;
+  *) echo "usage: $0 build|ref|import pause|busybox|operator" >&2; exit 2 ;;
 esac

@@ -14,6 +14,10 @@ use super::{Condition, Policy, Retention, RoleBinding};
     group = "conda.store",
     version = "v1alpha1",
     kind = "Namespace",
+    // Not "namespaces": the API server reads `/apis/<group>/<version>/namespaces/<name>/status`
+    // as a namespaced path (namespace <name>, resource "status"), so a cluster-scoped
+    // custom resource with that plural has no reachable status subresource.
+    plural = "condanamespaces",
     doc = "A conda-store namespace: role bindings, build policy and retention for the environments in the Kubernetes namespace of the same name.",
     status = "NamespaceStatus",
     shortname = "cns",

@@ -195,14 +195,25 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         cfg,
     });
 
-    // Readiness once every cache is filled.
+    // Readiness once every cache is filled. The stores' readiness future keeps one waker only
+    // (the controller's own wait replaces ours), so it is polled again every half second.
     {
         let (ctx, health) = (ctx.clone(), health.clone());
         tokio::spawn(async move {
-            let _ = ctx.namespaces.wait_until_ready().await;
-            let _ = ctx.environments.wait_until_ready().await;
-            let _ = ctx.builds.wait_until_ready().await;
-            let _ = ctx.jobs.wait_until_ready().await;
+            async fn filled<K>(store: &Store<K>)
+            where
+                K: kube::runtime::reflector::Lookup + Clone + 'static,
+                K::DynamicType: Eq + std::hash::Hash + Clone,
+            {
+                while tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+                    .await
+                    .is_err()
+                {}
+            }
+            filled(&ctx.namespaces).await;
+            filled(&ctx.environments).await;
+            filled(&ctx.builds).await;
+            filled(&ctx.jobs).await;
             health.ready.store(true, Ordering::Relaxed);
             tracing::info!("caches filled");
         });

@@ -19,6 +19,12 @@ pub fn condition(
     generation: Option<i64>,
     now: jiff::Timestamp,
 ) -> Condition {
+    // Kubernetes 1.20's server-side apply turns an empty message into null, which the
+    // schema refuses: say the reason instead.
+    let message = match message.into() {
+        m if m.is_empty() => reason.to_string(),
+        m => m,
+    };
     let since = old
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -27,7 +33,7 @@ pub fn condition(
         type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
-        message: message.into(),
+        message,
         observed_generation: generation,
         last_transition_time: since,
     }

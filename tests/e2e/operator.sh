@@ -1,0 +1,301 @@
+#!/usr/bin/env bash
+# The operator on a real control plane and node: `conda-store-operator run` (leader-elected,
+# outside the cluster, as in local use) builds Environments through real Jobs that run the
+# project's own image. The demo channel is served over HTTP on the pods' gateway address.
+#
+#   bash tests/e2e/operator.sh     # starts its own cluster (state dir below) and stops it
+#
+# Checks: Namespace → Kubernetes namespace; Environment → Build Completed with lockfile, archive
+# and image in storage, the prefix installed and the current link switched; reordered
+# dependencies → no new Build; a changed dependency → a second Build, the first kept; an
+# unsolvable spec → Failed with the solver's message; cancel → Canceled, Jobs gone; a Job
+# deleted under a running build → Failed; the operator killed mid-build → the build completes
+# after a restart with one Job per step; metrics, Lease, events; deleting an Environment
+# removes its builds and their artifacts.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_CLUSTER_DIR:-/tmp/conda-store-e2e-operator-$$}
+STATE=${CONDA_STORE_CLUSTER_DIR%/}
+CLUSTER="$ROOT/tests/e2e/cluster.sh"
+IMAGES="$ROOT/tests/e2e/images.sh"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
+BIN=${CONDA_STORE_OPERATOR_BIN:-$CARGO_TARGET_DIR/debug/conda-store-operator}
+export CONDA_STORE_OPERATOR_BIN=$BIN
+
+# shellcheck source=tests/e2e/checks.sh
+source "$ROOT/tests/e2e/checks.sh"
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN {printf "%.1f", b - a}'; }
+
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}" ${OPERATOR_PID:-}; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
+  bash "$CLUSTER" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+[[ -x $BIN ]] || { echo "no operator binary at $BIN (cargo build -p conda-store-operator)" >&2; exit 1; }
+
+t=$(now)
+bash "$CLUSTER" up --node
+echo "timing: up with node $(since "$t") s"
+eval "$(bash "$CLUSTER" env)"
+k() { "$CONDA_STORE_KUBECTL" "$@"; }
+
+IMAGE=$(bash "$IMAGES" import operator)
+check "the operator image is imported into the node's containerd" test -n "$IMAGE"
+
+# The CRDs (kubectl 1.20 cannot validate x-kubernetes-validations client-side).
+"$BIN" crds | k apply --validate=false -f - >/dev/null
+k wait --for=condition=Established crd --all --timeout=60s >/dev/null
+k create namespace conda-store >/dev/null
+
+# The demo channel over HTTP on the gateway (pods reach the host there), and a "channel" that
+# accepts connections and never answers, so a solve stays running as long as a test needs.
+"$BIN" demo-channel "$STATE/channel" >/dev/null
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+CHANNEL_PORT=$(free_port)
+python3 -m http.server --bind "$CONDA_STORE_POD_GATEWAY" --directory "$STATE/channel" "$CHANNEL_PORT" \
+  >"$STATE/channel.log" 2>&1 &
+PIDS+=($!)
+CHANNEL=http://$CONDA_STORE_POD_GATEWAY:$CHANNEL_PORT/
+HANG_PORT=$(free_port)
+python3 - "$CONDA_STORE_POD_GATEWAY" "$HANG_PORT" "$STATE/hang.marker" >"$STATE/hang.log" 2>&1 <<'PY' &
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)  # never answered, never closed
+PY
+PIDS+=($!)
+HANG=http://$CONDA_STORE_POD_GATEWAY:$HANG_PORT/
+
+# Environments and artifacts in host directories the Jobs mount at the same paths (so the
+# prefixes they install are valid on the host too); the Jobs run as this user, who owns them.
+mkdir -p "$STATE/envs" "$STATE/artifacts"
+METRICS_PORT=$(free_port)
+
+start_operator() {
+  "$BIN" run \
+    --operator-namespace conda-store \
+    --job-image "$IMAGE" --job-image-pull-policy Never \
+    --envs-dir "$STATE/envs" --envs-volume "hostPath:$STATE/envs" --local-envs-dir "$STATE/envs" \
+    --storage local --storage-dir "$STATE/artifacts" --storage-volume "hostPath:$STATE/artifacts" \
+    --listen "127.0.0.1:$METRICS_PORT" --max-builds 4 --identity "e2e-$1" --job-user "$(id -u)" \
+    >>"$STATE/operator.log" 2>&1 &
+  OPERATOR_PID=$!
+}
+start_operator 1
+
+# wait_for SECONDS DESCRIPTION COMMAND...: until the command succeeds.
+wait_for() {
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      echo "timed out after the wait for: $what"
+      return 1
+    fi
+    sleep 0.3
+  done
+}
+jp() { k get "$@" 2>/dev/null; } # jp KIND NAME -n NS -o jsonpath=...
+is() { [[ $("${@:2}") == "$1" ]]; } # is VALUE COMMAND...
+
+env_yaml() { # env_yaml NAME CHANNEL DEP...: an Environment in namespace team
+  local name=$1 channel=$2 deps="" d
+  shift 2
+  for d in "$@"; do deps+="  - \"$d\""$'\n'; done
+  cat <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: $name, namespace: team}
+spec:
+  channels: ["$channel"]
+  artifacts: [lockfile, yaml, archive, image]
+  dependencies:
+$deps
+YAML
+}
+build_of() { # build_of ENV SPEC-INDEX: names of the env's builds, oldest first
+  k get builds -n team -l "conda.store/environment=$1" --sort-by=.status.id -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}'
+}
+build_count() { build_of "$1" | grep -c . || true; }
+has_build() { [[ -n $(build_of "$1") ]]; }
+phase() { jp build "$1" -n team -o jsonpath='{.status.phase}'; }
+job_count() { k get jobs -n team -l "conda.store/build=$1" -o name | grep -c . || true; }
+solving() { # solving ENV: its first build is Building and its solve Job exists
+  local b
+  b=$(build_of "$1" | head -n1)
+  [[ -n $b && $(phase "$b") == Building ]] && k get job -n team "$b-solve"
+}
+
+# 1. Namespace → Kubernetes namespace.
+k apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Namespace
+metadata: {name: team}
+spec:
+  displayName: Team
+  roleBindings: [{entity: "team/*", role: developer}]
+  retention: {keepBuilds: 5}
+YAML
+check "the operator creates the namespace of a conda-store Namespace" \
+  wait_for 60 "namespace team" k get namespace team
+check "the Namespace is Ready" wait_for 30 "Namespace Ready" \
+  is True jp namespace.conda.store team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+
+# 2. An Environment builds.
+t=$(now)
+env_yaml demo "$CHANNEL" "tool" "liba >=2" | k apply -f - >/dev/null
+check "a Build is created for the Environment" wait_for 60 "a build of demo" has_build demo
+B1=$(build_of demo | head -n1)
+check "the Build completes" wait_for 240 "build $B1 Completed" is Completed phase "$B1"
+echo "timing: Environment apply -> Build Completed $(since "$t") s"
+if [[ $(phase "$B1") != Completed ]]; then
+  k get builds -n team -o yaml | tail -n 60
+  k get jobs,pods -n team -o wide
+  tail -n 40 "$STATE/operator.log"
+fi
+ID1=$(jp build "$B1" -n team -o jsonpath='{.status.id}')
+check "the Build has a numeric id" test "$ID1" -ge 1
+check "the Environment is Ready with the build current" wait_for 30 "demo Ready" \
+  is "$ID1" jp environment demo -n team -o 'jsonpath={.status.currentBuild}'
+check "its Ready condition is True" \
+  is True jp environment demo -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+for a in conda-lock.yaml environment.yaml archive.tar.zst image.json logs/solve.log; do
+  check "artifact $a is in storage" test -s "$STATE/artifacts/builds/team/$B1/$a"
+done
+check "the Build lists its artifacts" \
+  contains archive jp build "$B1" -n team -o 'jsonpath={.status.artifacts[*].kind}'
+check "the lockfile pins liba 2.0" contains 'liba-2.0-' cat "$STATE/artifacts/builds/team/$B1/conda-lock.yaml"
+check "image blobs are content-addressed in storage" \
+  bash -c "ls '$STATE/artifacts/blobs/sha256' | grep -q ."
+check "the prefix is installed with conda-meta records" \
+  bash -c "ls '$STATE/envs/team/$B1/conda-meta/' | grep -q '^tool-'"
+check "the environment's current link names the build" \
+  is "$STATE/envs/team/$B1" readlink "$STATE/envs/team/demo"
+check "the package's script runs from the current environment" \
+  contains "prefix: $STATE/envs/team/$B1" "$STATE/envs/team/demo/bin/tool"
+check "every step ran in its own Job, one each" is 4 job_count "$B1"
+check "the solve step's condition is True" \
+  is True jp build "$B1" -n team -o 'jsonpath={.status.conditions[?(@.type=="Solved")].status}'
+check "the Build reports its package count" \
+  test "$(jp build "$B1" -n team -o 'jsonpath={.status.packageCount}')" -ge 2
+
+# 3. Reordered dependencies: same Specification, no new Build.
+env_yaml demo "$CHANNEL" "liba>=2" "tool" | k apply -f - >/dev/null
+gen=$(jp environment demo -n team -o jsonpath='{.metadata.generation}')
+check "the reordered spec is observed" wait_for 30 "observedGeneration $gen" \
+  is "$gen" jp environment demo -n team -o 'jsonpath={.status.observedGeneration}'
+sleep 2
+check "reordering the dependencies creates no Build" is 1 build_count demo
+
+# 4. A changed dependency: a second Build; the first stays.
+env_yaml demo "$CHANNEL" "tool" "liba >=2" "libb" | k apply -f - >/dev/null
+check "a changed dependency creates a second Build" wait_for 60 "second build" is 2 build_count demo
+B2=$(build_of demo | grep -vxF "$B1" | head -n1)
+check "the second Build completes" wait_for 240 "build $B2 Completed" is Completed phase "$B2"
+check "the first Build stays" is Completed phase "$B1"
+ID2=$(jp build "$B2" -n team -o jsonpath='{.status.id}')
+check "ids increase" test "$ID2" -gt "$ID1"
+check "the second Build becomes current" wait_for 30 "current $ID2" \
+  is "$ID2" jp environment demo -n team -o 'jsonpath={.status.currentBuild}'
+check "the current link follows" wait_for 10 "link" is "$STATE/envs/team/$B2" readlink "$STATE/envs/team/demo"
+
+# 5. Unsolvable: Failed with the solver's message, on the Build and the Environment.
+env_yaml broken "$CHANNEL" "liba >=7" | k apply -f - >/dev/null
+check "an unsolvable spec gets a Build" wait_for 60 "build of broken" is 1 build_count broken
+BB=$(build_of broken | head -n1)
+check "the unsolvable Build fails" wait_for 180 "build $BB Failed" is Failed phase "$BB"
+check "the Build's message carries the solver's explanation" \
+  contains "liba" jp build "$BB" -n team -o 'jsonpath={.status.message}'
+check "the Environment says Failed with the message" wait_for 30 "broken Failed" \
+  contains "liba" jp environment broken -n team -o 'jsonpath={.status.conditions[?(@.type=="Failed")].message}'
+check "the Environment is not Ready (BuildFailed)" \
+  is BuildFailed jp environment broken -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].reason}'
+
+# 6. Invalid spec: a condition, no Build.
+k apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: invalid, namespace: team}
+spec:
+  channels: ["$CHANNEL"]
+  dependencies: ["liba >=>= 2"]
+YAML
+check "an invalid spec is reported on the Environment" wait_for 30 "invalid reported" \
+  is InvalidSpecification jp environment invalid -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].reason}'
+check "an invalid spec creates no Build" is 0 build_count invalid
+
+# 7. Cancel a running build: its Jobs go, it ends Canceled.
+env_yaml hanging "$HANG" "liba" | k apply -f - >/dev/null
+check "a build that hangs in solve starts" wait_for 60 "hanging building" solving hanging
+BH=$(build_of hanging | head -n1)
+k patch build "$BH" -n team --type merge -p '{"spec":{"cancel":true}}' >/dev/null
+check "cancel ends the Build Canceled" wait_for 30 "canceled" is Canceled phase "$BH"
+check "cancel deletes its Jobs" wait_for 30 "jobs gone" is 0 job_count "$BH"
+check "the Environment reports the cancel" wait_for 30 "env canceled" \
+  is BuildCanceled jp environment hanging -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].reason}'
+
+# 8. A Job deleted from under a running build: the build fails, clearly.
+env_yaml orphan "$HANG" "libb" | k apply -f - >/dev/null
+check "a second hanging build starts" wait_for 60 "orphan building" solving orphan
+BO=$(build_of orphan | head -n1)
+sleep 1
+k delete job "$BO-solve" -n team --wait=true >/dev/null
+check "a deleted Job fails its build" wait_for 60 "orphan failed" is Failed phase "$BO"
+check "the failure names the deleted Job" \
+  contains "deleted before it finished" jp build "$BO" -n team -o 'jsonpath={.status.message}'
+
+# 9. The operator killed mid-build: the build completes after a restart, without duplicates.
+env_yaml restart "$CHANNEL" "tool" | k apply -f - >/dev/null
+check "a build starts before the kill" wait_for 60 "restart building" solving restart
+kill -9 "$OPERATOR_PID"
+wait "$OPERATOR_PID" 2>/dev/null || true
+BR=$(build_of restart | head -n1)
+echo "killed the operator while $BR was $(phase "$BR")"
+t=$(now)
+start_operator 2
+check "after the restart the build completes" wait_for 240 "restart Completed" is Completed phase "$BR"
+echo "timing: restart -> Completed $(since "$t") s"
+check "no duplicate Build after the restart" is 1 build_count restart
+check "one Job per step after the restart" is 4 job_count "$BR"
+check "the new process holds the leader Lease" wait_for 30 "lease" \
+  is e2e-2 jp lease conda-store-operator -n conda-store -o 'jsonpath={.spec.holderIdentity}'
+
+# 10. What a person and Prometheus see.
+check "events tell what happened" contains "Completed" k get events -n team
+check "/metrics counts reconciles and builds" \
+  contains 'conda_store_builds{phase="COMPLETED"}' curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
+check "/metrics has step durations" \
+  contains 'conda_store_step_duration_seconds_count{outcome="succeeded",step="solve"}' curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
+check "/healthz and /readyz answer" bash -c "curl -sf http://127.0.0.1:$METRICS_PORT/healthz && curl -sf http://127.0.0.1:$METRICS_PORT/readyz"
+
+# 11. Deleting an Environment removes its builds and their artifacts.
+k delete environment demo -n team --wait=true >/dev/null
+check "deleting the Environment deletes its Builds" wait_for 60 "builds gone" is 0 build_count demo
+check "and their artifacts" wait_for 30 "artifacts gone" \
+  bash -c "! test -e '$STATE/artifacts/builds/team/$B1/conda-lock.yaml' && ! test -e '$STATE/artifacts/builds/team/$B2/conda-lock.yaml'"
+check "and their installed prefixes" bash -c "! test -e '$STATE/envs/team/$B1'"
+
+if ((failed > 0)); then
+  echo "--- operator log (last 60 lines)"
+  tail -n 60 "$STATE/operator.log"
+fi
+kill "$OPERATOR_PID" 2>/dev/null || true
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+wait 2>/dev/null || true
+OPERATOR_PID=
+PIDS=()
+bash "$CLUSTER" down >/dev/null
+trap - EXIT
+finish
