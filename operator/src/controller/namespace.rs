@@ -47,24 +47,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
             now,
         )
     } else {
-        let kube_ns = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    labels::MANAGED_BY: labels::MANAGER,
-                    labels::NAMESPACE: name,
-                },
-            },
-        });
-        Api::<KubeNamespace>::all(ctx.client.clone())
-            .patch(
-                &name,
-                &PatchParams::apply(labels::FIELD_MANAGER).force(),
-                &Patch::Apply(&kube_ns),
-            )
-            .await?;
+        ensure_kube_namespace(&ctx, &name).await?;
         condition(
             &old.conditions,
             "Ready",
@@ -79,5 +62,45 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
     if Some(&status) != ns.status.as_ref() {
         apply_status(&Api::<Namespace>::all(ctx.client.clone()), &*ns, &status).await?;
     }
-    Ok(Action::requeue(Duration::from_secs(300)))
+    // Also recounts the environments now and then.
+    Ok(Action::requeue(Duration::from_secs(30)))
+}
+
+/// Applies the Kubernetes namespace (labels included) at most every few minutes per
+/// namespace: reconciles come often, and a namespace deleted by someone is re-created at the
+/// next apply.
+async fn ensure_kube_namespace(ctx: &Ctx, name: &str) -> Result<(), Error> {
+    const EVERY: Duration = Duration::from_secs(300);
+    let fresh = ctx
+        .ensured_namespaces
+        .lock()
+        .expect("not poisoned")
+        .get(name)
+        .is_some_and(|t| t.elapsed() < EVERY);
+    if fresh {
+        return Ok(());
+    }
+    let kube_ns = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": name,
+            "labels": {
+                labels::MANAGED_BY: labels::MANAGER,
+                labels::NAMESPACE: name,
+            },
+        },
+    });
+    Api::<KubeNamespace>::all(ctx.client.clone())
+        .patch(
+            name,
+            &PatchParams::apply(labels::FIELD_MANAGER).force(),
+            &Patch::Apply(&kube_ns),
+        )
+        .await?;
+    ctx.ensured_namespaces
+        .lock()
+        .expect("not poisoned")
+        .insert(name.to_string(), std::time::Instant::now());
+    Ok(())
 }
