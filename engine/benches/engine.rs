@@ -484,9 +484,56 @@ fn bench_pack(
             }
         }
     }
+    // The compressor's own ceiling on this machine: GNU tar piped into the zstd CLI at the same
+    // level, one thread per core, which walks and compresses the same files.
+    let tar_zstd = {
+        let mut times = Vec::new();
+        let mut result = Ok(());
+        for _ in 0..pack_runs {
+            let start = Instant::now();
+            let status = Command::new("sh")
+                .arg("-c")
+                .arg("tar -C \"$1\" -cf - . | zstd -q -3 -T0 -c > /dev/null")
+                .arg("sh")
+                .arg(prefix)
+                .status();
+            match status {
+                Ok(s) if s.success() => times.push(secs(start.elapsed())),
+                Ok(s) => {
+                    result = Err(format!("tar | zstd exited with {s}"));
+                    break;
+                }
+                Err(e) => {
+                    result = Err(format!("tar | zstd did not run: {e}"));
+                    break;
+                }
+            }
+        }
+        result.map(|()| median(&times))
+    };
+    let tar_zstd_json = match tar_zstd {
+        Ok(t) => {
+            let mbs = prefix_bytes as f64 / MB / t;
+            let ratio = zstd_mbs.map(|o| o / mbs);
+            println!("tar | zstd -3 -T0 {name}: {t:.2}s = {mbs:.0} MB/s");
+            rows.push(Row {
+                figure: format!("pack zstd, {name}: vs GNU tar | zstd -3 -T0"),
+                ours: fmt_opt(zstd_mbs, "MB/s"),
+                baseline: format!("{mbs:.1} MB/s (tar | zstd)"),
+                ratio: ratio.map_or("n/a".into(), |r| format!("{r:.2}x speed")),
+                goal: String::new(),
+            });
+            json!({"seconds": t, "mb_per_second": mbs, "ratio": ratio})
+        }
+        Err(reason) => {
+            println!("tar | zstd {name}: {reason}");
+            json!({"error": reason})
+        }
+    };
     Ok(
         json!({"prefix": name, "prefix_bytes": prefix_bytes, "prefix_files": prefix_files,
-              "runs": pack_runs, "ours": pack_figures, "conda_pack": baselines}),
+              "runs": pack_runs, "ours": pack_figures, "conda_pack": baselines,
+              "tar_zstd": tar_zstd_json}),
     )
 }
 
