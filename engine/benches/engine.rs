@@ -1,5 +1,6 @@
 //! The build engine's benchmark: solve, install, pack and image figures, each next to a baseline
-//! measured in the same run (py-rattler for the solve, conda-pack for the pack). Run it through
+//! measured in the same run (py-rattler for the solve; conda-pack and GNU `tar | zstd` for the
+//! pack). Run it through
 //! `scripts/bench.sh`, which installs the baselines; see that script for the options.
 //!
 //! Environment:
@@ -12,6 +13,7 @@
 //! - `BENCH_SOLVE_RUNS`, `BENCH_INSTALL_RUNS`, `BENCH_PACK_RUNS`: runs per figure (median).
 //! - `BENCH_PACKAGES`, `BENCH_FILES`, `BENCH_FILE_BYTES`: the install channel's shape
 //!   (packages, files per package, mean file size).
+//! - `BENCH_MIXED_FILES`: files per package (4 packages) of the mixed-size pack prefix.
 //! - `BENCH_SOLVE_SIZES`: comma-separated record counts (default `20000,200000`).
 
 use std::{
