@@ -246,6 +246,76 @@ fn locked_package(package: Package) -> Result<LockedPackage, LockfileError> {
     })
 }
 
+/// One package of a lockfile given as an environment's specification (conda-lock v1 fields).
+pub struct LockInput<'a> {
+    pub platform: &'a str,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub url: &'a str,
+    pub md5: Option<&'a str>,
+    pub sha256: Option<&'a str>,
+    /// name → version constraint, as conda-lock writes them.
+    pub dependencies: &'a BTreeMap<String, String>,
+}
+
+/// The solution a given lockfile stands for: no solve, the packages as locked, so the build
+/// writes its lockfile and YAML export like any other and installs exactly these packages.
+pub fn solution_from_locked<'a>(
+    channels: &[String],
+    packages: impl IntoIterator<Item = LockInput<'a>>,
+) -> Result<Solution, LockfileError> {
+    let mut lock = LockFile::default();
+    lock.metadata.channels = channels
+        .iter()
+        .map(|url| Channel {
+            url: url.clone(),
+            used_env_vars: vec![],
+        })
+        .collect();
+    lock.metadata.sources = vec![LOCKFILE_SOURCE.to_string()];
+    let mut platforms = std::collections::BTreeSet::new();
+    for p in packages {
+        platforms.insert(p.platform.to_string());
+        lock.package.push(Package {
+            name: p.name.to_string(),
+            version: p.version.to_string(),
+            manager: Manager::Conda,
+            platform: p.platform.to_string(),
+            dependencies: p.dependencies.clone(),
+            url: p.url.to_string(),
+            hash: Hashes {
+                md5: p.md5.map(str::to_string),
+                sha256: p.sha256.map(str::to_string),
+            },
+            source: None,
+            build: None,
+            category: "main".into(),
+            optional: false,
+        });
+    }
+    lock.metadata.platforms = platforms.iter().cloned().collect();
+    lock.metadata.content_hash = lock.compute_content_hashes();
+    let text = lock
+        .to_yaml()
+        .map_err(|e| LockfileError::Invalid(e.to_string()))?;
+    let mut solution = Solution {
+        channels: channels.to_vec(),
+        specs: Vec::new(),
+        platforms: BTreeMap::new(),
+    };
+    for platform in platforms {
+        let mut records = lockfile_records(&text, &platform)?;
+        records.sort_by(|a, b| {
+            a.package_record
+                .name
+                .as_normalized()
+                .cmp(b.package_record.name.as_normalized())
+        });
+        solution.platforms.insert(platform, records);
+    }
+    Ok(solution)
+}
+
 /// The records of one platform of a lockfile, ready for the installer.
 pub fn lockfile_records(text: &str, platform: &str) -> Result<Vec<RepoDataRecord>, LockfileError> {
     let records: Vec<RepoDataRecord> = read_lockfile(text)?

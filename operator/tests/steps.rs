@@ -320,3 +320,65 @@ fn install_without_a_lockfile_fails_clearly() {
     assert!(msg.contains("conda-lock.yaml"), "{msg}");
     assert!(!prefix.exists());
 }
+
+#[test]
+fn a_lockfile_specification_is_stored_and_installed_without_a_solve() {
+    let dir = tempfile::tempdir().unwrap();
+    let term = dir.path().join("termination-log");
+    let spec = environment_yaml(
+        dir.path(),
+        "channels: [",
+        "]\ndependencies: [tool, 'liba>=2']\n",
+    );
+    let first = dir.path().join("first");
+    let run = step(
+        &["solve", "--specification", spec.to_str().unwrap()],
+        &first,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let text = std::fs::read_to_string(first.join("builds/team-a/data-science-1/conda-lock.yaml"))
+        .unwrap();
+
+    // The lockfile as an Environment's specification (what the operator hands the Job).
+    let lock = conda_store_crds::spec::parse_lockfile(
+        &text,
+        &conda_store_crds::spec::Location::path("spec.lockfile"),
+    )
+    .unwrap();
+    let normalized = conda_store_crds::spec::NormalizedSpec {
+        lockfile: Some(lock),
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&normalized).unwrap();
+    let storage = dir.path().join("second");
+    let run = step(
+        &["solve", "--specification-json", &json, "--name", "locked"],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["details"]["packages"]["linux-64"], 3);
+    let yaml = std::fs::read_to_string(
+        storage.join(artifact(&run.report, "yaml")["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    assert!(yaml.contains("liba=2.0="), "{yaml}");
+
+    let prefix = dir.path().join("envs/locked");
+    let cache = dir.path().join("pkgs");
+    let run = step(
+        &[
+            "install",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--package-cache",
+            cache.to_str().unwrap(),
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let out = Command::new(prefix.join("bin/tool")).output().unwrap();
+    assert!(String::from_utf8(out.stdout).unwrap().contains("tool data"));
+}

@@ -45,7 +45,7 @@ pid_alive() {
   pid=$(<"$pidfile")
   [[ $pid =~ ^[0-9]+$ ]] || return 1
   [[ -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$STATE/" || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -F -- "$STATE/" >/dev/null || return 1
   # a zombie is not alive
   [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]
 }
@@ -306,7 +306,7 @@ ctr_node() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 node_packages() {
   local missing=() p made_policy=0 aptlog=$STATE/logs/apt.log
   for p in containerd runc containernetworking-plugins gcc libc6-dev; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$p")
   done
   ((${#missing[@]})) || return 0
   [[ $(id -u) == 0 ]] || die "the node needs Debian packages ${missing[*]}: run as root once"
@@ -395,7 +395,7 @@ node_kill_strays() {
     done
     for p in /proc/[0-9]*; do
       [[ $(cat "$p/comm" 2>/dev/null) == containerd-shim* ]] || continue
-      tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$STATE/" && pids+=("${p#/proc/}")
+      tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -F -- "$STATE/" >/dev/null && pids+=("${p#/proc/}")
     done
     ((${#pids[@]})) || return 0
     ((i > 1)) || log "killing ${#pids[@]} leftover container/shim processes"
@@ -586,7 +586,7 @@ node_down() {
     for id in $ids; do
       for _ in $(seq 25); do
         ctr_node tasks rm -f "$id" >/dev/null 2>&1 && break
-        ctr_node tasks ls -q 2>/dev/null | grep -qxF "$id" || break
+        ctr_node tasks ls -q 2>/dev/null | grep -xF "$id" >/dev/null || break
         sleep 0.2
       done
     done

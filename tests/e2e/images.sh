@@ -164,7 +164,9 @@ import() {
   ref=$("${name}_ref")
   ctr --address "$CONTAINERD_SOCK" -n k8s.io images import --all-platforms "$tar" >/dev/null \
     || die "ctr images import $tar failed"
-  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -qxF "$ref" \
+  # grep reads all of it (not -q): an early exit would make ctr die of SIGPIPE, and pipefail
+  # would then report a present image as missing.
+  ctr --address "$CONTAINERD_SOCK" -n k8s.io images ls -q | grep -xF "$ref" >/dev/null \
     || die "$ref not in containerd after importing $tar"
   echo "$ref"
 }

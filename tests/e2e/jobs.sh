@@ -84,7 +84,7 @@ trap - EXIT
 no_strays() { # no process names the state dir, nothing is mounted under it, no cgroup or bridge is left
   local p bad=0
   for p in /proc/[0-9]*; do
-    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF -- "$STATE/"; then
+    if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -F -- "$STATE/" >/dev/null; then
       echo "stray process ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline")"; bad=1
     fi
   done

@@ -5,6 +5,7 @@
 #
 #   bash tests/e2e/operator.sh     # starts its own cluster (state dir below) and stops it
 #
+# The operator runs with the ServiceAccount and RBAC of deploy/kubernetes/operator-rbac.yaml.
 # Checks: Namespace → Kubernetes namespace; Environment → Build Completed with lockfile, archive
 # and image in storage, the prefix installed and the current link switched; reordered
 # dependencies → no new Build; a changed dependency → a second Build, the first kept; an
@@ -53,6 +54,17 @@ check "the operator image is imported into the node's containerd" test -n "$IMAG
 "$BIN" crds | k apply --validate=false -f - >/dev/null
 k wait --for=condition=Established crd --all --timeout=60s >/dev/null
 k create namespace conda-store >/dev/null
+# The operator runs as the ServiceAccount of deploy/kubernetes/operator-rbac.yaml, with exactly
+# the rights granted there (its token in a kubeconfig like the admin's).
+k apply -f "$ROOT/deploy/kubernetes/operator-rbac.yaml" >/dev/null
+sa_token() {
+  local secret
+  secret=$(k get sa conda-store-operator -n conda-store -o 'jsonpath={.secrets[0].name}')
+  [[ -n $secret ]] && k get secret "$secret" -n conda-store -o 'jsonpath={.data.token}' | base64 -d
+}
+for _ in $(seq 100); do TOKEN=$(sa_token 2>/dev/null) && [[ -n $TOKEN ]] && break; sleep 0.2; done
+[[ -n ${TOKEN:-} ]] || { echo "no ServiceAccount token for conda-store-operator" >&2; exit 1; }
+sed "s|^    token: .*|    token: $TOKEN|" "$KUBECONFIG" >"$STATE/operator.kubeconfig"
 
 # The demo channel over HTTP on the gateway (pods reach the host there), and a "channel" that
 # accepts connections and never answers, so a solve stays running as long as a test needs.
@@ -95,7 +107,7 @@ storage-dir: $STATE/artifacts
 storage-volume: hostPath:$STATE/artifacts
 YAML
 start_operator() { # start_operator N [LISTEN]: replica e2e-N
-  "$BIN" run --config "$STATE/operator.yaml" \
+  KUBECONFIG=$STATE/operator.kubeconfig "$BIN" run --config "$STATE/operator.yaml" \
     --envs-dir "$STATE/envs" --envs-volume "hostPath:$STATE/envs" --local-envs-dir "$STATE/envs" \
     --listen "${2:-127.0.0.1:$METRICS_PORT}" --identity "e2e-$1" \
     >>"$STATE/operator${2:+-standby}.log" 2>&1 &
@@ -199,6 +211,18 @@ check "the solve step's condition is True" \
 check "the Build reports its package count" \
   test "$(jp build "$B1" -n team -o 'jsonpath={.status.packageCount}')" -ge 2
 
+# An Environment given as a lockfile (the first build's) installs exactly those packages.
+{
+  printf 'apiVersion: conda.store/v1alpha1\nkind: Environment\nmetadata: {name: locked, namespace: team}\nspec:\n  artifacts: [lockfile, yaml]\n  lockfile: |\n'
+  sed 's/^/    /' "$STATE/artifacts/builds/team/$B1/conda-lock.yaml"
+} | k apply -f - >/dev/null
+check "a lockfile Environment gets a Build" wait_for 60 "build of locked" has_build locked
+BL=$(build_of locked | head -n1)
+check "the lockfile Environment's Build completes" wait_for 120 "build $BL Completed" is Completed phase "$BL"
+check "it installed the locked packages" \
+  bash -c "ls '$STATE/envs/team/$BL/conda-meta/' | grep -q '^liba-2.0-'"
+check "its YAML export pins them" contains 'liba=2.0' cat "$STATE/artifacts/builds/team/$BL/environment.yaml"
+
 # 3. Reordered dependencies: same Specification, no new Build.
 env_yaml demo "$CHANNEL" "liba>=2" "tool" | k apply -f - >/dev/null
 gen=$(jp environment demo -n team -o jsonpath='{.metadata.generation}')
@@ -298,6 +322,8 @@ check "/metrics counts reconciles and builds" \
   contains 'conda_store_builds{phase="COMPLETED"}' curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
 check "/metrics has step durations" \
   contains 'conda_store_step_duration_seconds_count{outcome="succeeded",step="solve"}' curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
+check "the operator's ServiceAccount may not read Secrets" \
+  is no k auth can-i get secrets -n team --as system:serviceaccount:conda-store:conda-store-operator
 check "/healthz and /readyz answer" bash -c "curl -sf http://127.0.0.1:$METRICS_PORT/healthz && curl -sf http://127.0.0.1:$METRICS_PORT/readyz"
 
 # 11. Deleting an Environment removes its builds and their artifacts.

@@ -42,7 +42,7 @@ pub struct LockedPackage {
     /// SHA-256 of the package file, hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
-    /// Dependencies as recorded (name → version constraint).
+    /// Dependencies as recorded (name → version constraint; `*` where none is given).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub dependencies: BTreeMap<String, String>,
     /// conda-lock category, `main` unless told.
@@ -293,9 +293,11 @@ fn read_package(
     {
         for (k, v) in d {
             if let Value::Scalar(k) = &k.value {
+                // No constraint is written `""` (conda-lock) or left empty; it is kept as `*`,
+                // which means the same and survives API servers that turn "" into null.
                 let v = match &v.value {
-                    Value::Scalar(s) => s.clone(),
-                    _ => String::new(),
+                    Value::Scalar(s) if !s.trim().is_empty() => s.trim().to_string(),
+                    _ => "*".to_string(),
                 };
                 dependencies.insert(k.clone(), v);
             }

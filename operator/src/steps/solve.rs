@@ -9,8 +9,10 @@ use clap::Args;
 use conda_store_crds::spec::{NormalizedSpec, normalize_yaml};
 use conda_store_crds::{Artifact, ArtifactKind, Policy};
 use conda_store_engine::install::install_lockfile;
-use conda_store_engine::lockfile::{export_environment, write_lockfile};
-use conda_store_engine::solve::{SolveRequest, solve};
+use conda_store_engine::lockfile::{
+    LockInput, export_environment, solution_from_locked, write_lockfile,
+};
+use conda_store_engine::solve::{Solution, SolveRequest, solve};
 use conda_store_storage::ArtifactStore;
 
 use super::{StepArgs, StepLog, StepOutput, build_key};
@@ -95,8 +97,34 @@ pub async fn run_solve(
     log: StepLog,
 ) -> anyhow::Result<StepOutput> {
     let spec = read_spec(&args)?;
-    if spec.lockfile.is_some() {
-        anyhow::bail!("the specification is a lockfile: there is nothing to solve");
+    if let Some(lock) = &spec.lockfile {
+        log.line(format!(
+            "the specification is a lockfile of {} packages for {}: no solve",
+            lock.packages.len(),
+            lock.platforms.join(", ")
+        ));
+        if let Some(p) = lock.packages.iter().find(|p| p.manager != "conda") {
+            anyhow::bail!(
+                "{} ({}) is a {} package: only conda packages can be installed so far",
+                p.name,
+                p.platform,
+                p.manager
+            );
+        }
+        let solution = solution_from_locked(
+            &lock.channels,
+            lock.packages.iter().map(|p| LockInput {
+                platform: &p.platform,
+                name: &p.name,
+                version: &p.version,
+                url: &p.url,
+                md5: p.md5.as_deref(),
+                sha256: p.sha256.as_deref(),
+                dependencies: &p.dependencies,
+            }),
+        )?;
+        let platforms: Vec<String> = solution.platforms.keys().cloned().collect();
+        return store_solution(&solution, &platforms, &args, &step, &store, &log).await;
     }
     let platforms = if spec.platforms.is_empty() {
         args.platforms.clone()
@@ -118,19 +146,31 @@ pub async fn run_solve(
         ..Default::default()
     })
     .await?;
+    store_solution(&solution, &platforms, &args, &step, &store, &log).await
+}
+
+/// Stores the lockfile and the YAML export of a solution.
+async fn store_solution(
+    solution: &Solution,
+    platforms: &[String],
+    args: &SolveArgs,
+    step: &StepArgs,
+    store: &Arc<dyn ArtifactStore>,
+    log: &StepLog,
+) -> anyhow::Result<StepOutput> {
     let counts: serde_json::Map<String, serde_json::Value> = solution
         .platforms
         .iter()
         .map(|(p, records)| (p.clone(), records.len().into()))
         .collect();
     log.line(format!("solved: {counts:?}"));
-    let lock = write_lockfile(&solution)?;
+    let lock = write_lockfile(solution)?;
     let lock_info = store
-        .put_bytes(&build_key(&step, LOCKFILE)?, lock.into())
+        .put_bytes(&build_key(step, LOCKFILE)?, lock.into())
         .await?;
-    let export = export_environment(&solution, &platforms[0], &args.name)?;
+    let export = export_environment(solution, &platforms[0], &args.name)?;
     let yaml_info = store
-        .put_bytes(&build_key(&step, "environment.yaml")?, export.into())
+        .put_bytes(&build_key(step, "environment.yaml")?, export.into())
         .await?;
     let artifact = |kind, info: conda_store_storage::ObjectInfo| Artifact {
         kind,
