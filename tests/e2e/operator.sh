@@ -107,7 +107,8 @@ storage-dir: $STATE/artifacts
 storage-volume: hostPath:$STATE/artifacts
 YAML
 start_operator() { # start_operator N [LISTEN]: replica e2e-N
-  KUBECONFIG=$STATE/operator.kubeconfig "$BIN" run --config "$STATE/operator.yaml" \
+  KUBECONFIG=$STATE/operator.kubeconfig RUST_LOG=info,conda_store_operator::controller::build=debug \
+    "$BIN" run --config "$STATE/operator.yaml" \
     --envs-dir "$STATE/envs" --envs-volume "hostPath:$STATE/envs" --local-envs-dir "$STATE/envs" \
     --listen "${2:-127.0.0.1:$METRICS_PORT}" --identity "e2e-$1" \
     >>"$STATE/operator${2:+-standby}.log" 2>&1 &
@@ -287,6 +288,23 @@ k delete job "$BO-solve" -n team --wait=true >/dev/null
 check "a deleted Job fails its build" wait_for 60 "orphan failed" is Failed phase "$BO"
 check "the failure names the deleted Job" \
   contains "deleted before it finished" jp build "$BO" -n team -o 'jsonpath={.status.message}'
+
+# 8b. A step whose pod cannot start (its image is gone) fails with the reason, well before the
+# Job's deadline.
+env_yaml stuck "$HANG" "liba" | k apply -f - >/dev/null
+check "a third hanging build starts" wait_for 60 "stuck building" solving stuck
+BS=$(build_of stuck | head -n1)
+ctr --address "$CONDA_STORE_CONTAINERD_SOCK" -n k8s.io images rm "$IMAGE" >/dev/null
+k delete pod -n team -l "conda.store/build=$BS" --wait=false >/dev/null
+check "a pod that cannot start fails its build" wait_for 240 "stuck failed" is Failed phase "$BS"
+if [[ $(phase "$BS") != Failed ]]; then
+  k get build "$BS" -n team -o yaml | sed -n '/^status:/,$p'
+  k get jobs,pods -n team -l "conda.store/build=$BS" -o wide
+  grep -F "$BS" "$STATE/operator.log" | tail -n 20
+fi
+check "the failure names the reason" \
+  contains ErrImageNeverPull jp build "$BS" -n team -o 'jsonpath={.status.message}'
+bash "$IMAGES" import operator >/dev/null
 
 # 9. The operator killed mid-build: the build completes after a restart, without duplicates.
 env_yaml restart "$CHANNEL" "tool" | k apply -f - >/dev/null

@@ -19,7 +19,7 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::{Ctx, Error, apply_status};
 use crate::decide::build::{
-    BuildAction, JobState, Waiting, admitted, next_action, phase, steps_for,
+    BuildAction, JobState, Waiting, admitted, next_action, phase, steps_for, stuck_pod,
 };
 use crate::decide::conditions::{FALSE, TRUE, UNKNOWN, condition, get, set};
 use crate::jobs::{JobInputs, StepReport, step_job};
@@ -139,6 +139,26 @@ fn environment_of(ctx: &Ctx, build: &Build) -> Option<Arc<Environment>> {
 }
 
 async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // This process ended the build but the cache does not show it yet: deciding on the stale
+    // copy would, say, take the Job it just deleted for a vanished one and overwrite the
+    // recorded failure. Wait for the cache instead.
+    let cached = phase(&build);
+    let written = ctx
+        .phases
+        .lock()
+        .expect("not poisoned")
+        .get(&key(&build))
+        .copied();
+    if let Some(p) = written {
+        if cached.is_terminal() {
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .remove(&key(&build));
+        } else if p.is_terminal() {
+            return Ok(Action::requeue(Duration::from_millis(500)));
+        }
+    }
     let ns = build.namespace().unwrap_or_default();
     let name = build.name_any();
     let env = environment_of(&ctx, &build);
@@ -188,7 +208,25 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 if phase(&working) == BuildPhase::Queued {
                     Next::Requeue(Duration::from_secs(3))
                 } else {
-                    Next::Requeue(Duration::from_secs(60))
+                    // Pods are only looked at once the build has run for a while: a pod
+                    // cannot be stuck before, and a burst of new builds costs no lists.
+                    let running_for = status
+                        .started_on
+                        .as_ref()
+                        .map_or(0, |t| now.as_second() - t.0.as_second());
+                    let stuck = if running_for >= 60 {
+                        stuck_steps(&ctx, &ns, &name, &jobs).await?
+                    } else {
+                        Vec::new()
+                    };
+                    if stuck.is_empty() {
+                        Next::Requeue(Duration::from_secs(60))
+                    } else {
+                        for (step, why) in stuck {
+                            step_condition(&mut status, step, FALSE, "PodCannotStart", why);
+                        }
+                        Next::Continue
+                    }
                 }
             }
             BuildAction::AssignId => {
@@ -495,6 +533,58 @@ async fn delete_jobs(
         }
     }
     Ok(())
+}
+
+/// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.
+async fn stuck_steps(
+    ctx: &Ctx,
+    ns: &str,
+    build: &str,
+    jobs: &BTreeMap<BuildStep, (String, JobState)>,
+) -> Result<Vec<(BuildStep, String)>, Error> {
+    if !jobs.values().any(|(_, s)| *s == JobState::Running) {
+        return Ok(Vec::new());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let selector = format!("{}={build}", labels::BUILD);
+    let now = jiff::Timestamp::now();
+    let mut stuck = Vec::new();
+    for pod in pods
+        .list(&ListParams::default().labels(&selector))
+        .await?
+        .items
+    {
+        let Some(step) = BuildStep::ALL
+            .into_iter()
+            .find(|s| pod.labels().get(labels::STEP).map(String::as_str) == Some(s.as_str()))
+        else {
+            continue;
+        };
+        if !matches!(jobs.get(&step), Some((_, JobState::Running))) {
+            continue;
+        }
+        let age = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| now.as_second() - t.0.as_second());
+        let statuses = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref());
+        for cs in statuses.into_iter().flatten() {
+            let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
+                continue;
+            };
+            let reason = w.reason.as_deref().unwrap_or_default();
+            let message = w.message.as_deref().unwrap_or_default();
+            tracing::debug!(pod = %pod.name_any(), reason, age, "a step's pod is waiting");
+            if let Some(why) = stuck_pod(reason, message, age) {
+                stuck.push((step, format!("pod {}: {why}", pod.name_any())));
+            }
+        }
+    }
+    Ok(stuck)
 }
 
 /// The report in the termination message of the step's newest finished pod.

@@ -191,6 +191,41 @@ pub fn next_action(
     }
 }
 
+/// Container waiting reasons that do not clear by themselves: the image or the pod's
+/// configuration (a missing Secret, say) is wrong. Without this the step would wait for the
+/// Job's deadline.
+const STUCK_REASONS: [&str; 6] = [
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Reasons that are final at once (nothing can make them succeed on a retry).
+const FINAL_REASONS: [&str; 2] = ["ErrImageNeverPull", "InvalidImageName"];
+
+/// How long a pod may wait with a stuck reason before its step fails (pulls do recover from
+/// short registry outages).
+pub const STUCK_GRACE_SECONDS: i64 = 120;
+
+/// Why a step's pod will not start, if it will not: from its container's waiting reason and
+/// message and the pod's age.
+pub fn stuck_pod(reason: &str, message: &str, age_seconds: i64) -> Option<String> {
+    if !STUCK_REASONS.contains(&reason) {
+        return None;
+    }
+    if age_seconds < STUCK_GRACE_SECONDS && !FINAL_REASONS.contains(&reason) {
+        return None;
+    }
+    Some(if message.is_empty() {
+        format!("its pod cannot start: {reason}")
+    } else {
+        format!("its pod cannot start: {reason}: {message}")
+    })
+}
+
 /// A build waiting for a slot, as the admission decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Waiting {
@@ -392,6 +427,22 @@ mod tests {
         );
         let done = jobs(&[(BuildStep::Pack, JobState::Succeeded)]);
         assert_eq!(next_action(&b, &done, &ALL, false), BuildAction::Idle);
+    }
+
+    #[test]
+    fn pods_that_cannot_start_fail_their_step() {
+        assert_eq!(stuck_pod("ContainerCreating", "", 1_000), None);
+        assert_eq!(stuck_pod("ImagePullBackOff", "back-off", 30), None, "grace");
+        assert_eq!(
+            stuck_pod("ImagePullBackOff", "back-off", 121).as_deref(),
+            Some("its pod cannot start: ImagePullBackOff: back-off")
+        );
+        assert!(stuck_pod("ErrImageNeverPull", "not present", 1).is_some());
+        assert!(
+            stuck_pod("CreateContainerConfigError", "secret \"s3\" not found", 200)
+                .unwrap()
+                .contains("secret")
+        );
     }
 
     #[test]
