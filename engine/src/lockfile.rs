@@ -62,13 +62,10 @@ fn dependency_map(depends: &[String]) -> BTreeMap<String, String> {
     map
 }
 
-/// Write `solution` as a conda-lock v1 document (deterministic: no timestamps; packages sorted
-/// by platform and name). `content_hash` is a hash of the locked packages per platform.
-pub fn write_lockfile(solution: &Solution) -> Result<String, LockfileError> {
+/// A lockfile with no packages yet: `channels` in its metadata, our source name.
+fn empty_lock(channels: &[String]) -> LockFile {
     let mut lock = LockFile::default();
-    lock.metadata.platforms = solution.platforms.keys().cloned().collect();
-    lock.metadata.channels = solution
-        .channels
+    lock.metadata.channels = channels
         .iter()
         .map(|url| Channel {
             url: url.clone(),
@@ -76,6 +73,14 @@ pub fn write_lockfile(solution: &Solution) -> Result<String, LockfileError> {
         })
         .collect();
     lock.metadata.sources = vec![LOCKFILE_SOURCE.to_string()];
+    lock
+}
+
+/// Write `solution` as a conda-lock v1 document (deterministic: no timestamps; packages sorted
+/// by platform and name). `content_hash` is a hash of the locked packages per platform.
+pub fn write_lockfile(solution: &Solution) -> Result<String, LockfileError> {
+    let mut lock = empty_lock(&solution.channels);
+    lock.metadata.platforms = solution.platforms.keys().cloned().collect();
     for (platform, records) in &solution.platforms {
         for record in records {
             let p = &record.package_record;
@@ -264,15 +269,7 @@ pub fn solution_from_locked<'a>(
     channels: &[String],
     packages: impl IntoIterator<Item = LockInput<'a>>,
 ) -> Result<Solution, LockfileError> {
-    let mut lock = LockFile::default();
-    lock.metadata.channels = channels
-        .iter()
-        .map(|url| Channel {
-            url: url.clone(),
-            used_env_vars: vec![],
-        })
-        .collect();
-    lock.metadata.sources = vec![LOCKFILE_SOURCE.to_string()];
+    let mut lock = empty_lock(channels);
     let mut platforms = std::collections::BTreeSet::new();
     for p in packages {
         platforms.insert(p.platform.to_string());
