@@ -58,7 +58,10 @@ fn jobs_of(ctx: &Ctx, build: &Build) -> BTreeMap<BuildStep, (String, JobState)> 
     ctx.jobs
         .state()
         .iter()
+        // A Job being deleted (by someone else: the build's own deletions come after it
+        // ended) counts as gone; its pods may take a while to stop.
         .filter(|j| j.namespace() == ns && j.labels().get(labels::BUILD) == Some(&name))
+        .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter_map(|j| {
             let step = BuildStep::ALL
                 .into_iter()
@@ -391,7 +394,8 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             BuildAction::CheckVanished(steps) => {
                 for step in steps {
                     let job_name = labels::job_name(&name, step.as_str());
-                    if jobs_api.get_opt(&job_name).await?.is_none() {
+                    let current = jobs_api.get_opt(&job_name).await?;
+                    if current.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
                         step_condition(
                             &mut status,
                             step,
