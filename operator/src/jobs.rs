@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use conda_store_crds::{Build, BuildStep};
+use conda_store_crds::{Artifact, Build, BuildStep};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{RunArgs, VolumeSpec};
 use crate::labels;
@@ -262,20 +262,59 @@ fn volume(name: &str, spec: &VolumeSpec) -> Volume {
     }
 }
 
-/// A step's report as its termination message carries it (written by `step ...`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// The kubelet keeps at most this many bytes of a termination message.
+pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+
+/// What a step reports in its termination message: written by `step ...`, read by the
+/// Build reconciler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StepReport {
+    /// The step's name.
     pub step: String,
+    /// Whether it succeeded.
     pub ok: bool,
-    #[serde(default)]
+    /// Why it failed, for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Artifacts written.
     #[serde(default)]
-    pub artifacts: Vec<conda_store_crds::Artifact>,
-    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Step-specific figures (files, sizes, digests).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// Wall time.
     #[serde(default)]
     pub duration_ms: u64,
+}
+
+impl StepReport {
+    /// The report as JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: a long message is
+    /// shortened (keeping its start, where a solver puts the cause), then the details dropped.
+    pub fn to_termination_message(&self) -> String {
+        let mut report = self.clone();
+        let mut text = serde_json::to_string(&report).unwrap_or_default();
+        while text.len() > TERMINATION_MESSAGE_LIMIT {
+            if !report.details.is_null() {
+                report.details = serde_json::Value::Null;
+            } else if let Some(msg) = &mut report.message {
+                let excess = text.len() - TERMINATION_MESSAGE_LIMIT + 16;
+                let keep = msg.len().saturating_sub(excess);
+                let mut cut = keep;
+                while !msg.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                msg.truncate(cut);
+                msg.push_str(" [...]");
+            } else {
+                report
+                    .artifacts
+                    .truncate(report.artifacts.len().saturating_sub(1));
+            }
+            text = serde_json::to_string(&report).unwrap_or_default();
+        }
+        text
+    }
 }
 
 #[cfg(test)]

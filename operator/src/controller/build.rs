@@ -63,12 +63,16 @@ fn jobs_of(ctx: &Ctx, build: &Build) -> BTreeMap<BuildStep, (String, JobState)> 
         .filter(|j| j.namespace() == ns && j.labels().get(labels::BUILD) == Some(&name))
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter_map(|j| {
-            let step = BuildStep::ALL
-                .into_iter()
-                .find(|s| j.labels().get(labels::STEP).map(String::as_str) == Some(s.as_str()))?;
+            let step = step_of(j.labels())?;
             Some((step, (j.name_any(), job_state(j))))
         })
         .collect()
+}
+
+/// The step a Job or pod runs, from its label.
+fn step_of(labels: &BTreeMap<String, String>) -> Option<BuildStep> {
+    let value = labels.get(labels::STEP)?;
+    BuildStep::ALL.into_iter().find(|s| s.as_str() == value)
 }
 
 fn job_state(job: &Job) -> JobState {
@@ -145,22 +149,8 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // This process ended the build but the cache does not show it yet: deciding on the stale
     // copy would, say, take the Job it just deleted for a vanished one and overwrite the
     // recorded failure. Wait for the cache instead.
-    let cached = phase(&build);
-    let written = ctx
-        .phases
-        .lock()
-        .expect("not poisoned")
-        .get(&key(&build))
-        .copied();
-    if let Some(p) = written {
-        if cached.is_terminal() {
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .remove(&key(&build));
-        } else if p.is_terminal() {
-            return Ok(Action::requeue(Duration::from_millis(500)));
-        }
+    if !phase(&build).is_terminal() && effective_phase(&ctx, &build).is_terminal() {
+        return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let ns = build.namespace().unwrap_or_default();
     let name = build.name_any();
@@ -558,10 +548,7 @@ async fn stuck_steps(
         .await?
         .items
     {
-        let Some(step) = BuildStep::ALL
-            .into_iter()
-            .find(|s| pod.labels().get(labels::STEP).map(String::as_str) == Some(s.as_str()))
-        else {
+        let Some(step) = step_of(pod.labels()) else {
             continue;
         };
         if !matches!(jobs.get(&step), Some((_, JobState::Running))) {

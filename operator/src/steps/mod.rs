@@ -14,12 +14,9 @@ use std::time::Instant;
 use clap::Args;
 use conda_store_crds::{Artifact, ArtifactKind};
 use conda_store_storage::{ArtifactStore, Key};
-use serde::Serialize;
 
+pub use conda_store_operator::jobs::StepReport;
 use conda_store_operator::storage_args::StorageArgs;
-
-/// The kubelet keeps at most this many bytes of a termination message.
-pub const TERMINATION_MESSAGE_LIMIT: usize = 4096;
 
 /// Settings every step takes.
 #[derive(Debug, Clone, Args)]
@@ -37,55 +34,6 @@ pub struct StepArgs {
     /// Artifact storage.
     #[command(flatten)]
     pub storage: StorageArgs,
-}
-
-/// What a step reports.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepReport {
-    /// The step's name.
-    pub step: String,
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// Why it failed, for a person.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Artifacts written.
-    pub artifacts: Vec<Artifact>,
-    /// Step-specific figures (files, sizes, digests).
-    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
-    pub details: serde_json::Value,
-    /// Wall time.
-    pub duration_ms: u64,
-}
-
-impl StepReport {
-    /// The report as JSON of at most [`TERMINATION_MESSAGE_LIMIT`] bytes: a long message is
-    /// shortened (keeping its start, where a solver puts the cause), then the details dropped.
-    pub fn to_termination_message(&self) -> String {
-        let mut report = self.clone();
-        let mut text = serde_json::to_string(&report).unwrap_or_default();
-        while text.len() > TERMINATION_MESSAGE_LIMIT {
-            if !report.details.is_null() {
-                report.details = serde_json::Value::Null;
-            } else if let Some(msg) = &mut report.message {
-                let excess = text.len() - TERMINATION_MESSAGE_LIMIT + 16;
-                let keep = msg.len().saturating_sub(excess);
-                let mut cut = keep;
-                while !msg.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                msg.truncate(cut);
-                msg.push_str(" [...]");
-            } else {
-                report
-                    .artifacts
-                    .truncate(report.artifacts.len().saturating_sub(1));
-            }
-            text = serde_json::to_string(&report).unwrap_or_default();
-        }
-        text
-    }
 }
 
 /// A step's log: printed to stderr as it goes (so `kubectl logs` follows it) and kept for
@@ -200,6 +148,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use conda_store_operator::jobs::TERMINATION_MESSAGE_LIMIT;
 
     #[test]
     fn termination_message_fits_the_kubelet_limit() {
