@@ -284,9 +284,16 @@ env_yaml orphan "$HANG" "libb" | k apply -f - >/dev/null
 check "a second hanging build starts" wait_for 60 "orphan building" solving orphan
 BO=$(build_of orphan | head -n1)
 sleep 1
+t=$(now)
 k delete job "$BO-solve" -n team --wait=true >/dev/null
-# On this 2-core cluster the deletion can take a minute or two to reach the watch.
-check "a deleted Job fails its build" wait_for 240 "orphan failed" is Failed phase "$BO"
+# The operator checks running Jobs against the API every 30 s, whatever its watch shows.
+check "a deleted Job fails its build" wait_for 120 "orphan failed" is Failed phase "$BO"
+if [[ $(phase "$BO") != Failed ]]; then
+  k get build "$BO" -n team -o yaml | sed -n '/^status:/,$p'
+  k get jobs,pods -n team -l "conda.store/build=$BO" -o wide
+  grep -F "$BO" "$STATE/operator.log" | tail -n 30
+fi
+echo "timing: Job deleted -> build Failed $(since "$t") s"
 check "the failure names the deleted Job" \
   contains "deleted before it finished" jp build "$BO" -n team -o 'jsonpath={.status.message}'
 

@@ -212,11 +212,26 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     } else {
                         Vec::new()
                     };
-                    if stuck.is_empty() {
-                        Next::Requeue(Duration::from_secs(60))
+                    // A missed watch event must not leave the build waiting for a Job that
+                    // is gone: the running Jobs are checked against the API as well.
+                    let running: Vec<BuildStep> = jobs
+                        .iter()
+                        .filter(|(_, (_, s))| *s == JobState::Running)
+                        .map(|(step, _)| *step)
+                        .collect();
+                    let gone = if running_for >= 10 {
+                        vanished(&jobs_api, &name, &running).await?
+                    } else {
+                        Vec::new()
+                    };
+                    if stuck.is_empty() && gone.is_empty() {
+                        Next::Requeue(Duration::from_secs(30))
                     } else {
                         for (step, why) in stuck {
                             step_condition(&mut status, step, FALSE, "PodCannotStart", why);
+                        }
+                        for (step, why) in gone {
+                            step_condition(&mut status, step, FALSE, "JobDeleted", why);
                         }
                         Next::Continue
                     }
@@ -382,18 +397,8 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Next::Continue
             }
             BuildAction::CheckVanished(steps) => {
-                for step in steps {
-                    let job_name = labels::job_name(&name, step.as_str());
-                    let current = jobs_api.get_opt(&job_name).await?;
-                    if current.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
-                        step_condition(
-                            &mut status,
-                            step,
-                            FALSE,
-                            "JobDeleted",
-                            format!("the Job {job_name} was deleted before it finished"),
-                        );
-                    }
+                for (step, why) in vanished(&jobs_api, &name, &steps).await? {
+                    step_condition(&mut status, step, FALSE, "JobDeleted", why);
                 }
                 Next::Requeue(Duration::from_secs(2))
             }
@@ -527,6 +532,28 @@ async fn delete_jobs(
         }
     }
     Ok(())
+}
+
+/// The steps among `steps` whose Job is gone or being deleted, asked of the API (the cache
+/// may be behind), with the message that fails them.
+async fn vanished(
+    api: &Api<Job>,
+    build: &str,
+    steps: &[BuildStep],
+) -> Result<Vec<(BuildStep, String)>, Error> {
+    let mut gone = Vec::new();
+    for &step in steps {
+        let job_name = labels::job_name(build, step.as_str());
+        let current = api.get_opt(&job_name).await?;
+        if current.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
+            tracing::debug!(build, job = %job_name, "a running step's Job is gone");
+            gone.push((
+                step,
+                format!("the Job {job_name} was deleted before it finished"),
+            ));
+        }
+    }
+    Ok(gone)
 }
 
 /// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.

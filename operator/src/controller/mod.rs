@@ -312,8 +312,19 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         .run(build::reconcile, error_policy("Build"), ctx.clone())
         .for_each(|_| futures::future::ready(()));
 
+    // One task per controller: a slow reconcile of one kind cannot hold up the watches
+    // (and so the caches) of the others.
     let controllers = async {
-        futures::join!(ns_fut, env_fut, build_fut);
+        let (a, b, c) = futures::join!(
+            tokio::spawn(ns_fut),
+            tokio::spawn(env_fut),
+            tokio::spawn(build_fut)
+        );
+        for r in [a, b, c] {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a controller task ended abnormally");
+            }
+        }
     };
     if ctx.cfg.leader_election {
         tokio::select! {
