@@ -18,6 +18,7 @@ export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_LOCAL_DIR:-/tmp/conda-store-local}
 STATE=${CONDA_STORE_CLUSTER_DIR%/}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
 BIN=$CARGO_TARGET_DIR/debug/conda-store-operator
+API_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
 export CONDA_STORE_OPERATOR_BIN=$BIN
 CLUSTER="$ROOT/tests/e2e/cluster.sh"
 
@@ -31,6 +32,7 @@ stop_pid() { # stop_pid FILE: stop the process whose pid FILE holds
 }
 
 cmd_down() {
+  stop_pid "$STATE/api.pid"
   stop_pid "$STATE/operator.pid"
   stop_pid "$STATE/channel.pid"
   bash "$CLUSTER" down
@@ -40,8 +42,8 @@ cmd_env() { bash "$CLUSTER" env; }
 
 cmd_up() {
   command -v cargo >/dev/null || die "cargo is missing (the Rust toolchain)"
-  log "building the operator binary"
-  (cd "$ROOT" && cargo build -q --locked -p conda-store-operator)
+  log "building the operator and gateway binaries"
+  (cd "$ROOT" && cargo build -q --locked -p conda-store-operator -p conda-store-api-server)
   bash "$CLUSTER" up --node
   eval "$(bash "$CLUSTER" env)"
   k() { "$CONDA_STORE_KUBECTL" "$@"; }
@@ -72,6 +74,31 @@ cmd_up() {
     --listen 127.0.0.1:0 --leader-election=false >"$STATE/operator.log" 2>&1 &
   echo $! >"$STATE/operator.pid"
   log "operator running (log: $STATE/operator.log)"
+
+  # The gateway: conda-store's REST API on the same storage, its index in SQLite, a dev users
+  # file (demo/demo), a signing key kept in the state directory.
+  local api_port
+  api_port=${CONDA_STORE_LOCAL_API_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+  [[ -f $STATE/secret.key ]] || head -c 48 /dev/urandom | base64 -w0 >"$STATE/secret.key"
+  if [[ -n ${CONDA_STORE_LOCAL_USERS:-} ]]; then
+    cp "$CONDA_STORE_LOCAL_USERS" "$STATE/users.yaml"
+  else
+    printf 'users:\n  - username: demo\n    password: demo\n' >"$STATE/users.yaml"
+  fi
+  stop_pid "$STATE/api.pid"
+  CONDA_STORE_SECRET_KEY=$(cat "$STATE/secret.key") nohup "$API_BIN" serve \
+    --listen "127.0.0.1:$api_port" --database-url "sqlite://$STATE/index.db" \
+    --storage local --storage-dir "$STATE/artifacts" --users-file "$STATE/users.yaml" \
+    --token-review >"$STATE/api.log" 2>&1 &
+  echo $! >"$STATE/api.pid"
+  echo "http://localhost:$api_port/conda-store/" >"$STATE/api.url"
+  local up=""
+  for _ in $(seq 100); do
+    curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null 2>&1 && { up=1; break; }
+    sleep 0.2
+  done
+  [[ -n $up ]] || die "the gateway did not become ready; see $STATE/api.log"
+  log "gateway serving $(cat "$STATE/api.url") (log: $STATE/api.log)"
 
   k apply -f - >/dev/null <<YAML
 apiVersion: conda.store/v1alpha1
@@ -112,6 +139,9 @@ Environment demo/tools is built (build $id, $build).
   archive:   $art/archive.tar.zst   (extract anywhere, run bin/conda-unpack)
   image:     $art/image.json        (blobs in $STATE/artifacts/blobs/sha256)
   prefix:    $STATE/envs/demo/tools -> $build
+  REST API:  $(cat "$STATE/api.url")api/v1/  (log in as demo/demo)
+             curl -u demo:demo $(cat "$STATE/api.url")api/v1/build/$id/lockfile/
+             CONDA_STORE_URL=$(cat "$STATE/api.url") CONDA_STORE_AUTH=basic CONDA_STORE_USERNAME=demo CONDA_STORE_PASSWORD=demo conda-store list environment
   try:       $STATE/envs/demo/tools/bin/tool
   kubectl:   eval "\$(bash scripts/local.sh env)"; \$CONDA_STORE_KUBECTL get cenv,cbuild -A
   stop:      bash scripts/local.sh down

@@ -1,99 +1,79 @@
-//! The gateway: conda-store's REST API (`/api/v1/...`) served from the conda.store resources.
-//! This first slice serves the API root and the health endpoints; the resource-backed endpoints,
-//! auth and the registry build on it.
+//! The gateway: conda-store's REST API (`/api/v1/...`) served from the conda.store resources
+//! (watch-backed caches), artifact storage and a SQL index, with conda-store's auth model.
 
-use axum::Router;
-use axum::extract::Json;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde::Serialize;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod metrics;
+pub mod query;
+pub mod routes;
+pub mod views;
 
-/// The conda-store API version this server is compatible with, as `GET /api/v1/` reports it.
-pub const CONDA_STORE_API_VERSION: &str = "2025.2.2";
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
-/// Gateway settings.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Path prefix of the conda-store API, with leading and trailing `/` (conda-store's default
-    /// is `/conda-store/`).
-    pub url_prefix: String,
-}
+use anyhow::Context;
 
-impl Config {
-    /// Normalises `prefix` to `/segment/.../` form (`""` and `/` both mean the root).
-    pub fn with_prefix(prefix: &str) -> Config {
-        let trimmed = prefix.trim_matches('/');
-        let url_prefix = if trimmed.is_empty() {
-            "/".to_string()
-        } else {
-            format!("/{trimmed}/")
-        };
-        Config { url_prefix }
-    }
-}
+use crate::app::App;
+use crate::auth::jwt::Signer;
+use crate::auth::login::Authenticator;
+use crate::auth::users::Users;
+use crate::config::ServeArgs;
 
-/// conda-store's response envelope.
-#[derive(Debug, Serialize)]
-pub struct Envelope<T: Serialize> {
-    /// `ok` or `error`.
-    pub status: &'static str,
-    /// The payload.
-    pub data: Option<T>,
-    /// A message for people, on errors.
-    pub message: Option<String>,
-}
-
-/// An error answered as conda-store does: a status code and `{status: "error", message}`.
-#[derive(Debug)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// What went wrong, for the person.
-    pub message: String,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Envelope::<()> {
-            status: "error",
-            data: None,
-            message: Some(self.message),
-        };
-        (self.status, Json(body)).into_response()
-    }
-}
-
-/// The application's routes.
-pub fn router(config: &Config) -> Router {
-    let api = Router::new().route("/api/v1/", get(api_root));
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }));
-    let app = if config.url_prefix == "/" {
-        app.merge(api)
-    } else {
-        app.nest(config.url_prefix.trim_end_matches('/'), api)
-    };
-    app.fallback(|| async {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: "not found".into(),
+/// Builds the gateway's state from its settings (caches empty until [`App::watch`]).
+pub async fn build_app(
+    args: &ServeArgs,
+    client: kube::Client,
+) -> anyhow::Result<(Arc<App>, app::Writers)> {
+    let index = index::Index::open(&args.database_url)
+        .await
+        .with_context(|| format!("opening the index database {}", args.database_url))?;
+    let storage = args.storage.open().context("opening artifact storage")?;
+    let secret = match &args.secret_key {
+        Some(s) if s.len() >= 32 => s.as_bytes().to_vec(),
+        Some(_) => anyhow::bail!("the secret key must be at least 32 bytes"),
+        None => {
+            tracing::warn!(
+                "no --secret-key: tokens are signed with a random key and die with this process"
+            );
+            let mut key = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+                .map_err(|_| anyhow::anyhow!("no randomness for a secret key"))?;
+            key.to_vec()
         }
-    })
-}
-
-#[derive(Serialize)]
-struct Version {
-    version: &'static str,
-}
-
-async fn api_root() -> Json<Envelope<Version>> {
-    Json(Envelope {
-        status: "ok",
-        data: Some(Version {
-            version: CONDA_STORE_API_VERSION,
-        }),
-        message: None,
-    })
+    };
+    let users = match &args.users_file {
+        Some(p) => Users::load(p)?,
+        None => Users::default(),
+    };
+    let mut auth = Authenticator::new(
+        Signer::new(&secret),
+        users,
+        args.token_review.then(|| client.clone()),
+    );
+    auth.own_namespace_role = args.own_namespace_role.0;
+    auth.authenticated_bindings = args.authenticated_bindings.clone();
+    auth.anonymous_bindings = args.anonymous_bindings.clone();
+    auth.session_seconds = args.session_seconds;
+    let (stores, writers) = app::caches();
+    let app = Arc::new(App {
+        prefix: config::normalize_prefix(&args.url_prefix),
+        client,
+        namespaces: stores.namespaces,
+        environments: stores.environments,
+        builds: stores.builds,
+        specifications: stores.specifications,
+        changed: Arc::new(tokio::sync::Notify::new()),
+        index,
+        storage,
+        auth,
+        metrics: metrics::Metrics::default(),
+        ready: AtomicBool::new(false),
+        build_wait: Duration::from_secs(args.build_wait_seconds),
+        max_body_bytes: args.max_body_bytes,
+    });
+    Ok((app, writers))
 }

@@ -1,10 +1,9 @@
 //! `conda-store-api-server`: conda-store's REST API for the conda.store resources.
 
-use std::net::SocketAddr;
-
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use conda_store_api_server::{Config, router};
+use conda_store_api_server::config::ServeArgs;
+use conda_store_api_server::{build_app, routes};
 
 /// conda-store for Kubernetes: the REST API gateway.
 #[derive(Parser)]
@@ -17,36 +16,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the API until SIGTERM or Ctrl-C.
-    Serve {
-        /// Address to listen on.
-        #[arg(long, env = "CONDA_STORE_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Path prefix of the conda-store API.
-        #[arg(long, env = "CONDA_STORE_URL_PREFIX", default_value = "/conda-store/")]
-        url_prefix: String,
-        /// Log as JSON lines (for production) instead of text.
-        #[arg(long, env = "CONDA_STORE_LOG_JSON")]
-        log_json: bool,
-    },
+    Serve(Box<ServeArgs>),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
-        Command::Serve {
-            listen,
-            url_prefix,
-            log_json,
-        } => {
-            init_logging(log_json);
-            let config = Config::with_prefix(&url_prefix);
-            let listener = tokio::net::TcpListener::bind(listen)
+        Command::Serve(args) => {
+            init_logging(args.log_json);
+            let client = kube::Client::try_default()
                 .await
-                .with_context(|| format!("binding {listen}"))?;
-            tracing::info!(addr = %listener.local_addr()?, prefix = %config.url_prefix, "serving");
-            axum::serve(listener, router(&config))
-                .with_graceful_shutdown(shutdown())
-                .await?;
+                .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
+            let (app, writers) = build_app(&args, client).await?;
+            app.watch(writers);
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("binding {}", args.listen))?;
+            tracing::info!(addr = %listener.local_addr()?, prefix = %app.prefix, "serving");
+            routes::serve(listener, app, shutdown()).await?;
             tracing::info!("stopped");
             Ok(())
         }
@@ -66,15 +54,10 @@ fn init_logging(json: bool) {
 
 async fn shutdown() {
     let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
-        }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

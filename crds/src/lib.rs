@@ -4,6 +4,7 @@
 
 #![warn(missing_docs)]
 
+pub mod labels;
 pub mod naming;
 pub mod rbac;
 pub mod spec;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 use conda_store_crds::Policy;
 
-use crate::storage_args::StorageArgs;
+use conda_store_storage::args::StorageArgs;
 
 /// Where a volume of the Jobs comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{RunArgs, VolumeSpec};
 use crate::labels;
-use crate::storage_args::Backend;
+use conda_store_storage::args::Backend;
 
 /// What a step's Job needs to know beyond the configuration.
 pub struct JobInputs<'a> {

@@ -10,4 +10,3 @@ pub mod jobs;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
-pub mod storage_args;

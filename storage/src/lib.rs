@@ -4,6 +4,8 @@
 //! Writes are all-or-nothing (a reader never sees half an object) and stream in bounded memory;
 //! every write reports the object's size and sha256, so callers can address content by digest.
 
+#[cfg(feature = "cli")]
+pub mod args;
 mod key;
 mod local;
 mod s3;

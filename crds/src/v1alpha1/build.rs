@@ -1,11 +1,14 @@
 //! `Build`: one attempt to build a Specification.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::CustomResource;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::{CustomResource, Resource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Artifact, Condition};
+use super::{Artifact, Condition, Environment};
+use crate::labels;
 
 /// One attempt to build a Specification for an Environment: solve, install, pack and image, each
 /// run as a Job. Created by the operator.
@@ -158,4 +161,48 @@ pub struct BuildStatus {
     /// specification, the solver's explanation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl Build {
+    /// The object name of the `attempt`-th Build of `specification` (a `spec-<hex>` name) for
+    /// the Environment object `environment`: at most 40 + 1 + 8 + 1 + 4 = 54 characters, so the
+    /// names of its Jobs stay under 63. The same decision taken twice names the same Build, so
+    /// the second create fails with AlreadyExists instead of making a duplicate.
+    pub fn name_for(environment: &str, specification: &str, attempt: u32) -> String {
+        let hex = specification.strip_prefix("spec-").unwrap_or(specification);
+        format!("{environment}-{}-{attempt}", &hex[..8.min(hex.len())])
+    }
+
+    /// The attempt number a Build name ends with (0 when it has none).
+    pub fn attempt_of(name: &str) -> u32 {
+        name.rsplit_once('-')
+            .and_then(|(_, n)| n.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A new Build of `specification` for `env`, named by [`Build::name_for`], labelled and
+    /// owned by the Environment (so deleting it cascades). `None` when `env` has no uid yet.
+    pub fn new_for(env: &Environment, specification: &str, attempt: u32) -> Option<Build> {
+        let env_name = env.metadata.name.clone()?;
+        let owner = env.controller_owner_ref(&())?;
+        Some(Build {
+            metadata: ObjectMeta {
+                name: Some(Build::name_for(&env_name, specification, attempt)),
+                namespace: env.metadata.namespace.clone(),
+                labels: Some(BTreeMap::from([
+                    (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+                    (labels::ENVIRONMENT.to_string(), env_name.clone()),
+                    (labels::SPECIFICATION.to_string(), specification.to_string()),
+                ])),
+                owner_references: Some(vec![owner]),
+                ..Default::default()
+            },
+            spec: BuildSpec {
+                environment: env_name,
+                specification: specification.to_string(),
+                cancel: false,
+            },
+            status: None,
+        })
+    }
 }

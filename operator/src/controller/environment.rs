@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conda_store_crds::spec::{RawSpec, normalize};
-use conda_store_crds::{Build, BuildSpec, Environment, Specification};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use conda_store_crds::{Build, Environment, Specification};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::{Resource, ResourceExt};
 
 use super::{Ctx, Error, apply_status};
 use crate::decide::build::phase;
@@ -86,28 +86,9 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
 
     let build_api: Api<Build> = Api::namespaced(client.clone(), &ns);
     if let (Some(build_name), Ok(d)) = (&p.create_build, &desired) {
-        let owner = env
-            .controller_owner_ref(&())
+        let attempt = Build::attempt_of(build_name);
+        let build = Build::new_for(&env, &d.name, attempt)
             .ok_or_else(|| Error::Other("the Environment has no uid".into()))?;
-        let build = Build {
-            metadata: ObjectMeta {
-                name: Some(build_name.clone()),
-                namespace: Some(ns.clone()),
-                labels: Some(BTreeMap::from([
-                    (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
-                    (labels::ENVIRONMENT.to_string(), name.clone()),
-                    (labels::SPECIFICATION.to_string(), d.name.clone()),
-                ])),
-                owner_references: Some(vec![owner]),
-                ..Default::default()
-            },
-            spec: BuildSpec {
-                environment: name.clone(),
-                specification: d.name.clone(),
-                cancel: false,
-            },
-            status: None,
-        };
         match build_api.create(&PostParams::default(), &build).await {
             Ok(_) => {
                 ctx.event(

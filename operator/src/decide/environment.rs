@@ -4,7 +4,7 @@
 //! decision taken twice (a restart, a stale cache) names the same Build, so the second create
 //! fails with AlreadyExists instead of making a duplicate.
 
-use conda_store_crds::{BuildPhase, Environment, EnvironmentStatus};
+use conda_store_crds::{Build, BuildPhase, Environment, EnvironmentStatus};
 
 use super::conditions::{FALSE, TRUE, condition, set};
 
@@ -52,17 +52,13 @@ pub struct EnvPlan {
     pub current: Option<String>,
 }
 
-/// The Build name for the `attempt`-th build of `specification` (a `spec-<hex>` name) in
-/// `environment`: at most 40 + 1 + 8 + 1 + 4 = 54 characters, so Job names stay under 63.
+/// The Build name for the `attempt`-th build of `specification` in `environment`.
 pub fn build_name(environment: &str, specification: &str, attempt: u32) -> String {
-    let hex = specification.strip_prefix("spec-").unwrap_or(specification);
-    format!("{environment}-{}-{attempt}", &hex[..8.min(hex.len())])
+    Build::name_for(environment, specification, attempt)
 }
 
 fn attempt_of(name: &str) -> u32 {
-    name.rsplit_once('-')
-        .and_then(|(_, n)| n.parse().ok())
-        .unwrap_or(0)
+    Build::attempt_of(name)
 }
 
 /// Newest last: by id, builds without one yet (just created) after all others.

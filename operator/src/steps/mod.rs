@@ -16,7 +16,7 @@ use conda_store_crds::{Artifact, ArtifactKind};
 use conda_store_storage::{ArtifactStore, Key};
 
 pub use conda_store_operator::jobs::StepReport;
-use conda_store_operator::storage_args::StorageArgs;
+use conda_store_storage::args::StorageArgs;
 
 /// Settings every step takes.
 #[derive(Debug, Clone, Args)]

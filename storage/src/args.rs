@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
-use conda_store_storage::{ArtifactStore, LocalStore, S3Config, S3Store};
+
+use crate::{ArtifactStore, LocalStore, S3Config, S3Store, StorageError};
 
 /// Which backend holds artifacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,12 +45,9 @@ pub struct StorageArgs {
 
 impl StorageArgs {
     /// Opens the configured store.
-    pub fn open(&self) -> anyhow::Result<Arc<dyn ArtifactStore>> {
+    pub fn open(&self) -> Result<Arc<dyn ArtifactStore>, StorageError> {
         Ok(match self.storage {
-            Backend::Local => Arc::new(
-                LocalStore::new(&self.storage_dir)
-                    .with_context(|| format!("opening {}", self.storage_dir.display()))?,
-            ),
+            Backend::Local => Arc::new(LocalStore::new(&self.storage_dir)?),
             Backend::S3 => Arc::new(S3Store::new(&S3Config {
                 endpoint: self.s3_endpoint.clone(),
                 region: self.s3_region.clone(),

@@ -1,0 +1,437 @@
+//! The gateway's shared state: watch-backed caches of the resources, the SQL index, storage
+//! and auth; lookups by the names and ids conda-store's API uses.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use conda_store_crds::naming::object_name;
+use conda_store_crds::{
+    ArtifactKind, Build, BuildPhase, Environment, Namespace, RoleBinding, Specification,
+};
+use conda_store_storage::{ArtifactStore, Key};
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use crate::auth::login::Authenticator;
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult};
+use crate::index::{Index, Kind};
+use crate::metrics::Metrics;
+use crate::views;
+
+/// Everything a request handler reads.
+pub struct App {
+    /// `/`-framed API prefix (`/conda-store/`).
+    pub prefix: String,
+    /// The Kubernetes API, for writes.
+    pub client: Client,
+    /// Cached Namespaces.
+    pub namespaces: Store<Namespace>,
+    /// Cached Environments.
+    pub environments: Store<Environment>,
+    /// Cached Builds.
+    pub builds: Store<Build>,
+    /// Cached Specifications.
+    pub specifications: Store<Specification>,
+    /// Woken on every change of an Environment or Build.
+    pub changed: Arc<Notify>,
+    /// The SQL index.
+    pub index: Index,
+    /// Artifact storage.
+    pub storage: Arc<dyn ArtifactStore>,
+    /// Authentication.
+    pub auth: Authenticator,
+    /// Request metrics.
+    pub metrics: Metrics,
+    /// Whether every cache is filled.
+    pub ready: AtomicBool,
+    /// How long writes wait for the operator.
+    pub build_wait: Duration,
+    /// Largest body accepted.
+    pub max_body_bytes: usize,
+}
+
+/// The writer halves of the caches, for [`App::watch`] or for tests that fill them directly.
+pub struct Writers {
+    /// Namespaces.
+    pub namespaces: reflector::store::Writer<Namespace>,
+    /// Environments.
+    pub environments: reflector::store::Writer<Environment>,
+    /// Builds.
+    pub builds: reflector::store::Writer<Build>,
+    /// Specifications.
+    pub specifications: reflector::store::Writer<Specification>,
+}
+
+/// The read halves of the caches.
+pub struct Stores {
+    /// Namespaces.
+    pub namespaces: Store<Namespace>,
+    /// Environments.
+    pub environments: Store<Environment>,
+    /// Builds.
+    pub builds: Store<Build>,
+    /// Specifications.
+    pub specifications: Store<Specification>,
+}
+
+/// Empty caches and their writers.
+pub fn caches() -> (Stores, Writers) {
+    let (namespaces, nw) = reflector::store();
+    let (environments, ew) = reflector::store();
+    let (builds, bw) = reflector::store();
+    let (specifications, sw) = reflector::store();
+    (
+        Stores {
+            namespaces,
+            environments,
+            builds,
+            specifications,
+        },
+        Writers {
+            namespaces: nw,
+            environments: ew,
+            builds: bw,
+            specifications: sw,
+        },
+    )
+}
+
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+impl App {
+    /// Starts the watches that fill the caches, and the index keeper.
+    pub fn watch(self: &Arc<Self>, writers: Writers) {
+        fn spawn<K>(app: Arc<App>, api: Api<K>, writer: reflector::store::Writer<K>)
+        where
+            K: Resource<DynamicType = ()>
+                + Clone
+                + std::fmt::Debug
+                + serde::de::DeserializeOwned
+                + Send
+                + Sync
+                + 'static,
+        {
+            tokio::spawn(async move {
+                let stream = watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .modify(slim)
+                    .reflect(writer)
+                    .touched_objects();
+                futures::pin_mut!(stream);
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(_) => app.changed.notify_waiters(),
+                        Err(e) => tracing::warn!(error = %e, "watch"),
+                    }
+                }
+            });
+        }
+        let c = self.client.clone();
+        spawn(
+            self.clone(),
+            Api::<Namespace>::all(c.clone()),
+            writers.namespaces,
+        );
+        spawn(
+            self.clone(),
+            Api::<Environment>::all(c.clone()),
+            writers.environments,
+        );
+        spawn(self.clone(), Api::<Build>::all(c.clone()), writers.builds);
+        spawn(
+            self.clone(),
+            Api::<Specification>::all(c),
+            writers.specifications,
+        );
+        let app = self.clone();
+        tokio::spawn(async move {
+            let _ = app.namespaces.wait_until_ready().await;
+            let _ = app.environments.wait_until_ready().await;
+            let _ = app.builds.wait_until_ready().await;
+            let _ = app.specifications.wait_until_ready().await;
+            app.ready.store(true, Ordering::Relaxed);
+            tracing::info!("caches filled");
+            app.keep_index().await;
+        });
+    }
+
+    /// Keeps the SQL index up to date: ids for every object, packages of completed builds.
+    async fn keep_index(self: Arc<Self>) {
+        loop {
+            let woken = self.changed.notified();
+            if let Err(e) = self.sync_index().await {
+                tracing::warn!(error = %e, "updating the index");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(30), woken).await;
+            // Let a burst of changes settle into one pass.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// One pass of the index keeper.
+    pub async fn sync_index(&self) -> Result<(), ApiError> {
+        for ns in self.namespaces.state() {
+            self.index.id(Kind::Namespace, &ns.name_any()).await?;
+        }
+        for env in self.environments.state() {
+            self.index.id(Kind::Environment, &key(&*env)).await?;
+        }
+        for b in self.builds.state() {
+            let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
+                continue;
+            };
+            if views::build_phase(&b) != BuildPhase::Completed
+                || self.index.build_indexed(id).await?
+            {
+                continue;
+            }
+            let Some(lock) = artifact_key(&b, ArtifactKind::Lockfile) else {
+                continue;
+            };
+            let text = match self.storage.get_bytes(&Key::new(&lock)?).await {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(build = id, error = %e, "reading a lockfile to index");
+                    continue;
+                }
+            };
+            let text = String::from_utf8_lossy(&text);
+            match conda_store_crds::spec::lockfile::parse_lockfile(
+                &text,
+                &conda_store_crds::spec::error::Location::path("lockfile"),
+            ) {
+                Ok(lock) => {
+                    self.index
+                        .index_build(
+                            id,
+                            &b.namespace().unwrap_or_default(),
+                            &b.name_any(),
+                            &lock.packages,
+                        )
+                        .await?
+                }
+                Err(e) => tracing::warn!(build = id, error = %e, "an unreadable lockfile"),
+            }
+        }
+        Ok(())
+    }
+
+    /// The Namespace people call `name`.
+    pub fn namespace(&self, name: &str) -> Option<Arc<Namespace>> {
+        let obj = object_name(name).ok()?;
+        self.namespaces
+            .get(&ObjectRef::new(&obj))
+            .filter(|ns| views::namespace_name(ns) == name)
+            .or_else(|| {
+                self.namespaces
+                    .state()
+                    .into_iter()
+                    .find(|ns| views::namespace_name(ns) == name)
+            })
+    }
+
+    /// The Environment people call `name` in the Namespace object `ns`.
+    pub fn environment(&self, ns: &str, name: &str) -> Option<Arc<Environment>> {
+        if let Ok(obj) = object_name(name)
+            && let Some(env) = self.environments.get(&ObjectRef::new(&obj).within(ns))
+            && views::environment_name(&env) == name
+        {
+            return Some(env);
+        }
+        self.environments
+            .state()
+            .into_iter()
+            .find(|e| e.namespace().as_deref() == Some(ns) && views::environment_name(e) == name)
+    }
+
+    /// The Build with numeric id `id`.
+    pub fn build(&self, id: i64) -> Option<Arc<Build>> {
+        self.builds
+            .state()
+            .into_iter()
+            .find(|b| b.status.as_ref().and_then(|s| s.id) == Some(id))
+    }
+
+    /// The Environment of a Build.
+    pub fn environment_of(&self, b: &Build) -> Option<Arc<Environment>> {
+        self.environments
+            .get(&ObjectRef::new(&b.spec.environment).within(&b.namespace().unwrap_or_default()))
+    }
+
+    /// The role bindings of the Namespace object `ns` (none when it does not exist).
+    pub fn bindings(&self, ns: &str) -> Vec<RoleBinding> {
+        self.namespaces
+            .get(&ObjectRef::new(ns))
+            .map(|n| n.spec.role_bindings.clone())
+            .unwrap_or_default()
+    }
+
+    /// The conda name of the Namespace object `ns`.
+    pub fn namespace_name(&self, ns: &str) -> String {
+        self.namespaces
+            .get(&ObjectRef::new(ns))
+            .map(|n| views::namespace_name(&n))
+            .unwrap_or_else(|| ns.to_string())
+    }
+
+    /// Whether `caller` holds `permission` on the environment `env` (conda name) of the
+    /// Namespace object `ns`, or on the namespace itself.
+    pub fn may(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        ns: &str,
+        env: Option<&str>,
+    ) -> bool {
+        caller.may(
+            permission,
+            &self.bindings(ns),
+            &self.namespace_name(ns),
+            env,
+        )
+    }
+
+    /// `may`, as a 401 (no credentials) or 403 (not allowed) error.
+    pub fn require(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        ns: &str,
+        env: Option<&str>,
+    ) -> ApiResult<()> {
+        if self.may(caller, permission, ns, env) {
+            return Ok(());
+        }
+        let target = match env {
+            Some(e) => format!("{}/{e}", self.namespace_name(ns)),
+            None => self.namespace_name(ns),
+        };
+        Err(denied(caller, permission, &target))
+    }
+
+    /// The id of an object of `kind` keyed `key`, handed out when first needed.
+    pub async fn id(&self, kind: Kind, key: &str) -> ApiResult<i64> {
+        Ok(self.index.id(kind, key).await?)
+    }
+
+    /// The namespace view of the Namespace object `ns`.
+    pub async fn namespace_view(&self, ns: &Namespace) -> ApiResult<serde_json::Value> {
+        Ok(views::namespace(
+            ns,
+            self.id(Kind::Namespace, &ns.name_any()).await?,
+        ))
+    }
+
+    /// The environment id of a Build.
+    pub async fn environment_id_of(&self, b: &Build) -> ApiResult<i64> {
+        self.id(
+            Kind::Environment,
+            &format!(
+                "{}/{}",
+                b.namespace().unwrap_or_default(),
+                b.spec.environment
+            ),
+        )
+        .await
+    }
+
+    /// The view of a Build, with its specification.
+    pub async fn build_view(&self, b: &Build, with_spec: bool) -> ApiResult<serde_json::Value> {
+        let env_id = self.environment_id_of(b).await?;
+        let spec = if with_spec {
+            let ns = b.namespace().unwrap_or_default();
+            match self
+                .specifications
+                .get(&ObjectRef::new(&b.spec.specification).within(&ns))
+            {
+                Some(s) => {
+                    let id = self
+                        .id(Kind::Specification, &format!("{ns}/{}", s.name_any()))
+                        .await?;
+                    let env_name = self
+                        .environment_of(b)
+                        .map(|e| views::environment_name(&e))
+                        .unwrap_or_else(|| b.spec.environment.clone());
+                    Some(views::specification(&s, id, &env_name))
+                }
+                None => None,
+            }
+        } else {
+            None
+        };
+        Ok(views::build(b, env_id, spec))
+    }
+
+    /// The view of an Environment (with its current build when `full`).
+    pub async fn environment_view(
+        &self,
+        env: &Environment,
+        full: bool,
+    ) -> ApiResult<serde_json::Value> {
+        let ns_obj = env.namespace().unwrap_or_default();
+        let ns_view = match self.namespaces.get(&ObjectRef::new(&ns_obj)) {
+            Some(ns) => self.namespace_view(&ns).await?,
+            None => serde_json::json!({
+                "id": self.id(Kind::Namespace, &ns_obj).await?,
+                "name": ns_obj,
+                "metadata_": {},
+                "role_mappings": [],
+            }),
+        };
+        let id = self.id(Kind::Environment, &key(env)).await?;
+        let current = match (full, env.status.as_ref().and_then(|s| s.current_build)) {
+            (true, Some(bid)) => match self.build(bid) {
+                Some(b) => Some(self.build_view(&b, false).await?),
+                None => None,
+            },
+            _ => None,
+        };
+        Ok(views::environment(env, id, ns_view, current))
+    }
+}
+
+/// The 401 or 403 for a caller lacking `permission` on `target`.
+pub fn denied(caller: &Caller, permission: Permission, target: &str) -> ApiError {
+    if caller.authenticated() {
+        ApiError::forbidden(format!(
+            "{} may not {} on {target}",
+            caller.entity(),
+            permission.as_str()
+        ))
+    } else {
+        ApiError::unauthorized(format!(
+            "log in or present a token: anonymous callers may not {} on {target}",
+            permission.as_str()
+        ))
+    }
+}
+
+/// `<kubernetes namespace>/<object name>`.
+pub fn key<K: Resource>(obj: &K) -> String {
+    format!(
+        "{}/{}",
+        obj.meta().namespace.clone().unwrap_or_default(),
+        obj.meta().name.clone().unwrap_or_default()
+    )
+}
+
+/// The storage key of a build's artifact of `kind` (the first, for logs).
+pub fn artifact_key(b: &Build, kind: ArtifactKind) -> Option<String> {
+    b.status
+        .as_ref()?
+        .artifacts
+        .iter()
+        .find(|a| a.kind == kind)
+        .map(|a| a.key.clone())
+}

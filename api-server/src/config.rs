@@ -1,0 +1,112 @@
+//! The gateway's settings, from flags or the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use conda_store_crds::rbac::Role;
+use conda_store_storage::args::StorageArgs;
+
+/// `serve` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "CONDA_STORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Path prefix of the conda-store API.
+    #[arg(long, env = "CONDA_STORE_URL_PREFIX", default_value = "/conda-store/")]
+    pub url_prefix: String,
+    /// The SQL index: `sqlite://PATH` (created when missing) or `postgres://...`.
+    #[arg(
+        long,
+        env = "CONDA_STORE_DATABASE_URL",
+        default_value = "sqlite:///var/lib/conda-store/index.db"
+    )]
+    pub database_url: String,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Secret that signs tokens (at least 32 bytes). Unset: a random one, so tokens do not
+    /// survive a restart and several replicas do not accept each other's tokens.
+    #[arg(long, env = "CONDA_STORE_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
+    /// The dev-only users file (user name, password, primary namespace) for logins.
+    #[arg(long, env = "CONDA_STORE_USERS_FILE")]
+    pub users_file: Option<PathBuf>,
+    /// Accept Kubernetes tokens (ServiceAccounts of pipelines), checked with TokenReview.
+    #[arg(long, env = "CONDA_STORE_TOKEN_REVIEW")]
+    pub token_review: bool,
+    /// The role people get on their own primary namespace (`none` for no role).
+    #[arg(long, env = "CONDA_STORE_OWN_NAMESPACE_ROLE", default_value = "admin", value_parser = parse_optional_role)]
+    pub own_namespace_role: OptionalRole,
+    /// A binding every authenticated caller gets, `PATTERN=ROLE` (repeatable).
+    #[arg(long = "authenticated-binding", value_parser = parse_binding)]
+    pub authenticated_bindings: Vec<(String, Role)>,
+    /// A binding callers without credentials get, `PATTERN=ROLE` (repeatable; none by default).
+    #[arg(long = "anonymous-binding", value_parser = parse_binding)]
+    pub anonymous_bindings: Vec<(String, Role)>,
+    /// Largest request body accepted, bytes.
+    #[arg(long, env = "CONDA_STORE_MAX_BODY_BYTES", default_value_t = 4 << 20)]
+    pub max_body_bytes: usize,
+    /// How long a write waits for the operator to give the new build its id, seconds.
+    #[arg(long, env = "CONDA_STORE_BUILD_WAIT_SECONDS", default_value_t = 60)]
+    pub build_wait_seconds: u64,
+    /// Lifetime of login sessions and the default lifetime of API tokens, seconds.
+    #[arg(long, env = "CONDA_STORE_SESSION_SECONDS", default_value_t = 86_400)]
+    pub session_seconds: i64,
+    /// Log as JSON lines (for production) instead of text.
+    #[arg(long, env = "CONDA_STORE_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// A role, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalRole(pub Option<Role>);
+
+fn parse_optional_role(s: &str) -> Result<OptionalRole, String> {
+    if s == "none" {
+        return Ok(OptionalRole(None));
+    }
+    s.parse()
+        .map(|r| OptionalRole(Some(r)))
+        .map_err(|e| format!("{e}"))
+}
+
+/// Parses `PATTERN=ROLE`.
+pub fn parse_binding(s: &str) -> Result<(String, Role), String> {
+    let (pattern, role) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("{s:?}: expected PATTERN=ROLE"))?;
+    conda_store_crds::rbac::validate_pattern(pattern).map_err(|e| e.to_string())?;
+    Ok((
+        pattern.to_string(),
+        role.parse().map_err(|e| format!("{e}"))?,
+    ))
+}
+
+/// Normalises a prefix to `/segment/.../` form (`""` and `/` both mean the root).
+pub fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        format!("/{trimmed}/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_and_prefixes() {
+        assert_eq!(
+            parse_binding("team/*=viewer").unwrap(),
+            ("team/*".into(), Role::Viewer)
+        );
+        assert!(parse_binding("team/*").is_err());
+        assert!(parse_binding("a/b/c=admin").is_err());
+        assert!(parse_binding("team/*=owner").is_err());
+        assert_eq!(normalize_prefix("conda-store"), "/conda-store/");
+        assert_eq!(normalize_prefix("/"), "/");
+    }
+}

@@ -1,0 +1,261 @@
+//! Build artifacts: lockfiles, YAML, logs (live while a step runs), archives. Served from
+//! storage: a redirect to a presigned URL where the backend has them (S3), streamed otherwise.
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use axum::response::{IntoResponse, Response};
+use conda_store_crds::{ArtifactKind, Build, BuildStep};
+use conda_store_storage::Key;
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, LogParams};
+use serde_json::json;
+
+use super::AppState;
+use super::builds::{find, parse_id};
+use crate::app::{App, artifact_key};
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult, ok};
+use crate::query::Params;
+
+fn missing(id: i64, what: &str) -> ApiError {
+    ApiError::not_found(format!("build {id} has no {what}"))
+}
+
+/// Streams (or redirects to) a stored object.
+async fn serve(
+    app: &App,
+    key: &str,
+    content_type: &str,
+    file_name: Option<&str>,
+) -> ApiResult<Response> {
+    let key = Key::new(key)?;
+    if let Some(url) = app
+        .storage
+        .presign_get(&key, std::time::Duration::from_secs(600))
+        .await?
+    {
+        return Ok((StatusCode::TEMPORARY_REDIRECT, [(LOCATION, url)]).into_response());
+    }
+    let read = app.storage.get(&key, None).await?;
+    let mut resp = Body::from_stream(tokio_util::io::ReaderStream::new(read.body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        content_type.parse().expect("a valid content type"),
+    );
+    h.insert(CONTENT_LENGTH, read.len.into());
+    if let Some(f) = file_name
+        && let Ok(v) = format!("attachment; filename=\"{f}\"").parse()
+    {
+        h.insert(CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
+}
+
+/// conda's explicit lockfile (`@EXPLICIT` and one URL per package) for the first of the
+/// lockfile's platforms that is linux-64, else its first platform.
+pub fn explicit_lockfile(conda_lock: &str) -> Result<String, String> {
+    let lock = conda_store_crds::spec::lockfile::parse_lockfile(
+        conda_lock,
+        &conda_store_crds::spec::error::Location::path("lockfile"),
+    )
+    .map_err(|e| e.to_string())?;
+    let platform = if lock.platforms.iter().any(|p| p == "linux-64") {
+        "linux-64".to_string()
+    } else {
+        lock.platforms
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "linux-64".into())
+    };
+    let mut out = format!("# platform: {platform}\n@EXPLICIT\n");
+    for p in lock
+        .packages
+        .iter()
+        .filter(|p| p.platform == platform && p.manager == "conda")
+    {
+        match &p.md5 {
+            Some(md5) => out.push_str(&format!("{}#{md5}\n", p.url)),
+            None => out.push_str(&format!("{}\n", p.url)),
+        }
+    }
+    Ok(out)
+}
+
+async fn lockfile_text(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+    let key = artifact_key(b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
+    let bytes = app.storage.get_bytes(&Key::new(&key)?).await?;
+    let text = explicit_lockfile(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+        ApiError::unavailable(format!(
+            "the stored lockfile of build {id} is unreadable: {e}"
+        ))
+    })?;
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+    let ns = b.namespace().unwrap_or_default();
+    let stored: Vec<String> = b
+        .status
+        .as_ref()
+        .map(|s| {
+            s.artifacts
+                .iter()
+                .filter(|a| a.kind == ArtifactKind::Logs)
+                .map(|a| a.key.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(app.client.clone(), &ns);
+    let mut out = String::new();
+    for step in BuildStep::ALL {
+        let suffix = format!("/logs/{}.log", step.as_str());
+        let text = if let Some(key) = stored.iter().find(|k| k.ends_with(&suffix)) {
+            Some(
+                String::from_utf8_lossy(&app.storage.get_bytes(&Key::new(key)?).await?)
+                    .into_owned(),
+            )
+        } else if !crate::views::build_phase(b).is_terminal() {
+            // Still running: the step's pod log so far.
+            let selector = format!(
+                "{}={},{}={}",
+                conda_store_crds::labels::BUILD,
+                b.name_any(),
+                conda_store_crds::labels::STEP,
+                step.as_str()
+            );
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            match list
+                .items
+                .iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
+            {
+                Some(pod) => pods.logs(&pod.name_any(), &LogParams::default()).await.ok(),
+                None => None,
+            }
+        } else {
+            None
+        };
+        if let Some(text) = text {
+            out.push_str(&format!("==> {} <==\n{text}", step.as_str()));
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(missing(id, "logs yet"));
+    }
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+}
+
+pub async fn build_artifact(
+    State(app): AppState,
+    caller: Caller,
+    Path((id, artifact)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (b, _) = find(&app, &caller, id, Permission::EnvironmentRead)?;
+    match artifact.as_str() {
+        "lockfile" => lockfile_text(&app, &b, id).await,
+        "conda-lock.yml" | "conda-lock.yaml" => {
+            let key =
+                artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
+            serve(&app, &key, "text/yaml; charset=utf-8", None).await
+        }
+        "yaml" => {
+            let key =
+                artifact_key(&b, ArtifactKind::Yaml).ok_or_else(|| missing(id, "YAML export"))?;
+            serve(&app, &key, "text/yaml; charset=utf-8", None).await
+        }
+        "logs" => logs(&app, &b, id).await,
+        "archive" => {
+            let key =
+                artifact_key(&b, ArtifactKind::Archive).ok_or_else(|| missing(id, "archive"))?;
+            let file = key.rsplit('/').next().unwrap_or("archive").to_string();
+            serve(
+                &app,
+                &key,
+                "application/octet-stream",
+                Some(&format!("build-{id}-{file}")),
+            )
+            .await
+        }
+        "docker" => {
+            if artifact_key(&b, ArtifactKind::Image).is_none() {
+                return Err(missing(id, "image"));
+            }
+            let env = app.environment_of(&b);
+            let env_name = env
+                .as_ref()
+                .map(|e| crate::views::environment_name(e))
+                .unwrap_or_default();
+            let ns = app.namespace_name(&b.namespace().unwrap_or_default());
+            Ok(ok(json!([format!("{ns}/{env_name}:{id}")])))
+        }
+        "installer" => Err(missing(
+            id,
+            "installer (this server does not build constructor installers)",
+        )),
+        other => Err(ApiError::not_found(format!(
+            "unknown build artifact {other:?}"
+        ))),
+    }
+}
+
+/// The current (or `build_id`) build of an environment.
+fn env_build(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    name: &str,
+    params: &Params,
+) -> ApiResult<(Build, i64)> {
+    let env = super::environments::find(app, caller, ns, name, Permission::EnvironmentRead)?;
+    let id = match params.int("build_id")? {
+        Some(id) => id,
+        None => env
+            .status
+            .as_ref()
+            .and_then(|s| s.current_build)
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "environment {ns}/{name} has no completed build yet"
+                ))
+            })?,
+    };
+    let b = app
+        .build(id)
+        .filter(|b| b.namespace() == env.namespace() && b.spec.environment == env.name_any())
+        .ok_or_else(|| ApiError::not_found(format!("build {id} is not a build of {ns}/{name}")))?;
+    Ok(((*b).clone(), id))
+}
+
+pub async fn env_lockfile(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
+    lockfile_text(&app, &b, id).await
+}
+
+pub async fn env_conda_lock(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name, file)): Path<(String, String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    if file != "conda-lock.yml" && file != "conda-lock.yaml" {
+        return Err(ApiError::not_found(format!(
+            "unknown environment artifact {file:?}"
+        )));
+    }
+    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
+    let key = artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
+    serve(&app, &key, "text/yaml; charset=utf-8", None).await
+}

@@ -1,0 +1,304 @@
+//! `/api/v1/build/...`: Builds by numeric id.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::Response;
+use conda_store_crds::{Build, BuildPhase, Environment};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::app::App;
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult, ack, ok, page};
+use crate::query::{Paging, Params};
+use crate::views;
+
+/// Parses a build id from the path, refusing what is not one.
+pub fn parse_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| ApiError::bad_request(format!("build id {raw:?} is not a positive integer")))
+}
+
+/// The build `id`, with its Environment, if the caller holds `permission` on it.
+pub fn find(
+    app: &App,
+    caller: &Caller,
+    id: i64,
+    permission: Permission,
+) -> ApiResult<(Arc<Build>, Option<Arc<Environment>>)> {
+    let b = app
+        .build(id)
+        .ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))?;
+    let env = app.environment_of(&b);
+    let ns = b.namespace().unwrap_or_default();
+    let env_name = env
+        .as_ref()
+        .map(|e| views::environment_name(e))
+        .unwrap_or_else(|| b.spec.environment.clone());
+    app.require(caller, permission, &ns, Some(&env_name))?;
+    Ok((b, env))
+}
+
+pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
+    let paging = Paging::from(
+        &params,
+        &[
+            "id",
+            "environment_id",
+            "scheduled_on",
+            "started_on",
+            "ended_on",
+        ],
+    )?;
+    let status = params.get("status").map(str::to_ascii_uppercase);
+    if let Some(s) = &status
+        && !["QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!("unknown build status {s:?}")));
+    }
+    let artifact = match params.get("artifact") {
+        Some(a) if views::ARTIFACT_TYPES.contains(&a) => Some(views::artifact_kind(a)),
+        Some(a) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown artifact type {a:?}"
+            )));
+        }
+        None => None,
+    };
+    let environment_id = params.int("environment_id")?;
+    let mut with_packages: Option<BTreeSet<i64>> = None;
+    for p in params.all("packages") {
+        let name = conda_store_crds::spec::normalize::package_name(p).to_ascii_lowercase();
+        let ids: BTreeSet<i64> = app.index.builds_with(&name).await?.into_iter().collect();
+        with_packages = Some(match with_packages {
+            Some(prev) => prev.intersection(&ids).copied().collect(),
+            None => ids,
+        });
+    }
+    let mut data: Vec<Value> = Vec::new();
+    for b in app.builds.state() {
+        let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
+            continue;
+        };
+        let ns = b.namespace().unwrap_or_default();
+        let env_name = app
+            .environment_of(&b)
+            .map(|e| views::environment_name(&e))
+            .unwrap_or_else(|| b.spec.environment.clone());
+        if params
+            .get("namespace")
+            .is_some_and(|n| n != app.namespace_name(&ns))
+            || params.get("name").is_some_and(|n| n != env_name)
+            || status
+                .as_deref()
+                .is_some_and(|s| views::build_phase(&b).conda_store_name() != s)
+            || artifact.is_some_and(|k| {
+                !k.is_some_and(|k| {
+                    b.status
+                        .as_ref()
+                        .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
+                })
+            })
+            || with_packages.as_ref().is_some_and(|ids| !ids.contains(&id))
+            || !app.may(&caller, Permission::EnvironmentRead, &ns, Some(&env_name))
+        {
+            continue;
+        }
+        let view = app.build_view(&b, false).await?;
+        if environment_id.is_some_and(|e| view["environment_id"].as_i64() != Some(e)) {
+            continue;
+        }
+        data.push(view);
+    }
+    let by: Vec<String> = if paging.sort_by.is_empty() {
+        vec!["id".into()]
+    } else {
+        paging.sort_by.clone()
+    };
+    data.sort_by(|a, b| {
+        for f in &by {
+            let o = match f.as_str() {
+                "id" | "environment_id" => a[f].as_i64().cmp(&b[f].as_i64()),
+                _ => a[f].as_str().cmp(&b[f].as_str()),
+            };
+            if o != std::cmp::Ordering::Equal {
+                return o;
+            }
+        }
+        a["id"].as_i64().cmp(&b["id"].as_i64())
+    });
+    if paging.descending {
+        data.reverse();
+    }
+    let count = data.len();
+    Ok(page(paging.slice(data), paging.page, paging.size, count))
+}
+
+pub async fn get_one(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let (b, _) = find(&app, &caller, parse_id(&id)?, Permission::EnvironmentRead)?;
+    Ok(ok(app.build_view(&b, true).await?))
+}
+
+pub async fn cancel(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (b, _) = find(&app, &caller, id, Permission::BuildCancel)?;
+    let phase = views::build_phase(&b);
+    if phase.is_terminal() {
+        return Err(ApiError::bad_request(format!(
+            "build {id} has ended ({}); only a queued or running build can be canceled",
+            phase.conda_store_name()
+        )));
+    }
+    let api: Api<Build> = Api::namespaced(app.client.clone(), &b.namespace().unwrap_or_default());
+    api.patch(
+        &b.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"cancel": true}})),
+    )
+    .await?;
+    Ok(ack(format!("build {id} canceled")))
+}
+
+pub async fn delete(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (b, env) = find(&app, &caller, id, Permission::BuildDelete)?;
+    if env
+        .as_ref()
+        .and_then(|e| e.status.as_ref())
+        .and_then(|s| s.current_build)
+        == Some(id)
+    {
+        return Err(ApiError::bad_request(format!(
+            "build {id} is its environment's current build; make another current first"
+        )));
+    }
+    let api: Api<Build> = Api::namespaced(app.client.clone(), &b.namespace().unwrap_or_default());
+    api.delete(&b.name_any(), &DeleteParams::background())
+        .await?;
+    app.index.forget_build(id).await?;
+    Ok(ack(format!("build {id} deleted")))
+}
+
+/// A new build of the same specification; answers its id once the operator gave it one.
+pub async fn rebuild(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (b, env) = find(&app, &caller, id, Permission::EnvironmentUpdate)?;
+    let env = env
+        .ok_or_else(|| ApiError::bad_request(format!("build {id} has no environment any more")))?;
+    let ns = b.namespace().unwrap_or_default();
+    let attempt = app
+        .builds
+        .state()
+        .iter()
+        .filter(|o| {
+            o.namespace() == b.namespace()
+                && o.spec.environment == b.spec.environment
+                && o.spec.specification == b.spec.specification
+        })
+        .map(|o| Build::attempt_of(&o.name_any()))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let new = Build::new_for(&env, &b.spec.specification, attempt)
+        .ok_or_else(|| ApiError::bad_request("the environment has no uid yet"))?;
+    let api: Api<Build> = Api::namespaced(app.client.clone(), &ns);
+    let name = new.name_any();
+    match api.create(&PostParams::default(), &new).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let deadline = tokio::time::Instant::now() + app.build_wait;
+    loop {
+        let woken = app.changed.notified();
+        if let Some(new_id) = app
+            .builds
+            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
+            .and_then(|b| b.status.as_ref()?.id)
+        {
+            return Ok(axum::response::IntoResponse::into_response(axum::Json(
+                json!({
+                    "status": "ok",
+                    "data": {"build_id": new_id},
+                    "message": format!("rebuild of build {id} triggered"),
+                }),
+            )));
+        }
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return Err(ApiError::unavailable(format!(
+                "the operator has not given build {name} an id within {} s",
+                app.build_wait.as_secs()
+            )));
+        }
+    }
+}
+
+pub async fn packages(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    let (b, _) = find(&app, &caller, id, Permission::EnvironmentRead)?;
+    let paging = Paging::from(&params, &["name", "version"])?;
+    if views::build_phase(&b) != BuildPhase::Completed {
+        return Ok(page(Vec::new(), paging.page, paging.size, 0));
+    }
+    let exact = params.bool("exact")?.unwrap_or(false);
+    let search = params.get("search");
+    let build = params.get("build");
+    let mut rows: Vec<Value> = app
+        .index
+        .build_packages(id)
+        .await?
+        .into_iter()
+        .filter(|p| match search {
+            Some(s) if exact => p.name == s,
+            Some(s) => p.name.contains(s),
+            None => true,
+        })
+        .filter(|p| build.is_none_or(|bs| p.build == bs))
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "channel": {"id": p.channel_id, "name": p.channel, "last_update": null},
+                "name": p.name,
+                "version": p.version,
+                "build": p.build,
+                "subdir": p.subdir,
+                "sha256": p.sha256,
+                "md5": p.md5,
+                "license": null,
+                "summary": null,
+            })
+        })
+        .collect();
+    if paging.descending {
+        rows.reverse();
+    }
+    let count = rows.len();
+    Ok(page(paging.slice(rows), paging.page, paging.size, count))
+}

@@ -1,0 +1,533 @@
+//! `/api/v1/environment/...` and `/api/v1/specification/`: Environments as resources.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use conda_store_crds::naming::{object_name, validate_conda_name};
+use conda_store_crds::spec::raw::RawSpec;
+use conda_store_crds::{Build, BuildPhase, Environment};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::namespaces::create_namespace;
+use super::{AppState, json_body};
+use crate::app::{App, denied};
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult, ack, ok, page};
+use crate::query::{Paging, Params};
+use crate::views;
+
+/// Field manager of the gateway's writes.
+pub const FIELD_MANAGER: &str = "conda-store-api-server";
+
+/// The Environment `name` of namespace `ns` (conda names), checked for `permission`.
+pub fn find(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    name: &str,
+    permission: Permission,
+) -> ApiResult<Arc<Environment>> {
+    validate_conda_name(ns).map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+    validate_conda_name(name).map_err(|e| ApiError::bad_request(format!("environment: {e}")))?;
+    let Some(namespace) = app.namespace(ns) else {
+        return Err(if caller.may(permission, &[], ns, Some(name)) {
+            ApiError::not_found(format!("environment {ns}/{name} does not exist"))
+        } else {
+            denied(caller, permission, &format!("{ns}/{name}"))
+        });
+    };
+    let obj = namespace.name_any();
+    match app.environment(&obj, name) {
+        Some(env) => {
+            app.require(caller, permission, &obj, Some(name))?;
+            Ok(env)
+        }
+        None if app.may(caller, Permission::EnvironmentRead, &obj, Some(name)) => Err(
+            ApiError::not_found(format!("environment {ns}/{name} does not exist")),
+        ),
+        None => Err(denied(caller, permission, &format!("{ns}/{name}"))),
+    }
+}
+
+/// Environments the caller may read, after the list filters.
+async fn filtered(app: &App, caller: &Caller, params: &Params) -> ApiResult<Vec<Arc<Environment>>> {
+    let status = params.get("status").map(|s| s.to_ascii_uppercase());
+    if let Some(s) = &status
+        && !["QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED"].contains(&s.as_str())
+    {
+        return Err(ApiError::bad_request(format!("unknown build status {s:?}")));
+    }
+    let artifact = match params.get("artifact") {
+        Some(a) if views::ARTIFACT_TYPES.contains(&a) => Some(views::artifact_kind(a)),
+        Some(a) => {
+            return Err(ApiError::bad_request(format!(
+                "unknown artifact type {a:?}"
+            )));
+        }
+        None => None,
+    };
+    let packages = params.all("packages");
+    let mut with_packages: Option<BTreeSet<i64>> = None;
+    for p in &packages {
+        let name = conda_store_crds::spec::normalize::package_name(p).to_ascii_lowercase();
+        let ids: BTreeSet<i64> = app.index.builds_with(&name).await?.into_iter().collect();
+        with_packages = Some(match with_packages {
+            Some(prev) => prev.intersection(&ids).copied().collect(),
+            None => ids,
+        });
+    }
+    let search = params.get("search").map(str::to_ascii_lowercase);
+    let mut out = Vec::new();
+    for env in app.environments.state() {
+        let obj_ns = env.namespace().unwrap_or_default();
+        let ns_name = app.namespace_name(&obj_ns);
+        let name = views::environment_name(&env);
+        if params.get("namespace").is_some_and(|n| n != ns_name)
+            || params.get("name").is_some_and(|n| n != name)
+            || search.as_ref().is_some_and(|s| {
+                !name.to_ascii_lowercase().contains(s) && !ns_name.to_ascii_lowercase().contains(s)
+            })
+            || !app.may(caller, Permission::EnvironmentRead, &obj_ns, Some(&name))
+        {
+            continue;
+        }
+        let current = env
+            .status
+            .as_ref()
+            .and_then(|s| s.current_build)
+            .and_then(|id| app.build(id));
+        if status.is_some() || artifact.is_some() || with_packages.is_some() {
+            let Some(b) = &current else { continue };
+            if status
+                .as_deref()
+                .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
+            {
+                continue;
+            }
+            if let Some(kind) = artifact {
+                let has = kind.is_some_and(|k| {
+                    b.status
+                        .as_ref()
+                        .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
+                });
+                if !has {
+                    continue;
+                }
+            }
+            if let Some(ids) = &with_packages {
+                let id = b.status.as_ref().and_then(|s| s.id).unwrap_or(-1);
+                if !ids.contains(&id) {
+                    continue;
+                }
+            }
+        }
+        out.push(env);
+    }
+    Ok(out)
+}
+
+async fn views_of(app: &App, envs: &[Arc<Environment>]) -> ApiResult<Vec<Value>> {
+    let mut out = Vec::with_capacity(envs.len());
+    for e in envs {
+        out.push(app.environment_view(e, false).await?);
+    }
+    Ok(out)
+}
+
+pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
+    let paging = Paging::from(&params, &["namespace", "name"])?;
+    let envs = filtered(&app, &caller, &params).await?;
+    let mut data = views_of(&app, &envs).await?;
+    sort(&mut data, &paging.sort_by);
+    if paging.descending {
+        data.reverse();
+    }
+    let count = data.len();
+    Ok(page(paging.slice(data), paging.page, paging.size, count))
+}
+
+fn sort(data: &mut [Value], by: &[String]) {
+    data.sort_by(|a, b| {
+        for field in by {
+            let (x, y) = match field.as_str() {
+                "namespace" => (
+                    a["namespace"]["name"].as_str(),
+                    b["namespace"]["name"].as_str(),
+                ),
+                _ => (a["name"].as_str(), b["name"].as_str()),
+            };
+            match x.cmp(&y) {
+                std::cmp::Ordering::Equal => continue,
+                o => return o,
+            }
+        }
+        a["id"].as_i64().cmp(&b["id"].as_i64())
+    });
+}
+
+/// Cursor pagination: the cursor is the last id of the previous page.
+pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
+    let limit = params.int("limit")?.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = match params.get("cursor") {
+        None => None,
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request(format!("cursor {c:?} is not one this server gave"))
+        })?),
+    };
+    let envs = filtered(&app, &caller, &params).await?;
+    let mut data = views_of(&app, &envs).await?;
+    data.sort_by_key(|v| v["id"].as_i64());
+    let count = data.len();
+    let rest: Vec<Value> = data
+        .into_iter()
+        .filter(|v| after.is_none_or(|a| v["id"].as_i64().unwrap_or(0) > a))
+        .collect();
+    let more = rest.len() > limit as usize;
+    let page_items: Vec<Value> = rest.into_iter().take(limit as usize).collect();
+    let cursor = if more {
+        page_items
+            .last()
+            .and_then(|v| v["id"].as_i64())
+            .map(|i| i.to_string())
+    } else {
+        None
+    };
+    Ok(axum::Json(json!({
+        "status": "ok",
+        "data": page_items,
+        "message": null,
+        "count": count,
+        "cursor": cursor,
+    }))
+    .into_response_ok())
+}
+
+trait IntoOk {
+    fn into_response_ok(self) -> Response;
+}
+impl IntoOk for axum::Json<Value> {
+    fn into_response_ok(self) -> Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}
+
+pub async fn get_one(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let env = find(&app, &caller, &ns, &name, Permission::EnvironmentRead)?;
+    Ok(ok(app.environment_view(&env, true).await?))
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    #[serde(default)]
+    build_id: Option<i64>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+pub async fn update(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: UpdateBody = json_body(&app, body).await?;
+    let env = find(&app, &caller, &ns, &name, Permission::EnvironmentUpdate)?;
+    let mut spec = serde_json::Map::new();
+    if let Some(id) = body.build_id {
+        let b = app
+            .build(id)
+            .filter(|b| b.namespace() == env.namespace() && b.spec.environment == env.name_any())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("build {id} is not a build of {ns}/{name}"))
+            })?;
+        if views::build_phase(&b) != BuildPhase::Completed {
+            return Err(ApiError::bad_request(format!(
+                "build {id} is {}; only a completed build can become current",
+                views::build_phase(&b).conda_store_name()
+            )));
+        }
+        spec.insert("pinnedBuild".into(), json!(id));
+    }
+    if let Some(d) = body.description {
+        spec.insert("description".into(), json!(d));
+    }
+    if spec.is_empty() {
+        return Err(ApiError::bad_request("give build_id or description"));
+    }
+    let api: Api<Environment> =
+        Api::namespaced(app.client.clone(), &env.namespace().unwrap_or_default());
+    api.patch(
+        &env.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": spec})),
+    )
+    .await?;
+    Ok(ack(format!("environment {ns}/{name} updated")))
+}
+
+pub async fn delete(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let env = find(&app, &caller, &ns, &name, Permission::EnvironmentDelete)?;
+    let api: Api<Environment> =
+        Api::namespaced(app.client.clone(), &env.namespace().unwrap_or_default());
+    api.delete(&env.name_any(), &DeleteParams::background())
+        .await?;
+    Ok(ack(format!("environment {ns}/{name} deleted")))
+}
+
+#[derive(Deserialize)]
+struct SpecificationBody {
+    #[serde(default)]
+    specification: Value,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    environment_name: Option<String>,
+    #[serde(default)]
+    environment_description: Option<String>,
+    #[serde(default)]
+    is_lockfile: Option<bool>,
+}
+
+/// The Environment spec (as JSON) a POSTed specification gives, and the name it names.
+fn environment_spec(body: &SpecificationBody) -> ApiResult<(Value, Option<String>)> {
+    let text = match &body.specification {
+        Value::String(s) => s.clone(),
+        Value::Object(_) => serde_yaml::to_string(&body.specification)
+            .map_err(|e| ApiError::bad_request(format!("specification: {e}")))?,
+        Value::Null => return Err(ApiError::bad_request("specification is required")),
+        _ => {
+            return Err(ApiError::bad_request(
+                "specification must be environment.yaml text",
+            ));
+        }
+    };
+    if body.is_lockfile.unwrap_or(false) {
+        conda_store_crds::spec::lockfile::parse_lockfile(
+            &text,
+            &conda_store_crds::spec::error::Location::path("specification"),
+        )
+        .map_err(|e| ApiError::bad_request(format!("the lockfile is not valid: {e}")))?;
+        return Ok((json!({"lockfile": text}), None));
+    }
+    RawSpec::from_yaml(&text)
+        .map_err(|e| ApiError::bad_request(format!("the specification is not valid: {e}")))?;
+    let value: Value = serde_yaml::from_str(&text)
+        .map_err(|e| ApiError::bad_request(format!("the specification is not valid YAML: {e}")))?;
+    let mut spec = serde_json::Map::new();
+    let name = value
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    for field in [
+        "channels",
+        "dependencies",
+        "variables",
+        "platforms",
+        "description",
+    ] {
+        if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
+            spec.insert(field.into(), v.clone());
+        }
+    }
+    Ok((Value::Object(spec), name))
+}
+
+pub async fn post_specification(
+    State(app): AppState,
+    caller: Caller,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: SpecificationBody = json_body(&app, body).await?;
+    let (mut spec, spec_name) = environment_spec(&body)?;
+    let env_name = body
+        .environment_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or(spec_name)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "name the environment: environment_name or `name:` in the specification",
+            )
+        })?;
+    validate_conda_name(&env_name)
+        .map_err(|e| ApiError::bad_request(format!("environment_name: {e}")))?;
+    let ns_name = body
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| caller.primary_namespace.clone());
+    validate_conda_name(&ns_name).map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+
+    let ns = match app.namespace(&ns_name) {
+        Some(ns) => ns.name_any(),
+        None => {
+            if !caller.may(Permission::NamespaceCreate, &[], &ns_name, None) {
+                return Err(denied(&caller, Permission::NamespaceCreate, &ns_name));
+            }
+            create_namespace(&app, &ns_name).await?.name_any()
+        }
+    };
+    let existing = app.environment(&ns, &env_name);
+    let needed = if existing.is_some() {
+        Permission::EnvironmentUpdate
+    } else {
+        Permission::EnvironmentCreate
+    };
+    if !caller.may(needed, &app.bindings(&ns), &ns_name, Some(&env_name)) {
+        return Err(denied(&caller, needed, &format!("{ns_name}/{env_name}")));
+    }
+    let obj = match &existing {
+        Some(e) => e.name_any(),
+        None => object_name(&env_name).map_err(|e| ApiError::bad_request(e.to_string()))?,
+    };
+    spec["name"] = json!(env_name);
+    if let Some(d) = body
+        .environment_description
+        .as_ref()
+        .filter(|d| !d.is_empty())
+    {
+        spec["description"] = json!(d);
+    }
+    let before: BTreeSet<String> = builds_of(&app, &ns, &obj)
+        .iter()
+        .map(|b| b.name_any())
+        .collect();
+    let before_spec = existing
+        .as_ref()
+        .and_then(|e| e.status.as_ref())
+        .and_then(|s| s.specification.clone());
+    let api: Api<Environment> = Api::namespaced(app.client.clone(), &ns);
+    // The whole desired spec, as a person's `kubectl apply` would give it: fields left out
+    // (say, `lockfile` when a YAML spec replaces one) are removed.
+    let patch = json!({
+        "apiVersion": "conda.store/v1alpha1",
+        "kind": "Environment",
+        "metadata": {"name": obj, "namespace": ns},
+        "spec": spec,
+    });
+    let applied = api
+        .patch(
+            &obj,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    let generation = applied.metadata.generation.unwrap_or(0);
+    let id = wait_for_build(&app, &ns, &obj, generation, &before, before_spec.as_deref()).await?;
+    Ok(ok(json!({"build_id": id})))
+}
+
+fn builds_of(app: &App, ns: &str, env: &str) -> Vec<Arc<Build>> {
+    app.builds
+        .state()
+        .into_iter()
+        .filter(|b| b.namespace().as_deref() == Some(ns) && b.spec.environment == env)
+        .collect()
+}
+
+/// Waits (on cache changes, not by polling) until the operator has decided on generation
+/// `generation` of the Environment: the id of the build that builds it, or the reason there
+/// is none.
+async fn wait_for_build(
+    app: &App,
+    ns: &str,
+    env: &str,
+    generation: i64,
+    before: &BTreeSet<String>,
+    before_spec: Option<&str>,
+) -> ApiResult<i64> {
+    let deadline = tokio::time::Instant::now() + app.build_wait;
+    loop {
+        let woken = app.changed.notified();
+        if let Some(answer) = decided(app, ns, env, generation, before, before_spec) {
+            return answer;
+        }
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return Err(ApiError::unavailable(format!(
+                "the operator has not started a build of {ns}/{env} within {} s; see `kubectl get environment -n {ns} {env}`",
+                app.build_wait.as_secs()
+            )));
+        }
+    }
+}
+
+fn decided(
+    app: &App,
+    ns: &str,
+    env: &str,
+    generation: i64,
+    before: &BTreeSet<String>,
+    before_spec: Option<&str>,
+) -> Option<ApiResult<i64>> {
+    let e = app
+        .environments
+        .get(&kube::runtime::reflector::ObjectRef::new(env).within(ns))?;
+    let status = e.status.as_ref()?;
+    if status.observed_generation.unwrap_or(0) < generation {
+        return None;
+    }
+    if status.phase.as_deref() == Some("Invalid") {
+        let message = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Failed")
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        return Some(Err(ApiError::bad_request(format!(
+            "the specification is not valid: {message}"
+        ))));
+    }
+    let spec = status.specification.as_deref()?;
+    let of_spec: Vec<Arc<Build>> = builds_of(app, ns, env)
+        .into_iter()
+        .filter(|b| b.spec.specification == spec)
+        .collect();
+    let newest_with_id = |bs: &[&Arc<Build>]| -> Option<i64> {
+        bs.iter()
+            .filter_map(|b| Some((Build::attempt_of(&b.name_any()), b.status.as_ref()?.id?)))
+            .max()
+            .map(|(_, id)| id)
+    };
+    let old: Vec<&Arc<Build>> = of_spec
+        .iter()
+        .filter(|b| before.contains(&b.name_any()))
+        .collect();
+    let new: Vec<&Arc<Build>> = of_spec
+        .iter()
+        .filter(|b| !before.contains(&b.name_any()))
+        .collect();
+    if let Some(id) = newest_with_id(&new) {
+        return Some(Ok(id));
+    }
+    if !new.is_empty() {
+        return None; // created, id not assigned yet
+    }
+    // No new build: the operator reuses an old one when the spec did not change, or when one
+    // of the same spec is completed or still running.
+    let reusable = before_spec == Some(spec)
+        || old.iter().any(|b| {
+            let p = views::build_phase(b);
+            p == BuildPhase::Completed || !p.is_terminal()
+        });
+    if reusable {
+        return newest_with_id(&old).map(Ok);
+    }
+    None
+}

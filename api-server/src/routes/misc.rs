@@ -1,0 +1,370 @@
+//! The API root, the caller's permissions, tokens, login, usage, the package catalog,
+//! health and metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use conda_store_crds::rbac::{Role, validate_pattern};
+use kube::ResourceExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{AppState, json_body, read_body};
+use crate::auth::jwt::Claims;
+use crate::auth::login::COOKIE_NAME;
+use crate::auth::{Caller, Permission, covers, permissions};
+use crate::error::{ApiError, ApiResult, ok, page};
+use crate::query::{Paging, Params};
+use crate::views;
+
+/// The conda-store version this server is compatible with.
+pub const CONDA_STORE_API_VERSION: &str = "2025.2.2";
+
+pub async fn root() -> Response {
+    ok(json!({"version": CONDA_STORE_API_VERSION}))
+}
+
+pub async fn readyz(State(app): AppState) -> Response {
+    if app.ready.load(Ordering::Relaxed) {
+        "ok".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "caches filling").into_response()
+    }
+}
+
+pub async fn metrics(State(app): AppState) -> Response {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+fn expiration(exp: Option<i64>) -> Value {
+    match exp.and_then(|e| jiff::Timestamp::from_second(e).ok()) {
+        Some(t) => json!(t.to_string()),
+        None => Value::Null,
+    }
+}
+
+/// The caller's bindings over every Namespace, as `pattern → roles`.
+fn effective(app: &crate::app::App, caller: &Caller) -> BTreeMap<String, Role> {
+    let namespaces = app.namespaces.state();
+    let names: Vec<(String, Vec<conda_store_crds::RoleBinding>)> = namespaces
+        .iter()
+        .map(|ns| (views::namespace_name(ns), ns.spec.role_bindings.clone()))
+        .collect();
+    caller.effective_bindings(names.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
+}
+
+pub async fn permission(State(app): AppState, caller: Caller) -> Response {
+    let bindings = effective(&app, &caller);
+    let mut entity_roles = serde_json::Map::new();
+    let mut entity_permissions = serde_json::Map::new();
+    for (pattern, role) in &bindings {
+        // The CLI splits keys at '/': every key names `namespace/environment`.
+        let key = if pattern.contains('/') {
+            pattern.clone()
+        } else {
+            format!("{pattern}/*")
+        };
+        entity_roles.insert(key.clone(), json!([role.as_str()]));
+        let perms: Vec<&str> = permissions(*role).iter().map(|p| p.as_str()).collect();
+        entity_permissions.insert(key, json!(perms));
+    }
+    ok(json!({
+        "authenticated": caller.authenticated(),
+        "primary_namespace": caller.primary_namespace,
+        "entity_permissions": entity_permissions,
+        "entity_roles": entity_roles,
+        "expiration": expiration(caller.expires),
+    }))
+}
+
+#[derive(Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    primary_namespace: Option<String>,
+    #[serde(default)]
+    role_bindings: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(default)]
+    expiration: Option<Value>,
+    #[serde(default)]
+    exp: Option<Value>,
+}
+
+/// Reads an expiry given as seconds since the epoch or a date-time (`T` or space separated).
+fn parse_expiry(v: &Value) -> ApiResult<Option<i64>> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Number(n) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request("expiration must be whole seconds")),
+        Value::String(s) => {
+            let t = s.trim().replacen(' ', "T", 1);
+            if let Ok(ts) = t.parse::<jiff::Timestamp>() {
+                return Ok(Some(ts.as_second()));
+            }
+            // A date-time without offset is UTC.
+            t.parse::<jiff::civil::DateTime>()
+                .ok()
+                .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .map(|z| Some(z.timestamp().as_second()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!("expiration {s:?} is not a date-time"))
+                })
+        }
+        _ => Err(ApiError::bad_request(
+            "expiration must be a date-time or seconds",
+        )),
+    }
+}
+
+pub async fn token(State(app): AppState, caller: Caller, body: Body) -> ApiResult<Response> {
+    let req: TokenRequest = json_body(&app, body).await?;
+    if !caller.authenticated() {
+        return Err(ApiError::unauthorized(
+            "log in or present a token to get a token",
+        ));
+    }
+    let now = jiff::Timestamp::now().as_second();
+    let held = effective(&app, &caller);
+    let bindings: BTreeMap<String, Vec<String>> = match req.role_bindings {
+        None => held
+            .iter()
+            .map(|(p, r)| (p.clone(), vec![r.as_str().to_string()]))
+            .collect(),
+        Some(wanted) => {
+            let mut out = BTreeMap::new();
+            for (pattern, roles) in wanted {
+                validate_pattern(&pattern).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let mut names = Vec::new();
+                for r in roles {
+                    let role: Role = r
+                        .parse()
+                        .map_err(|e| ApiError::bad_request(format!("{e}")))?;
+                    if !held.iter().any(|(p, h)| covers((p, *h), (&pattern, role))) {
+                        return Err(ApiError::bad_request(format!(
+                            "the requested role {role} on {pattern} exceeds the caller's rights"
+                        )));
+                    }
+                    names.push(role.as_str().to_string());
+                }
+                out.insert(pattern, names);
+            }
+            out
+        }
+    };
+    let limit = caller.expires.unwrap_or(now + app.auth.session_seconds);
+    let wanted = match req.expiration.as_ref().or(req.exp.as_ref()) {
+        Some(v) => parse_expiry(v)?,
+        None => None,
+    };
+    let exp = wanted.unwrap_or(limit);
+    if exp <= now {
+        return Err(ApiError::bad_request(
+            "the requested expiration is in the past",
+        ));
+    }
+    if exp > limit {
+        return Err(ApiError::bad_request(
+            "the requested expiration is later than the caller's own credentials allow",
+        ));
+    }
+    let primary = req
+        .primary_namespace
+        .unwrap_or_else(|| caller.primary_namespace.clone());
+    conda_store_crds::naming::validate_conda_name(&primary)
+        .map_err(|e| ApiError::bad_request(format!("primary_namespace: {e}")))?;
+    let token = app.auth.signer.sign(&Claims {
+        sub: caller.username.clone(),
+        exp,
+        primary_namespace: primary,
+        role_bindings: bindings,
+        session: false,
+    });
+    Ok(ok(json!({"token": token})))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+}
+
+pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+    let is_form = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let form: LoginForm = if is_form {
+        let bytes = read_body(&app, body).await?;
+        serde_urlencoded_form(&bytes)?
+    } else {
+        json_body(&app, body).await?
+    };
+    let caller = app
+        .auth
+        .password_login(&form.username, &form.password)
+        .ok_or_else(|| ApiError::unauthorized("wrong user name or password"))?;
+    let now = jiff::Timestamp::now().as_second();
+    let token = app.auth.session_token(
+        caller.username.as_deref().unwrap_or_default(),
+        &caller.primary_namespace,
+        now,
+    );
+    let cookie = format!(
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        app.auth.session_seconds
+    );
+    let mut resp = ok(json!({"primary_namespace": caller.primary_namespace}));
+    resp.headers_mut().insert(
+        SET_COOKIE,
+        cookie
+            .parse()
+            .map_err(|_| ApiError::bad_request("bad cookie"))?,
+    );
+    Ok(resp)
+}
+
+fn serde_urlencoded_form(bytes: &[u8]) -> ApiResult<LoginForm> {
+    let mut user = None;
+    let mut password = None;
+    for (k, v) in url::form_urlencoded::parse(bytes) {
+        match k.as_ref() {
+            "username" => user = Some(v.into_owned()),
+            "password" => password = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    match (user, password) {
+        (Some(username), Some(password)) => Ok(LoginForm { username, password }),
+        _ => Err(ApiError::bad_request("username and password are required")),
+    }
+}
+
+pub async fn login_form() -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "POST a JSON or form body with username and password to log in",
+    )
+    .into_response()
+}
+
+pub async fn logout() -> Response {
+    let mut resp = crate::error::ack("logged out");
+    resp.headers_mut().insert(
+        SET_COOKIE,
+        format!("{COOKIE_NAME}=; Path=/; HttpOnly; Max-Age=0")
+            .parse()
+            .expect("a valid header"),
+    );
+    resp
+}
+
+pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> {
+    let mut out = serde_json::Map::new();
+    for ns in app.namespaces.state() {
+        let obj = ns.name_any();
+        if !app.may(&caller, Permission::NamespaceRead, &obj, None) {
+            continue;
+        }
+        let envs = app
+            .environments
+            .state()
+            .iter()
+            .filter(|e| e.namespace().as_deref() == Some(obj.as_str()))
+            .count();
+        let builds: Vec<_> = app
+            .builds
+            .state()
+            .into_iter()
+            .filter(|b| b.namespace().as_deref() == Some(obj.as_str()))
+            .collect();
+        let storage: u64 = builds
+            .iter()
+            .filter_map(|b| b.status.as_ref().and_then(|s| s.size))
+            .sum();
+        out.insert(
+            views::namespace_name(&ns),
+            json!({
+                "total_environments": envs,
+                "total_builds": builds.len(),
+                "total_completed_builds": builds.iter().filter(|b| views::build_phase(b) == conda_store_crds::BuildPhase::Completed).count(),
+                "total_storage": storage,
+            }),
+        );
+    }
+    Ok(ok(Value::Object(out)))
+}
+
+pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Response> {
+    let paging = Paging::from(&params, &["name"])?;
+    let mut rows = app.index.channels().await?;
+    if paging.sort_by.iter().any(|s| s == "name") {
+        rows.sort_by(|a, b| a.1.cmp(&b.1));
+    }
+    if paging.descending {
+        rows.reverse();
+    }
+    let count = rows.len();
+    let data = paging
+        .slice(rows)
+        .into_iter()
+        .map(|(id, name, last)| json!({"id": id, "name": name, "last_update": last}))
+        .collect();
+    Ok(page(data, paging.page, paging.size, count))
+}
+
+pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Response> {
+    let paging = Paging::from(&params, &["name", "version"])?;
+    let exact = params.bool("exact")?.unwrap_or(false);
+    let distinct = match params.all("distinct_on").as_slice() {
+        [] => false,
+        ["name"] => true,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "distinct_on supports name only, not {other:?}"
+            )));
+        }
+    };
+    let mut rows = app
+        .index
+        .packages(params.get("search"), exact, params.get("build"), distinct)
+        .await?;
+    if paging.descending {
+        rows.reverse();
+    }
+    let count = rows.len();
+    let data = paging
+        .slice(rows)
+        .into_iter()
+        .map(|p| {
+            json!({
+                "id": p.id,
+                "channel": {"id": p.channel_id, "name": p.channel, "last_update": null},
+                "name": p.name,
+                "version": p.version,
+                "build": p.build,
+                "subdir": p.subdir,
+                "license": null,
+                "summary": null,
+            })
+        })
+        .collect();
+    Ok(page(data, paging.page, paging.size, count))
+}
+
+/// Solving without building is not offered: builds solve in the cluster.
+pub async fn solve() -> Response {
+    ApiError::bad_request(
+        "this server solves only as part of a build: POST /api/v1/specification/ to build an environment",
+    )
+    .into_response()
+}

@@ -1,0 +1,526 @@
+//! The REST API in process: caches filled directly (as the watches would), a real SQLite index
+//! and local storage, a Kubernetes client that reaches nothing (writes answer 503 once allowed).
+//! A table walks every endpoint with every role and checks allow and deny.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use clap::Parser;
+use conda_store_api_server::app::App;
+use conda_store_api_server::auth::jwt::Claims;
+use conda_store_api_server::config::ServeArgs;
+use conda_store_api_server::{build_app, routes};
+use conda_store_crds::rbac::Role;
+use conda_store_crds::{
+    Artifact, ArtifactKind, Build, BuildPhase, BuildSpec, BuildStatus, Environment,
+    EnvironmentSpec, EnvironmentStatus, Namespace, NamespaceSpec, RoleBinding,
+};
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+use tower::{Layer, ServiceExt};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+const LOCK: &str = "version: 1
+metadata:
+  content_hash: {linux-64: x}
+  channels: [{url: 'http://127.0.0.1/channel', used_env_vars: []}]
+  platforms: [linux-64]
+  sources: [environment.yaml]
+package:
+- name: liba
+  version: '2.0'
+  manager: conda
+  platform: linux-64
+  dependencies: {}
+  url: http://127.0.0.1/channel/linux-64/liba-2.0-h1_0.conda
+  hash: {md5: 0123456789abcdef0123456789abcdef, sha256: abababababababababababababababababababababababababababababababab}
+  category: main
+  optional: false
+";
+
+struct Fixture {
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let args = Args::parse_from([
+        "t",
+        "--database-url",
+        &format!("sqlite://{}", dir.path().join("index.db").display()),
+        "--storage-dir",
+        dir.path().join("artifacts").to_str().unwrap(),
+        "--secret-key",
+        "0123456789abcdef0123456789abcdef-test",
+        "--max-body-bytes",
+        "10000",
+        "--build-wait-seconds",
+        "1",
+    ]);
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+    let (app, mut w) = build_app(&args.serve, client).await.unwrap();
+    let lock_key = "builds/team/env-1234abcd-1/conda-lock.yaml";
+    app.storage
+        .put_bytes(
+            &conda_store_storage::Key::new(lock_key).unwrap(),
+            LOCK.as_bytes().to_vec().into(),
+        )
+        .await
+        .unwrap();
+
+    let mut ns = Namespace::new(
+        "team",
+        NamespaceSpec {
+            role_bindings: vec![RoleBinding {
+                entity: "team/*".into(),
+                role: Role::Editor,
+            }],
+            ..Default::default()
+        },
+    );
+    ns.metadata.uid = Some("ns-uid".into());
+    let mut env = Environment::new("env", EnvironmentSpec::default());
+    env.metadata.namespace = Some("team".into());
+    env.metadata.uid = Some("env-uid".into());
+    env.status = Some(EnvironmentStatus {
+        current_build: Some(1),
+        ..Default::default()
+    });
+    let mut b = Build::new(
+        "env-1234abcd-1",
+        BuildSpec {
+            environment: "env".into(),
+            specification: "spec-1234abcd".into(),
+            cancel: false,
+        },
+    );
+    b.metadata.namespace = Some("team".into());
+    b.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Completed),
+        size: Some(10),
+        artifacts: vec![Artifact {
+            kind: ArtifactKind::Lockfile,
+            key: lock_key.into(),
+            size: None,
+            digest: None,
+        }],
+        ..Default::default()
+    });
+    w.namespaces.apply_watcher_event(&Event::Apply(ns));
+    w.environments.apply_watcher_event(&Event::Apply(env));
+    w.builds.apply_watcher_event(&Event::Apply(b));
+    app.sync_index().await.unwrap();
+    Fixture { app, _dir: dir }
+}
+
+async fn call(
+    app: &Arc<App>,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(a) = auth {
+        req = req.header("Authorization", a);
+    }
+    let req = req
+        .body(Body::from(body.unwrap_or_default().to_string()))
+        .unwrap();
+    let svc =
+        tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
+    let resp = svc.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn token(app: &App, bindings: &[(&str, &str)]) -> String {
+    let claims = Claims {
+        sub: Some("t".into()),
+        exp: jiff::Timestamp::now().as_second() + 600,
+        primary_namespace: "someone".into(),
+        role_bindings: bindings
+            .iter()
+            .map(|(p, r)| (p.to_string(), vec![r.to_string()]))
+            .collect::<BTreeMap<_, _>>(),
+        session: false,
+    };
+    format!("Bearer {}", app.auth.signer.sign(&claims))
+}
+
+#[tokio::test]
+async fn every_endpoint_with_every_role() {
+    let f = fixture().await;
+    let app = &f.app;
+    let p = "/conda-store/api/v1";
+    let spec =
+        r#"{"namespace":"team","environment_name":"env","specification":"dependencies: [liba]\n"}"#;
+    // (method, path, body, least role)
+    let table: Vec<(&str, String, Option<&str>, Role)> = vec![
+        ("GET", format!("{p}/namespace/team/"), None, Role::Viewer),
+        (
+            "GET",
+            format!("{p}/namespace/team/roles"),
+            None,
+            Role::Viewer,
+        ),
+        (
+            "GET",
+            format!("{p}/environment/team/env/"),
+            None,
+            Role::Viewer,
+        ),
+        (
+            "GET",
+            format!("{p}/environment/team/env/lockfile/"),
+            None,
+            Role::Viewer,
+        ),
+        (
+            "GET",
+            format!("{p}/environment/team/env/conda-lock.yml"),
+            None,
+            Role::Viewer,
+        ),
+        ("GET", format!("{p}/build/1/"), None, Role::Viewer),
+        ("GET", format!("{p}/build/1/lockfile/"), None, Role::Viewer),
+        (
+            "GET",
+            format!("{p}/build/1/conda-lock.yaml"),
+            None,
+            Role::Viewer,
+        ),
+        ("GET", format!("{p}/build/1/packages/"), None, Role::Viewer),
+        ("GET", format!("{p}/build/1/logs/"), None, Role::Viewer),
+        ("GET", format!("{p}/build/1/yaml/"), None, Role::Viewer),
+        ("PUT", format!("{p}/build/1/cancel/"), None, Role::Editor),
+        ("PUT", format!("{p}/build/1/"), None, Role::Editor),
+        (
+            "PUT",
+            format!("{p}/environment/team/env/"),
+            Some(r#"{"description":"x"}"#),
+            Role::Editor,
+        ),
+        (
+            "POST",
+            format!("{p}/specification/"),
+            Some(spec),
+            Role::Editor,
+        ),
+        ("DELETE", format!("{p}/build/1/"), None, Role::Admin),
+        (
+            "DELETE",
+            format!("{p}/environment/team/env/"),
+            None,
+            Role::Admin,
+        ),
+        (
+            "PUT",
+            format!("{p}/namespace/team/"),
+            Some(r#"{"metadata":{"description":"x"}}"#),
+            Role::Admin,
+        ),
+        (
+            "PUT",
+            format!("{p}/namespace/team/metadata"),
+            Some(r#"{"description":"x"}"#),
+            Role::Admin,
+        ),
+        (
+            "POST",
+            format!("{p}/namespace/team/role"),
+            Some(r#"{"other_namespace":"x","role":"viewer"}"#),
+            Role::Admin,
+        ),
+        (
+            "DELETE",
+            format!("{p}/namespace/team/roles"),
+            None,
+            Role::Admin,
+        ),
+        ("DELETE", format!("{p}/namespace/team/"), None, Role::Admin),
+    ];
+    let callers: Vec<(&str, Option<String>, Option<Role>)> = vec![
+        ("anonymous", None, None),
+        ("outsider", Some(token(app, &[("other/*", "admin")])), None),
+        (
+            "viewer",
+            Some(token(app, &[("team/*", "viewer")])),
+            Some(Role::Viewer),
+        ),
+        (
+            "editor",
+            Some(token(app, &[("team/env", "editor"), ("team", "viewer")])),
+            Some(Role::Editor),
+        ),
+        (
+            "admin",
+            Some(token(app, &[("team/*", "admin")])),
+            Some(Role::Admin),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (method, path, body, least) in &table {
+        for (who, auth, role) in &callers {
+            let (status, json) = call(app, method, path, auth.as_deref(), *body).await;
+            let allowed = role.is_some_and(|r| r >= *least);
+            let denied = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            let expected_denial = if auth.is_none() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            if allowed == denied || (!allowed && status != expected_denial) {
+                wrong.push(format!("{method} {path} as {who}: {status} {json}"));
+            }
+            // Whatever the answer, it is conda-store's envelope (or an artifact).
+            if status.is_client_error() {
+                assert_eq!(json["status"], "error", "{method} {path} as {who}");
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "unexpected answers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn lists_show_what_the_caller_may_read() {
+    let f = fixture().await;
+    let app = &f.app;
+    let viewer = token(app, &[("team/*", "viewer")]);
+    let outsider = token(app, &[("other/*", "admin")]);
+    for (path, key) in [
+        ("/conda-store/api/v1/environment/", "name"),
+        ("/conda-store/api/v1/build/", "id"),
+        ("/conda-store/api/v1/namespace/", "name"),
+    ] {
+        let (s, v) = call(app, "GET", path, Some(&viewer), None).await;
+        assert_eq!(s, 200, "{path}");
+        assert_eq!(v["count"], 1, "{path}: {v}");
+        assert_eq!(v["size"], 100);
+        assert!(v["data"][0][key].is_string() || v["data"][0][key].is_number());
+        for auth in [Some(outsider.as_str()), None] {
+            let (s, v) = call(app, "GET", path, auth, None).await;
+            assert_eq!(s, 200);
+            assert_eq!(v["count"], 0, "{path} {auth:?}: {v}");
+        }
+    }
+    // Filters, and the CLI's stray slash after the query.
+    let (_, v) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/build?status=COMPLETED&packages=liba/",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(v["count"], 1, "{v}");
+    let (_, v) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/build?status=FAILED/",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(v["count"], 0);
+    let (_, v) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/environment?packages=nothere",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(v["count"], 0);
+    let (_, v) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/build/1/",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(v["data"]["status"], "COMPLETED");
+    assert_eq!(v["data"]["build_artifacts"][0]["artifact_type"], "LOCKFILE");
+}
+
+#[tokio::test]
+async fn bad_input_is_a_4xx_with_a_message() {
+    let f = fixture().await;
+    let app = &f.app;
+    let admin = token(app, &[("*/*", "admin")]);
+    let p = "/conda-store/api/v1";
+    let big = format!(r#"{{"specification":"{}"}}"#, "a".repeat(20_000));
+    let cases: Vec<(&str, String, Option<&str>, u16)> = vec![
+        ("POST", format!("{p}/specification/"), Some("{nope"), 400),
+        (
+            "POST",
+            format!("{p}/specification/"),
+            Some(
+                r#"{"namespace":"team","environment_name":"e","specification":"dependencies: {a: 1}\n"}"#,
+            ),
+            400,
+        ),
+        (
+            "POST",
+            format!("{p}/specification/"),
+            Some(
+                r#"{"namespace":"a/b","environment_name":"e","specification":"dependencies: [a]\n"}"#,
+            ),
+            400,
+        ),
+        ("POST", format!("{p}/specification/"), Some(&big), 413),
+        ("GET", format!("{p}/build/abc/"), None, 400),
+        ("GET", format!("{p}/build/-1/"), None, 400),
+        (
+            "GET",
+            format!("{p}/build/99999999999999999999999/"),
+            None,
+            400,
+        ),
+        ("GET", format!("{p}/build/424242/"), None, 404),
+        ("GET", format!("{p}/environment/team/nope/"), None, 404),
+        ("GET", format!("{p}/environment/..%2F../x/"), None, 400),
+        ("GET", format!("{p}/namespace/..%2Fetc/"), None, 400),
+        ("GET", format!("{p}/build/?page=0"), None, 400),
+        ("GET", format!("{p}/build/?status=DONE"), None, 400),
+        ("GET", format!("{p}/build/1/installer/"), None, 404),
+        ("PUT", format!("{p}/build/1/cancel/"), None, 400),
+        ("DELETE", format!("{p}/build/1/"), None, 400),
+        (
+            "PUT",
+            format!("{p}/environment/team/env/"),
+            Some(r#"{"build_id": 77}"#),
+            400,
+        ),
+        (
+            "POST",
+            format!("{p}/token/"),
+            Some(r#"{"expiration": "yesterday"}"#),
+            400,
+        ),
+        (
+            "POST",
+            format!("{p}/token/"),
+            Some(r#"{"role_bindings": {"a/b/c": ["admin"]}}"#),
+            400,
+        ),
+        ("GET", format!("{p}/nothing/"), None, 404),
+    ];
+    for (method, path, body, want) in cases {
+        let (s, v) = call(app, method, &path, Some(&admin), body).await;
+        assert_eq!(s.as_u16(), want, "{method} {path}: {v}");
+        assert_eq!(v["status"], "error", "{method} {path}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_never_exceed_their_holder() {
+    let f = fixture().await;
+    let app = &f.app;
+    let editor = token(app, &[("team/*", "editor")]);
+    let p = "/conda-store/api/v1/token/";
+    let (s, v) = call(
+        app,
+        "POST",
+        p,
+        Some(&editor),
+        Some(r#"{"role_bindings": {"team/env": ["viewer"]}}"#),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let narrower = format!("Bearer {}", v["data"]["token"].as_str().unwrap());
+    let (s, _) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/environment/team/env/",
+        Some(&narrower),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = call(
+        app,
+        "PUT",
+        "/conda-store/api/v1/build/1/",
+        Some(&narrower),
+        None,
+    )
+    .await;
+    assert_eq!(s, 403);
+    for body in [
+        r#"{"role_bindings": {"team/*": ["admin"]}}"#,
+        r#"{"role_bindings": {"*/*": ["viewer"]}}"#,
+        r#"{"role_bindings": {"other/env": ["viewer"]}}"#,
+        r#"{"expiration": "2999-01-01T00:00:00Z"}"#,
+    ] {
+        let (s, v) = call(app, "POST", p, Some(&editor), Some(body)).await;
+        assert_eq!(s, 400, "{body}: {v}");
+    }
+    let (s, _) = call(app, "POST", p, None, Some("{}")).await;
+    assert_eq!(s, 401);
+    // The permission endpoint shows what a holder may do, keys `namespace/environment`.
+    let (_, v) = call(
+        app,
+        "GET",
+        "/conda-store/api/v1/permission/",
+        Some(&editor),
+        None,
+    )
+    .await;
+    assert_eq!(v["data"]["authenticated"], true);
+    assert!(
+        v["data"]["entity_permissions"]["team/*"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p == "build::cancel")
+    );
+}
+
+#[tokio::test]
+async fn root_health_and_unknown_paths() {
+    let f = fixture().await;
+    let (s, v) = call(&f.app, "GET", "/conda-store/api/v1/", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["data"]["version"], "2025.2.2");
+    let (s, _) = call(&f.app, "GET", "/healthz", None, None).await;
+    assert_eq!(s, 200);
+    let (s, v) = call(&f.app, "GET", "/nope", None, None).await;
+    assert_eq!(s, 404);
+    assert_eq!(v["status"], "error");
+    let (s, v) = call(
+        &f.app,
+        "GET",
+        "/conda-store/api/v1/build/1/lockfile/",
+        Some(&token(&f.app, &[("team/*", "viewer")])),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}

@@ -1,0 +1,20 @@
+//! Labels and names shared by the operator and the gateway: both create Builds, and both must
+//! name and label them alike.
+
+/// On Builds: the object name of their Environment.
+pub const ENVIRONMENT: &str = "conda.store/environment";
+/// On Builds and Jobs: the Specification's object name.
+pub const SPECIFICATION: &str = "conda.store/specification";
+/// On everything conda-store creates.
+pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// The value of [`MANAGED_BY`].
+pub const MANAGER: &str = "conda-store";
+/// On Jobs (and their pods): the Build's object name.
+pub const BUILD: &str = "conda.store/build";
+/// On Jobs (and their pods): the step they run.
+pub const STEP: &str = "conda.store/step";
+
+/// The storage key prefix of a build's artifacts.
+pub fn build_key(namespace: &str, build: &str) -> String {
+    format!("builds/{namespace}/{build}")
+}

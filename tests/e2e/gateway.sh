@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The gateway on a real control plane: `scripts/local.sh up` (cluster, operator, gateway, the
+# demo Environment built), then the published `conda-store` client (PyPI, in a cached
+# virtualenv) and curl against the REST API: lists, download, wait, token, login, a new
+# environment POSTed and built, role checks (401/403) and bad input (4xx, never 5xx).
+#
+#   bash tests/e2e/gateway.sh
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CONDA_STORE_LOCAL_DIR=${CONDA_STORE_LOCAL_DIR:-/tmp/conda-store-e2e-gateway-$$}
+STATE=${CONDA_STORE_LOCAL_DIR%/}
+VENV=${CONDA_STORE_CLIENT_VENV:-$HOME/.cache/conda-store-k8s/client-venv}
+# shellcheck source=tests/e2e/checks.sh
+source "$ROOT/tests/e2e/checks.sh"
+
+cleanup() {
+  if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
+  bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+# The client, once per machine.
+if [[ ! -x $VENV/bin/conda-store ]]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q 'conda-store==2025.2.2'
+fi
+CS() { "$VENV/bin/conda-store" "$@"; }
+
+USERS=$(mktemp)
+printf 'users:\n  - username: demo\n    password: demo\n  - username: alice\n    password: alice-pw\n' >"$USERS"
+CONDA_STORE_LOCAL_USERS=$USERS bash "$ROOT/scripts/local.sh" up >"$STATE.up.log" 2>&1 ||
+  { tail -n 30 "$STATE.up.log"; exit 1; }
+rm -f "$USERS"
+URL=$(cat "$STATE/api.url")
+API=${URL}api/v1
+export CONDA_STORE_URL=$URL
+
+j() { python3 -c "import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))" "$1"; }
+status_of() { # status_of CURL-ARGS...: the HTTP status
+  curl -s -o /dev/null -w '%{http_code}' "$@"
+}
+is() { [[ $1 == "$2" ]] || { echo "expected $2, got $1"; return 1; }; }
+no_5xx() { local s; s=$(status_of "$@"); [[ $s -lt 500 && $s -ge 400 ]] || { echo "status $s"; return 1; }; }
+
+check "GET api/v1/ gives the version" contains '"version"' curl -fsS "$API/"
+check "anonymous callers see no namespace" is "$(curl -fsS "$API/namespace/" | j 'd["count"]')" 0
+
+# The client, logged in with a password (cookies need a host name, not an IP).
+basic() { CONDA_STORE_AUTH=basic CONDA_STORE_USERNAME=$1 CONDA_STORE_PASSWORD=$2 CS "${@:3}"; }
+check "conda-store list namespace" contains Demo basic demo demo list namespace
+check "conda-store list environment" contains Tools basic demo demo list environment --output json
+check "conda-store list build shows the completed build" contains COMPLETED basic demo demo list build
+ID=$(curl -fsS -u demo:demo "$API/environment/Demo/Tools/" | j 'd["data"]["current_build_id"]')
+check "the environment has a current build" test "$ID" -gt 0
+cd "$STATE"
+check "conda-store download of the lockfile" basic demo demo download "Demo/Tools" --output-filename tools.lock
+check "the lockfile is conda's explicit format with the packages" contains liba-2 cat tools.lock
+check "conda-store wait on a built environment" basic demo demo wait "Demo/Tools" --timeout 30 --interval 1
+check "conda-lock.yml is served" contains 'version: 1' curl -fsS -u demo:demo "$API/build/$ID/conda-lock.yml"
+check "the build's packages are indexed" contains '"liba"' curl -fsS -u demo:demo "$API/build/$ID/packages/"
+check "the package catalog lists them" contains '"tool"' curl -fsS "$API/package/?search=too"
+check "logs are served" contains '==> solve <==' curl -fsS -u demo:demo "$API/build/$ID/logs/"
+
+# A token for alice, from the client, then alice builds in her own namespace.
+TOKEN=$(basic alice alice-pw token)
+check "conda-store token issues a token" test -n "$TOKEN"
+# The demo channel the operator builds from (local.sh serves it on the pod gateway).
+CHANNEL=$(curl -fsS -u demo:demo "$API/build/$ID/" | j 'd["data"]["specification"]["spec"]["channels"][0]')
+BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"my_env","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [liba]\n"}))' "$CHANNEL")
+NEW=$(curl -fsS -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d "$BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+check "POST specification returns the new build's id" test "$NEW" -gt "$ID"
+check "conda-store wait on the new build" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" wait "$NEW" --timeout 240 --interval 1
+check "alice's environment is listed for her" contains my_env env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" list environment --output json
+check "the same spec again reuses the build" is "$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$BODY" "$API/specification/" | j 'd["data"]["build_id"]')" "$NEW"
+
+# Rights.
+check "anonymous: a build is 401" is "$(status_of "$API/build/$ID/")" 401
+check "demo (viewer of Demo) may not cancel: 403" is "$(status_of -u demo:demo -X PUT "$API/build/$ID/cancel/")" 403
+check "demo may not read alice's environment: 403" is "$(status_of -u demo:demo "$API/environment/alice/my_env/")" 403
+VIEWER=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"role_bindings":{"alice/my_env":["viewer"]}}' "$API/token/" | j 'd["data"]["token"]')
+check "a viewer token may read" is "$(status_of -H "Authorization: Bearer $VIEWER" "$API/environment/alice/my_env/")" 200
+check "a viewer token may not build: 403" is "$(status_of -H "Authorization: Bearer $VIEWER" -d "$BODY" "$API/specification/")" 403
+check "a token cannot exceed its holder: 400" is "$(status_of -H "Authorization: Bearer $VIEWER" -d '{"role_bindings":{"alice/*":["admin"]}}' "$API/token/")" 400
+check "a forged token is 401" is "$(status_of -H "Authorization: Bearer ${TOKEN%?}x" "$API/environment/alice/my_env/")" 401
+check "wrong password is 401" is "$(status_of -u demo:nope "$API/namespace/")" 401
+
+# Bad input: 4xx with a conda-store error body, never 5xx.
+check "malformed JSON is 400" contains '"status":"error"' curl -s -H "Authorization: Bearer $TOKEN" -d '{nope' "$API/specification/"
+check "an invalid environment.yaml is 400 with the line" contains 'line' curl -s -H "Authorization: Bearer $TOKEN" \
+  -d '{"namespace":"alice","environment_name":"bad","specification":"dependencies: {a: 1}\n"}' "$API/specification/"
+check "an unknown namespace without rights on it is 403 (existence not told)" \
+  is "$(status_of -H "Authorization: Bearer $TOKEN" "$API/namespace/nope/")" 403
+check "an unknown environment in her namespace is 404" \
+  is "$(status_of -H "Authorization: Bearer $TOKEN" "$API/environment/alice/nope/")" 404
+check "a build id that is not a number is 400" is "$(status_of "$API/build/abc/")" 400
+check "an id out of range is 4xx" no_5xx "$API/build/99999999999999999999/"
+check "path traversal in names is refused" no_5xx -u demo:demo "$API/environment/..%2F../x/"
+check "an oversized body is 413" is "$(head -c 5000000 /dev/zero | tr '\0' a | status_of -H "Authorization: Bearer $TOKEN" --data-binary @- "$API/specification/")" 413
+check "/metrics counts requests" contains conda_store_api_requests_total curl -fsS "${URL%/conda-store/}/metrics"
+
+finish
