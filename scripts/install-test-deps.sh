@@ -3,7 +3,9 @@
 # checkout (CONDA_STORE_CACHE, default ~/.cache/conda-store-k8s):
 #   - moto[server] in a virtualenv: the S3-compatible server the storage tests start on loopback;
 #   - Debian's skopeo and umoci (real OCI clients that read the images we build), zstd and perl
-#     (the pack tests extract archives and run their unpack script).
+#     (the pack tests extract archives and run their unpack script), postgresql (the SQL index
+#     is tested on a real server too);
+#   - the published `conda-store` client (PyPI) in its own virtualenv, for the gateway's e2e.
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -16,6 +18,7 @@ missing=()
 for tool in skopeo umoci zstd perl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -27,4 +30,12 @@ if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import moto, sys
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
 fi
+CLIENT_VENV="$CACHE/client-venv"
+CLIENT_VERSION="2025.2.2"
+if [ ! -x "$CLIENT_VENV/bin/conda-store" ] || ! "$CLIENT_VENV/bin/pip" show conda-store 2>/dev/null | grep -qx "Version: $CLIENT_VERSION"; then
+  log "installing conda-store==$CLIENT_VERSION (the client) into $CLIENT_VENV"
+  python3 -m venv "$CLIENT_VENV"
+  "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "conda-store==$CLIENT_VERSION" >&2
+fi
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
+echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

@@ -108,7 +108,10 @@ spec:
   displayName: Demo
   roleBindings: [{entity: "*/*", role: viewer}]
   retention: {keepBuilds: 3}
----
+YAML
+  # The operator creates the Kubernetes namespace the Environment goes into.
+  for _ in $(seq 120); do k get namespace demo >/dev/null 2>&1 && break; sleep 0.5; done
+  k apply -f - >/dev/null <<YAML
 apiVersion: conda.store/v1alpha1
 kind: Environment
 metadata: {name: tools, namespace: demo}

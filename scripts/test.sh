@@ -10,7 +10,7 @@ mkdir -p "$CARGO_TARGET_DIR"
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test dependencies (moto S3 server)"
+step "test dependencies (moto S3 server, PostgreSQL, the conda-store client)"
 eval "$(bash scripts/install-test-deps.sh)"
 
 step "cargo fmt --check"
@@ -35,3 +35,8 @@ bash tests/e2e/jobs.sh
 # in the project's own image (the debug binary `cargo test` built).
 step "e2e: the operator builds Environments through Jobs"
 bash tests/e2e/operator.sh
+
+# The gateway (conda-store's REST API) in front of that, driven by the published conda-store
+# client: `scripts/local.sh up` (the README's run command) and checks against it.
+step "e2e: the gateway with the conda-store client"
+bash tests/e2e/gateway.sh

@@ -20,10 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The client, once per machine.
+# The client (scripts/install-test-deps.sh installs it; this covers a direct run).
 if [[ ! -x $VENV/bin/conda-store ]]; then
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q 'conda-store==2025.2.2'
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'conda-store==2025.2.2'
 fi
 CS() { "$VENV/bin/conda-store" "$@"; }
 

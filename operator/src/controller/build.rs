@@ -238,10 +238,27 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 }
             }
             BuildAction::AssignId => {
-                let id = ctx.ids.next().await?;
-                status.id = Some(id);
-                status.phase = Some(BuildPhase::Queued);
-                status.scheduled_on = Some(Time(now));
+                // The cache can lag behind the id this process wrote a moment ago: ask the
+                // API before handing out another, or the build would be renumbered.
+                let fresh = api
+                    .get_opt(&name)
+                    .await?
+                    .and_then(|b| b.status)
+                    .filter(|s| s.id.is_some());
+                match fresh {
+                    Some(written) => {
+                        status = BuildStatus {
+                            observed_generation: generation,
+                            ..written
+                        };
+                    }
+                    None => {
+                        let id = ctx.ids.next().await?;
+                        status.id = Some(id);
+                        status.phase = Some(BuildPhase::Queued);
+                        status.scheduled_on = Some(Time(now));
+                    }
+                }
                 Next::Continue
             }
             BuildAction::Start => {
