@@ -254,6 +254,14 @@ async fn every_endpoint_with_every_role() {
             None,
             Role::Admin,
         ),
+        ("GET", format!("{p}/setting/team/"), None, Role::Editor),
+        ("GET", format!("{p}/setting/team/env/"), None, Role::Editor),
+        (
+            "PUT",
+            format!("{p}/setting/team/"),
+            Some(r#"{"conda_allowed_channels":["x"]}"#),
+            Role::Admin,
+        ),
         ("DELETE", format!("{p}/namespace/team/"), None, Role::Admin),
     ];
     let callers: Vec<(&str, Option<String>, Option<Role>)> = vec![
@@ -266,7 +274,7 @@ async fn every_endpoint_with_every_role() {
         ),
         (
             "editor",
-            Some(token(app, &[("team/env", "editor"), ("team", "viewer")])),
+            Some(token(app, &[("team/*", "editor")])),
             Some(Role::Editor),
         ),
         (
@@ -523,4 +531,74 @@ async fn root_health_and_unknown_paths() {
     )
     .await;
     assert_eq!(s, 200, "{v}");
+}
+
+/// The /api paths of conda-store 2025.2.2's OpenAPI document.
+const CONDA_STORE_PATHS: &[&str] = &[
+    "/api/v1/",
+    "/api/v1/build/",
+    "/api/v1/build/{build_id}/",
+    "/api/v1/build/{build_id}/archive/",
+    "/api/v1/build/{build_id}/cancel/",
+    "/api/v1/build/{build_id}/conda-lock.yaml",
+    "/api/v1/build/{build_id}/conda-lock.yml",
+    "/api/v1/build/{build_id}/docker/",
+    "/api/v1/build/{build_id}/installer/",
+    "/api/v1/build/{build_id}/lockfile/",
+    "/api/v1/build/{build_id}/logs/",
+    "/api/v1/build/{build_id}/packages/",
+    "/api/v1/build/{build_id}/yaml/",
+    "/api/v1/channel/",
+    "/api/v1/environment/",
+    "/api/v1/environment/{namespace}/{environment_name}/",
+    "/api/v1/environment/{namespace}/{environment_name}/conda-lock.yaml",
+    "/api/v1/environment/{namespace}/{environment_name}/conda-lock.yml",
+    "/api/v1/environment/{namespace}/{environment_name}/lockfile/",
+    "/api/v1/environment/{namespace}/{name}/",
+    "/api/v1/namespace/",
+    "/api/v1/namespace/{namespace}/",
+    "/api/v1/namespace/{namespace}/metadata",
+    "/api/v1/namespace/{namespace}/role",
+    "/api/v1/namespace/{namespace}/roles",
+    "/api/v1/package/",
+    "/api/v1/permission/",
+    "/api/v1/setting/",
+    "/api/v1/setting/{namespace}/",
+    "/api/v1/setting/{namespace}/{environment_name}/",
+    "/api/v1/specification/",
+    "/api/v1/token/",
+    "/api/v1/usage/",
+    "/api/v2/environment/",
+];
+
+#[tokio::test]
+async fn the_openapi_document_lists_conda_stores_endpoints() {
+    let f = fixture().await;
+    let (s, doc) = call(&f.app, "GET", "/conda-store/openapi.json", None, None).await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["servers"][0]["url"], "/conda-store");
+    let served: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
+    // Every /api path of conda-store's own document is served, by the same name.
+    let wanted: Vec<String> = CONDA_STORE_PATHS.iter().map(|p| p.to_string()).collect();
+    assert!(!wanted.is_empty());
+    let missing: Vec<&String> = wanted
+        .iter()
+        .filter(|p| {
+            // conda-store names path parameters differently in places ({name} vs
+            // {environment_name}, {id} vs {build_id}): compare shapes.
+            let shape = |s: &str| {
+                s.split('/')
+                    .map(|seg| if seg.starts_with('{') { "{}" } else { seg })
+                    .collect::<Vec<_>>()
+                    .join("/")
+            };
+            !served.iter().any(|s| {
+                shape(s) == shape(p)
+                    || (shape(p).ends_with(".yml") || shape(p).ends_with(".yaml"))
+                        && shape(s).ends_with("/{}")
+                        && shape(s).split('/').count() == shape(p).split('/').count()
+            })
+        })
+        .collect();
+    assert!(missing.is_empty(), "not served: {missing:?}");
 }

@@ -152,32 +152,33 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
 }
 
-pub async fn build_artifact(
-    State(app): AppState,
-    caller: Caller,
-    Path((id, artifact)): Path<(String, String)>,
+async fn build_artifact(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+    artifact: &str,
 ) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
-    let (b, _) = find(&app, &caller, id, Permission::EnvironmentRead)?;
-    match artifact.as_str() {
-        "lockfile" => lockfile_text(&app, &b, id).await,
+    let id = parse_id(id)?;
+    let (b, _) = find(app, caller, id, Permission::EnvironmentRead)?;
+    match artifact {
+        "lockfile" => lockfile_text(app, &b, id).await,
         "conda-lock.yml" | "conda-lock.yaml" => {
             let key =
                 artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
-            serve(&app, &key, "text/yaml; charset=utf-8", None).await
+            serve(app, &key, "text/yaml; charset=utf-8", None).await
         }
         "yaml" => {
             let key =
                 artifact_key(&b, ArtifactKind::Yaml).ok_or_else(|| missing(id, "YAML export"))?;
-            serve(&app, &key, "text/yaml; charset=utf-8", None).await
+            serve(app, &key, "text/yaml; charset=utf-8", None).await
         }
-        "logs" => logs(&app, &b, id).await,
+        "logs" => logs(app, &b, id).await,
         "archive" => {
             let key =
                 artifact_key(&b, ArtifactKind::Archive).ok_or_else(|| missing(id, "archive"))?;
             let file = key.rsplit('/').next().unwrap_or("archive").to_string();
             serve(
-                &app,
+                app,
                 &key,
                 "application/octet-stream",
                 Some(&format!("build-{id}-{file}")),
@@ -204,6 +205,190 @@ pub async fn build_artifact(
             "unknown build artifact {other:?}"
         ))),
     }
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/lockfile",
+    tag = "artifact",
+    summary = "conda's explicit lockfile of a build",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_lockfile(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "lockfile").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/conda-lock.yml",
+    tag = "artifact",
+    summary = "The conda-lock lockfile of a build",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_conda_lock_yml(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "conda-lock.yml").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/conda-lock.yaml",
+    tag = "artifact",
+    summary = "The conda-lock lockfile of a build",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_conda_lock_yaml(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "conda-lock.yaml").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/yaml",
+    tag = "artifact",
+    summary = "The environment of a build as YAML with exact pins",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_yaml(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "yaml").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/logs",
+    tag = "artifact",
+    summary = "The logs of a build (live while a step runs)",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_logs(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "logs").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/archive",
+    tag = "artifact",
+    summary = "The relocatable archive of a build",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_archive(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "archive").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/docker",
+    tag = "artifact",
+    summary = "The image names of a build",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_docker(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "docker").await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/installer",
+    tag = "artifact",
+    summary = "Installers (not built by this server)",
+    params(("id" = i64, Path, description = "Build id")),
+    responses(
+        (status = 200, description = "the artifact"),
+        (status = 307, description = "a presigned URL of the artifact"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn build_installer(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    build_artifact(&app, &caller, &id, "installer").await
 }
 
 /// The current (or `build_id`) build of an environment.
@@ -234,6 +419,24 @@ fn env_build(
     Ok(((*b).clone(), id))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment/{namespace}/{name}/lockfile",
+    tag = "artifact",
+    summary = "The explicit lockfile of the current (or given) build",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn env_lockfile(
     State(app): AppState,
     caller: Caller,
@@ -244,18 +447,70 @@ pub async fn env_lockfile(
     lockfile_text(&app, &b, id).await
 }
 
-pub async fn env_conda_lock(
+async fn env_conda_lock(
+    app: &App,
+    caller: &Caller,
+    ns: &str,
+    name: &str,
+    params: &Params,
+) -> ApiResult<Response> {
+    let (b, id) = env_build(app, caller, ns, name, params)?;
+    let key = artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
+    serve(app, &key, "text/yaml; charset=utf-8", None).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment/{namespace}/{name}/conda-lock.yml",
+    tag = "artifact",
+    summary = "The conda-lock lockfile of the current (or given) build",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
+    ),
+    responses(
+        (status = 200, description = "the lockfile"),
+        (status = 307, description = "a presigned URL of the lockfile"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn env_conda_lock_yml(
     State(app): AppState,
     caller: Caller,
-    Path((ns, name, file)): Path<(String, String, String)>,
+    Path((ns, name)): Path<(String, String)>,
     params: Params,
 ) -> ApiResult<Response> {
-    if file != "conda-lock.yml" && file != "conda-lock.yaml" {
-        return Err(ApiError::not_found(format!(
-            "unknown environment artifact {file:?}"
-        )));
-    }
-    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
-    let key = artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
-    serve(&app, &key, "text/yaml; charset=utf-8", None).await
+    env_conda_lock(&app, &caller, &ns, &name, &params).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment/{namespace}/{name}/conda-lock.yaml",
+    tag = "artifact",
+    summary = "The conda-lock lockfile of the current (or given) build",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
+    ),
+    responses(
+        (status = 200, description = "the lockfile"),
+        (status = 307, description = "a presigned URL of the lockfile"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
+pub async fn env_conda_lock_yaml(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    env_conda_lock(&app, &caller, &ns, &name, &params).await
 }

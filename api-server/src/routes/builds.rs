@@ -45,6 +45,31 @@ pub fn find(
     Ok((b, env))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/build",
+    tag = "build",
+    summary = "Builds the caller may read",
+    params(
+        ("status" = Option<String>, Query, description = "Build status"),
+        ("packages" = Option<Vec<String>>, Query, description = "Package names"),
+        ("artifact" = Option<String>, Query, description = "Artifact type"),
+        ("environment_id" = Option<i64>, Query, description = "Environment id"),
+        ("name" = Option<String>, Query, description = "Environment name"),
+        ("namespace" = Option<String>, Query, description = "Namespace name"),
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(
         &params,
@@ -140,6 +165,22 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     Ok(page(paging.slice(data), paging.page, paging.size, count))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}",
+    tag = "build",
+    summary = "A build",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn get_one(
     State(app): AppState,
     caller: Caller,
@@ -149,6 +190,22 @@ pub async fn get_one(
     Ok(ok(app.build_view(&b, true).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/build/{id}/cancel",
+    tag = "build",
+    summary = "Cancel a queued or running build",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn cancel(
     State(app): AppState,
     caller: Caller,
@@ -173,6 +230,22 @@ pub async fn cancel(
     Ok(ack(format!("build {id} canceled")))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/build/{id}",
+    tag = "build",
+    summary = "Delete a build and its artifacts",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn delete(
     State(app): AppState,
     caller: Caller,
@@ -198,6 +271,22 @@ pub async fn delete(
 }
 
 /// A new build of the same specification; answers its id once the operator gave it one.
+#[utoipa::path(
+    put,
+    path = "/api/v1/build/{id}",
+    tag = "build",
+    summary = "Build the same specification again",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn rebuild(
     State(app): AppState,
     caller: Caller,
@@ -255,6 +344,29 @@ pub async fn rebuild(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/packages",
+    tag = "build",
+    summary = "The packages of a build",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+        ("search" = Option<String>, Query, description = "Substring of the package name"),
+        ("exact" = Option<bool>, Query, description = "Match the name exactly"),
+        ("build" = Option<String>, Query, description = "Build string"),
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn packages(
     State(app): AppState,
     caller: Caller,

@@ -140,6 +140,31 @@ async fn views_of(app: &App, envs: &[Arc<Environment>]) -> ApiResult<Vec<Value>>
     Ok(out)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment",
+    tag = "environment",
+    summary = "Environments the caller may read",
+    params(
+        ("namespace" = Option<String>, Query, description = "Namespace name"),
+        ("name" = Option<String>, Query, description = "Environment name"),
+        ("status" = Option<String>, Query, description = "Status of the current build"),
+        ("artifact" = Option<String>, Query, description = "Artifact type the current build has"),
+        ("packages" = Option<Vec<String>>, Query, description = "Package names the current build holds"),
+        ("search" = Option<String>, Query, description = "Substring of the namespace or environment name"),
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["namespace", "name"])?;
     let envs = filtered(&app, &caller, &params).await?;
@@ -172,6 +197,29 @@ fn sort(data: &mut [Value], by: &[String]) {
 }
 
 /// Cursor pagination: the cursor is the last id of the previous page.
+#[utoipa::path(
+    get,
+    path = "/api/v2/environment",
+    tag = "environment",
+    summary = "Environments, cursor-paged",
+    params(
+        ("namespace" = Option<String>, Query, description = "Namespace name"),
+        ("name" = Option<String>, Query, description = "Environment name"),
+        ("status" = Option<String>, Query, description = "Status of the current build"),
+        ("artifact" = Option<String>, Query, description = "Artifact type the current build has"),
+        ("packages" = Option<Vec<String>>, Query, description = "Package names the current build holds"),
+        ("search" = Option<String>, Query, description = "Substring of the namespace or environment name"),
+        ("limit" = Option<i64>, Query, description = "Items per page"),
+        ("cursor" = Option<String>, Query, description = "The cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let limit = params.int("limit")?.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
@@ -220,6 +268,23 @@ impl IntoOk for axum::Json<Value> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment/{namespace}/{name}",
+    tag = "environment",
+    summary = "An environment with its current build",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn get_one(
     State(app): AppState,
     caller: Caller,
@@ -229,7 +294,7 @@ pub async fn get_one(
     Ok(ok(app.environment_view(&env, true).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct UpdateBody {
     #[serde(default)]
     build_id: Option<i64>,
@@ -237,6 +302,24 @@ struct UpdateBody {
     description: Option<String>,
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/environment/{namespace}/{name}",
+    tag = "environment",
+    summary = "Make a build current (build_id) or change the description",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+    ),
+    request_body(content = UpdateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn update(
     State(app): AppState,
     caller: Caller,
@@ -278,6 +361,23 @@ pub async fn update(
     Ok(ack(format!("environment {ns}/{name} updated")))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/environment/{namespace}/{name}",
+    tag = "environment",
+    summary = "Delete an environment, its builds and artifacts",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn delete(
     State(app): AppState,
     caller: Caller,
@@ -291,7 +391,7 @@ pub async fn delete(
     Ok(ack(format!("environment {ns}/{name} deleted")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct SpecificationBody {
     #[serde(default)]
     specification: Value,
@@ -349,6 +449,20 @@ fn environment_spec(body: &SpecificationBody) -> ApiResult<(Value, Option<String
     Ok((Value::Object(spec), name))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/specification",
+    tag = "specification",
+    summary = "Create or update an environment; answers the id of the build that builds it",
+    request_body(content = SpecificationBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn post_specification(
     State(app): AppState,
     caller: Caller,

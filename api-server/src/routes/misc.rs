@@ -25,6 +25,19 @@ use crate::views;
 /// The conda-store version this server is compatible with.
 pub const CONDA_STORE_API_VERSION: &str = "2025.2.2";
 
+#[utoipa::path(
+    get,
+    path = "/api/v1",
+    tag = "root",
+    summary = "The API version",
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn root() -> Response {
     ok(json!({"version": CONDA_STORE_API_VERSION}))
 }
@@ -62,6 +75,19 @@ fn effective(app: &crate::app::App, caller: &Caller) -> BTreeMap<String, Role> {
     caller.effective_bindings(names.iter().map(|(n, b)| (n.as_str(), b.as_slice())))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/permission",
+    tag = "auth",
+    summary = "The caller's roles and permissions",
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn permission(State(app): AppState, caller: Caller) -> Response {
     let bindings = effective(&app, &caller);
     let mut entity_roles = serde_json::Map::new();
@@ -86,7 +112,7 @@ pub async fn permission(State(app): AppState, caller: Caller) -> Response {
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct TokenRequest {
     #[serde(default)]
     primary_namespace: Option<String>,
@@ -126,6 +152,20 @@ fn parse_expiry(v: &Value) -> ApiResult<Option<i64>> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/token",
+    tag = "auth",
+    summary = "A token holding at most the caller's rights",
+    request_body(content = TokenRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn token(State(app): AppState, caller: Caller, body: Body) -> ApiResult<Response> {
     let req: TokenRequest = json_body(&app, body).await?;
     if !caller.authenticated() {
@@ -268,6 +308,19 @@ pub async fn logout() -> Response {
     resp
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    tag = "usage",
+    summary = "Environments, builds and storage per namespace",
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> {
     let mut out = serde_json::Map::new();
     for ns in app.namespaces.state() {
@@ -304,6 +357,25 @@ pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> 
     Ok(ok(Value::Object(out)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/channel",
+    tag = "catalog",
+    summary = "Channels of the indexed builds",
+    params(
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name"])?;
     let mut rows = app.index.channels().await?;
@@ -322,6 +394,29 @@ pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Respons
     Ok(page(data, paging.page, paging.size, count))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/package",
+    tag = "catalog",
+    summary = "Packages of the indexed builds",
+    params(
+        ("search" = Option<String>, Query, description = "Substring of the package name"),
+        ("exact" = Option<bool>, Query, description = "Match the name exactly"),
+        ("build" = Option<String>, Query, description = "Build string"),
+        ("distinct_on" = Option<Vec<String>>, Query, description = "name: one per package name"),
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name", "version"])?;
     let exact = params.bool("exact")?.unwrap_or(false);
@@ -362,6 +457,24 @@ pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Respons
 }
 
 /// Solving without building is not offered: builds solve in the cluster.
+#[utoipa::path(
+    get,
+    path = "/api/v1/specification",
+    tag = "specification",
+    summary = "Solving without building (refused: builds solve in the cluster)",
+    params(
+        ("channel" = Option<Vec<String>>, Query, description = "Channels"),
+        ("conda" = Option<Vec<String>>, Query, description = "Conda match specs"),
+        ("pip" = Option<Vec<String>>, Query, description = "pip requirements"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn solve() -> Response {
     ApiError::bad_request(
         "this server solves only as part of a build: POST /api/v1/specification/ to build an environment",

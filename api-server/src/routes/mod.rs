@@ -6,6 +6,7 @@ mod builds;
 mod environments;
 mod misc;
 mod namespaces;
+mod settings;
 
 use std::sync::Arc;
 
@@ -17,6 +18,8 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::App;
 use crate::auth::Caller;
@@ -69,71 +72,12 @@ pub async fn read_body(app: &App, body: Body) -> ApiResult<bytes::Bytes> {
 /// matched with or without a trailing `/`, and a `/` after the query (as the `conda-store` CLI
 /// sends it) is dropped.
 pub fn router(app: Arc<App>) -> Router {
-    let api = Router::new()
-        .route("/api/v1", get(misc::root))
-        .route("/api/v1/permission", get(misc::permission))
-        .route("/api/v1/token", post(misc::token))
-        .route("/api/v1/usage", get(misc::usage))
-        .route("/api/v1/channel", get(misc::channels))
-        .route("/api/v1/package", get(misc::packages))
-        .route("/api/v1/namespace", get(namespaces::list))
-        .route(
-            "/api/v1/namespace/{namespace}",
-            get(namespaces::get_one)
-                .post(namespaces::create)
-                .put(namespaces::update)
-                .delete(namespaces::delete),
-        )
-        .route(
-            "/api/v1/namespace/{namespace}/metadata",
-            put(namespaces::update_metadata),
-        )
-        .route(
-            "/api/v1/namespace/{namespace}/role",
-            get(namespaces::get_role)
-                .post(namespaces::set_role)
-                .put(namespaces::set_role)
-                .delete(namespaces::delete_role),
-        )
-        .route(
-            "/api/v1/namespace/{namespace}/roles",
-            get(namespaces::list_roles).delete(namespaces::delete_roles),
-        )
-        .route("/api/v1/environment", get(environments::list))
-        .route("/api/v2/environment", get(environments::list_v2))
-        .route(
-            "/api/v1/environment/{namespace}/{name}",
-            get(environments::get_one)
-                .put(environments::update)
-                .delete(environments::delete),
-        )
-        .route(
-            "/api/v1/environment/{namespace}/{name}/lockfile",
-            get(artifacts::env_lockfile),
-        )
-        .route(
-            "/api/v1/environment/{namespace}/{name}/{file}",
-            get(artifacts::env_conda_lock),
-        )
-        .route(
-            "/api/v1/specification",
-            post(environments::post_specification).get(misc::solve),
-        )
-        .route("/api/v1/build", get(builds::list))
-        .route(
-            "/api/v1/build/{id}",
-            get(builds::get_one)
-                .put(builds::rebuild)
-                .delete(builds::delete),
-        )
-        .route("/api/v1/build/{id}/cancel", put(builds::cancel))
-        .route("/api/v1/build/{id}/packages", get(builds::packages))
-        .route(
-            "/api/v1/build/{id}/{artifact}",
-            get(artifacts::build_artifact),
-        )
+    let (api, doc) = api_routes().split_for_parts();
+    let api = api
         .route("/login", post(misc::login).get(misc::login_form))
-        .route("/logout", post(misc::logout));
+        .route("/logout", post(misc::logout))
+        .route("/openapi.json", get(openapi))
+        .layer(axum::Extension(Arc::new(document(doc, &app.prefix))));
     let root = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(misc::readyz))
@@ -151,6 +95,99 @@ pub fn router(app: Arc<App>) -> Router {
             crate::metrics::track,
         ))
         .with_state(app)
+}
+
+/// The documented API: each handler's route and its OpenAPI operation come from its
+/// `#[utoipa::path]`, so the document cannot drift from what is served.
+fn api_routes() -> OpenApiRouter<Arc<App>> {
+    OpenApiRouter::new()
+        .routes(routes!(misc::root))
+        .routes(routes!(misc::permission))
+        .routes(routes!(misc::token))
+        .routes(routes!(misc::usage))
+        .routes(routes!(misc::channels))
+        .routes(routes!(misc::packages))
+        .routes(routes!(namespaces::list))
+        .routes(routes!(
+            namespaces::get_one,
+            namespaces::create,
+            namespaces::update,
+            namespaces::delete
+        ))
+        .routes(routes!(namespaces::update_metadata))
+        .routes(routes!(
+            namespaces::get_role,
+            namespaces::set_role,
+            namespaces::delete_role
+        ))
+        .routes(routes!(namespaces::list_roles, namespaces::delete_roles))
+        .routes(routes!(environments::list))
+        .routes(routes!(environments::list_v2))
+        .routes(routes!(
+            environments::get_one,
+            environments::update,
+            environments::delete
+        ))
+        .routes(routes!(artifacts::env_lockfile))
+        .routes(routes!(artifacts::env_conda_lock_yml))
+        .routes(routes!(artifacts::env_conda_lock_yaml))
+        .routes(routes!(environments::post_specification, misc::solve))
+        .routes(routes!(builds::list))
+        .routes(routes!(builds::get_one, builds::rebuild, builds::delete))
+        .routes(routes!(builds::cancel))
+        .routes(routes!(builds::packages))
+        .routes(routes!(artifacts::build_lockfile))
+        .routes(routes!(artifacts::build_conda_lock_yml))
+        .routes(routes!(artifacts::build_conda_lock_yaml))
+        .routes(routes!(artifacts::build_yaml))
+        .routes(routes!(artifacts::build_logs))
+        .routes(routes!(artifacts::build_archive))
+        .routes(routes!(artifacts::build_docker))
+        .routes(routes!(artifacts::build_installer))
+        .routes(routes!(settings::get_global, settings::put_global))
+        .routes(routes!(settings::get_namespace, settings::put_namespace))
+        .routes(routes!(
+            settings::get_environment,
+            settings::put_environment
+        ))
+        // conda-store also accepts PUT to set a namespace role.
+        .route(
+            "/api/v1/namespace/{namespace}/role",
+            put(namespaces::set_role),
+        )
+}
+
+/// The served document: conda-store's paths (with their trailing `/`), under the prefix.
+fn document(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> String {
+    doc.info.title = "conda-store for Kubernetes".into();
+    doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.description = Some(format!(
+        "conda-store's REST API ({}), served from the conda.store resources",
+        misc::CONDA_STORE_API_VERSION
+    ));
+    doc.servers = Some(vec![utoipa::openapi::Server::new(
+        prefix.trim_end_matches('/'),
+    )]);
+    let paths = std::mem::take(&mut doc.paths.paths);
+    for (path, item) in paths {
+        // As conda-store names them: a trailing `/` except on files and a few sub-resources.
+        let bare = [".yml", ".yaml", "/metadata", "/role", "/roles"];
+        let served = if bare.iter().any(|b| path.ends_with(b)) {
+            path
+        } else {
+            format!("{path}/")
+        };
+        doc.paths.paths.insert(served, item);
+    }
+    serde_json::to_string(&doc).expect("the document serialises")
+}
+
+async fn openapi(axum::Extension(doc): axum::Extension<Arc<String>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.as_str().to_string(),
+    )
+        .into_response()
 }
 
 /// Rewrites a request's URI before routing: no trailing `/` on the path (but `/`), none at the

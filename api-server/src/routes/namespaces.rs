@@ -41,6 +41,25 @@ pub fn readable(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespace",
+    tag = "namespace",
+    summary = "Namespaces the caller may read",
+    params(
+        ("page" = Option<i64>, Query, description = "1-based page"),
+        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
+        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
+        ("order" = Option<String>, Query, description = "asc or desc"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name"])?;
     let mut visible: Vec<Arc<Namespace>> = app
@@ -64,6 +83,22 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     Ok(page(paging.slice(views_), paging.page, paging.size, count))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespace/{namespace}",
+    tag = "namespace",
+    summary = "A namespace",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn get_one(
     State(app): AppState,
     caller: Caller,
@@ -73,6 +108,22 @@ pub async fn get_one(
     Ok(ok(app.namespace_view(&ns).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespace/{namespace}",
+    tag = "namespace",
+    summary = "Create a namespace",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn create(
     State(app): AppState,
     caller: Caller,
@@ -109,7 +160,7 @@ pub async fn create_namespace(app: &App, name: &str) -> ApiResult<Namespace> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct UpdateBody {
     #[serde(default)]
     metadata: Option<Value>,
@@ -174,6 +225,23 @@ async fn patch_spec(app: &App, obj: &str, spec: Value) -> ApiResult<Namespace> {
         .await?)
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespace/{namespace}",
+    tag = "namespace",
+    summary = "Change metadata and role mappings",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    request_body(content = UpdateBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn update(
     State(app): AppState,
     caller: Caller,
@@ -194,6 +262,23 @@ pub async fn update(
     Ok(ok(app.namespace_view(&ns).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/namespace/{namespace}/metadata",
+    tag = "namespace",
+    summary = "Change metadata",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    request_body(content = serde_json::Value, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn update_metadata(
     State(app): AppState,
     caller: Caller,
@@ -211,6 +296,22 @@ pub async fn update_metadata(
     Ok(ok(app.namespace_view(&ns).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespace/{namespace}",
+    tag = "namespace",
+    summary = "Delete a namespace and its environments",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn delete(
     State(app): AppState,
     caller: Caller,
@@ -235,7 +336,7 @@ pub async fn delete(
     Ok(ack(format!("namespace {name} deleted")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RoleBody {
     other_namespace: String,
     #[serde(default)]
@@ -246,6 +347,23 @@ fn members(other: &str) -> String {
     format!("{other}/*")
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespace/{namespace}/role",
+    tag = "namespace",
+    summary = "The role of another namespace's members",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("other_namespace" = String, Query, description = "The other namespace"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn get_role(
     State(app): AppState,
     caller: Caller,
@@ -267,6 +385,22 @@ pub async fn get_role(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/namespace/{namespace}/roles",
+    tag = "namespace",
+    summary = "Roles of other namespaces' members",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn list_roles(
     State(app): AppState,
     caller: Caller,
@@ -285,6 +419,23 @@ pub async fn list_roles(
     Ok(ok(data))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/namespace/{namespace}/role",
+    tag = "namespace",
+    summary = "Grant another namespace's members a role (POST or PUT)",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    request_body(content = RoleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn set_role(
     State(app): AppState,
     caller: Caller,
@@ -319,6 +470,23 @@ pub async fn set_role(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespace/{namespace}/role",
+    tag = "namespace",
+    summary = "Remove the role of another namespace's members",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    request_body(content = RoleBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn delete_role(
     State(app): AppState,
     caller: Caller,
@@ -341,6 +509,22 @@ pub async fn delete_role(
     )))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/namespace/{namespace}/roles",
+    tag = "namespace",
+    summary = "Remove every other namespace's role",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+    ),
+    responses(
+        (status = 200, description = "conda-store's envelope with the data"),
+        (status = 400, description = "bad input"),
+        (status = 401, description = "credentials needed"),
+        (status = 403, description = "not allowed"),
+        (status = 404, description = "not found"),
+    )
+)]
 pub async fn delete_roles(
     State(app): AppState,
     caller: Caller,

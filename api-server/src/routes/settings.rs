@@ -1,0 +1,194 @@
+//! `/api/v1/setting/...`: conda-store's settings at three levels. Here the build policy: the
+//! global level is the operator's configuration (read-only through the API), a namespace's is
+//! its Namespace's `policy`; environments take their namespace's.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::Response;
+use conda_store_crds::{Namespace, Policy};
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::{Map, Value, json};
+
+use super::namespaces::readable;
+use super::{AppState, json_body};
+use crate::app::App;
+use crate::auth::{Caller, Permission};
+use crate::error::{ApiError, ApiResult, ack, ok};
+
+/// conda-store's setting keys this server keeps, and the Policy field each is.
+const KEYS: [&str; 5] = [
+    "conda_allowed_channels",
+    "conda_default_channels",
+    "conda_default_packages",
+    "conda_required_packages",
+    "conda_channel_alias",
+];
+
+fn view(p: &Policy) -> Value {
+    json!({
+        "conda_allowed_channels": p.allowed_channels,
+        "conda_default_channels": p.default_channels,
+        "conda_default_packages": p.default_packages,
+        "conda_required_packages": p.required_packages,
+        "conda_channel_alias": p.channel_alias,
+    })
+}
+
+/// The Policy fields a settings body sets (camelCase, for a merge patch), refusing unknown
+/// keys and wrong types.
+fn patch_of(body: &Map<String, Value>) -> ApiResult<Map<String, Value>> {
+    let mut out = Map::new();
+    for (k, v) in body {
+        let field = match k.as_str() {
+            "conda_allowed_channels" => "allowedChannels",
+            "conda_default_channels" => "defaultChannels",
+            "conda_default_packages" => "defaultPackages",
+            "conda_required_packages" => "requiredPackages",
+            "conda_channel_alias" => "channelAlias",
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown or global-only setting {other:?}; settable here: {}",
+                    KEYS.join(", ")
+                )));
+            }
+        };
+        let ok_type = if field == "channelAlias" {
+            v.is_string() || v.is_null()
+        } else {
+            v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        };
+        if !ok_type {
+            return Err(ApiError::bad_request(format!(
+                "setting {k} must be {}",
+                if field == "channelAlias" {
+                    "a string"
+                } else {
+                    "a list of strings"
+                }
+            )));
+        }
+        out.insert(field.into(), v.clone());
+    }
+    Ok(out)
+}
+
+fn namespace(app: &App, caller: &Caller, name: &str, p: Permission) -> ApiResult<Arc<Namespace>> {
+    readable(app, caller, name, p)
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/setting",
+    tag = "setting",
+    summary = "Global settings: the operator's configuration, not known to the gateway",
+    responses((status = 200, description = "the settings"))
+)]
+pub async fn get_global() -> Response {
+    let mut v = view(&Policy::default());
+    v["note"] = json!("global settings are the operator's configuration (--config)");
+    ok(v)
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/setting",
+    tag = "setting",
+    summary = "Global settings are set in the operator's configuration",
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 400, description = "refused"))
+)]
+pub async fn put_global() -> ApiResult<Response> {
+    Err(ApiError::bad_request(
+        "global settings are the operator's configuration (--config); set a namespace's instead",
+    ))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/setting/{namespace}",
+    tag = "setting",
+    summary = "A namespace's build policy (null: inherited from the global configuration)",
+    params(("namespace" = String, Path, description = "Namespace name")),
+    responses((status = 200, description = "the settings"), (status = 401, description = "credentials needed"), (status = 403, description = "not allowed"), (status = 404, description = "not found"))
+)]
+pub async fn get_namespace(
+    State(app): AppState,
+    caller: Caller,
+    Path(ns): Path<String>,
+) -> ApiResult<Response> {
+    let n = namespace(&app, &caller, &ns, Permission::SettingRead)?;
+    Ok(ok(view(&n.spec.policy.clone().unwrap_or_default())))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/setting/{namespace}",
+    tag = "setting",
+    summary = "Change a namespace's build policy",
+    params(("namespace" = String, Path, description = "Namespace name")),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 200, description = "changed"), (status = 400, description = "bad input"), (status = 401, description = "credentials needed"), (status = 403, description = "not allowed"), (status = 404, description = "not found"))
+)]
+pub async fn put_namespace(
+    State(app): AppState,
+    caller: Caller,
+    Path(ns): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: Value = json_body(&app, body).await?;
+    let body = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
+    let patch = patch_of(body)?;
+    let n = namespace(&app, &caller, &ns, Permission::SettingUpdate)?;
+    let api: Api<Namespace> = Api::all(app.client.clone());
+    api.patch(
+        &n.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"policy": patch}})),
+    )
+    .await?;
+    Ok(ack(format!("settings of namespace {ns} changed")))
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/setting/{namespace}/{environment_name}",
+    tag = "setting",
+    summary = "An environment's settings: its namespace's",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("environment_name" = String, Path, description = "Environment name"),
+    ),
+    responses((status = 200, description = "the settings"), (status = 401, description = "credentials needed"), (status = 403, description = "not allowed"), (status = 404, description = "not found"))
+)]
+pub async fn get_environment(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, env)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    super::environments::find(&app, &caller, &ns, &env, Permission::SettingRead)?;
+    let n = namespace(&app, &caller, &ns, Permission::NamespaceRead)?;
+    Ok(ok(view(&n.spec.policy.clone().unwrap_or_default())))
+}
+
+#[utoipa::path(
+    put,
+    path = "/api/v1/setting/{namespace}/{environment_name}",
+    tag = "setting",
+    summary = "Per-environment settings are not kept: set the namespace's",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("environment_name" = String, Path, description = "Environment name"),
+    ),
+    request_body(content = Object, content_type = "application/json"),
+    responses((status = 400, description = "refused"))
+)]
+pub async fn put_environment(Path((ns, _env)): Path<(String, String)>) -> ApiResult<Response> {
+    Err(ApiError::bad_request(format!(
+        "settings are kept per namespace: PUT /api/v1/setting/{ns}/"
+    )))
+}
