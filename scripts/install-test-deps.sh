@@ -5,7 +5,8 @@
 #   - Debian's skopeo and umoci (real OCI clients that read the images we build), zstd and perl
 #     (the pack tests extract archives and run their unpack script), postgresql (the SQL index
 #     is tested on a real server too);
-#   - the published `conda-store` client (PyPI) in its own virtualenv, for the gateway's e2e.
+#   - the published `conda-store` client and schemathesis (PyPI) in their own virtualenv, for the
+#     gateway's e2e.
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -36,6 +37,12 @@ if [ ! -x "$CLIENT_VENV/bin/conda-store" ] || ! "$CLIENT_VENV/bin/pip" show cond
   log "installing conda-store==$CLIENT_VERSION (the client) into $CLIENT_VENV"
   python3 -m venv "$CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "conda-store==$CLIENT_VERSION" >&2
+fi
+# schemathesis, which fuzzes the gateway from its OpenAPI document.
+ST_VERSION="4.32.5"
+if [ ! -x "$CLIENT_VENV/bin/schemathesis" ] || ! "$CLIENT_VENV/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $ST_VERSION"; then
+  log "installing schemathesis==$ST_VERSION into $CLIENT_VENV"
+  "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION" >&2
 fi
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

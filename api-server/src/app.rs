@@ -1,6 +1,7 @@
 //! The gateway's shared state: watch-backed caches of the resources, the SQL index, storage
 //! and auth; lookups by the names and ids conda-store's API uses.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -54,6 +55,10 @@ pub struct App {
     pub build_wait: Duration,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// Bumped on every change the watches see: list rows are rebuilt when it moved.
+    pub generation: std::sync::atomic::AtomicU64,
+    /// The list rows of the last generation they were built for.
+    pub rows: tokio::sync::Mutex<Option<(u64, Arc<Rows>)>>,
 }
 
 /// The writer halves of the caches, for [`App::watch`] or for tests that fill them directly.
@@ -131,7 +136,7 @@ impl App {
                 futures::pin_mut!(stream);
                 while let Some(item) = stream.next().await {
                     match item {
-                        Ok(_) => app.changed.notify_waiters(),
+                        Ok(_) => app.changed_now(),
                         Err(e) => tracing::warn!(error = %e, "watch"),
                     }
                 }
@@ -326,7 +331,7 @@ impl App {
     }
 
     /// The namespace view of the Namespace object `ns`.
-    pub async fn namespace_view(&self, ns: &Namespace) -> ApiResult<serde_json::Value> {
+    pub async fn namespace_view(&self, ns: &Namespace) -> ApiResult<views::NamespaceView> {
         Ok(views::namespace(
             ns,
             self.id(Kind::Namespace, &ns.name_any()).await?,
@@ -347,7 +352,7 @@ impl App {
     }
 
     /// The view of a Build, with its specification.
-    pub async fn build_view(&self, b: &Build, with_spec: bool) -> ApiResult<serde_json::Value> {
+    pub async fn build_view(&self, b: &Build, with_spec: bool) -> ApiResult<views::BuildView> {
         let env_id = self.environment_id_of(b).await?;
         let spec = if with_spec {
             let ns = b.namespace().unwrap_or_default();
@@ -378,16 +383,16 @@ impl App {
         &self,
         env: &Environment,
         full: bool,
-    ) -> ApiResult<serde_json::Value> {
+    ) -> ApiResult<views::EnvironmentView> {
         let ns_obj = env.namespace().unwrap_or_default();
         let ns_view = match self.namespaces.get(&ObjectRef::new(&ns_obj)) {
             Some(ns) => self.namespace_view(&ns).await?,
-            None => serde_json::json!({
-                "id": self.id(Kind::Namespace, &ns_obj).await?,
-                "name": ns_obj,
-                "metadata_": {},
-                "role_mappings": [],
-            }),
+            None => views::NamespaceView {
+                id: self.id(Kind::Namespace, &ns_obj).await?,
+                name: ns_obj,
+                metadata_: Default::default(),
+                role_mappings: Vec::new(),
+            },
         };
         let id = self.id(Kind::Environment, &key(env)).await?;
         let current = match (full, env.status.as_ref().and_then(|s| s.current_build)) {
@@ -434,4 +439,222 @@ pub fn artifact_key(b: &Build, kind: ArtifactKind) -> Option<String> {
         .iter()
         .find(|a| a.kind == kind)
         .map(|a| a.key.clone())
+}
+
+/// What list requests look up for every item, gathered once per request: with a thousand
+/// environments, per-item lookups in the caches would cost a scan each.
+pub struct Snapshot {
+    /// Namespace object name → (conda name, role bindings).
+    pub namespaces: HashMap<String, (String, Vec<RoleBinding>)>,
+    /// Build id → Build.
+    pub builds: HashMap<i64, Arc<Build>>,
+    /// (Kubernetes namespace, Environment object name) → conda name.
+    pub env_names: HashMap<(String, String), String>,
+}
+
+impl App {
+    /// A snapshot of the lookups lists need; builds and environment names only when asked.
+    pub fn snapshot(&self, builds: bool, env_names: bool) -> Snapshot {
+        Snapshot {
+            namespaces: self
+                .namespaces
+                .state()
+                .iter()
+                .map(|n| {
+                    (
+                        n.name_any(),
+                        (views::namespace_name(n), n.spec.role_bindings.clone()),
+                    )
+                })
+                .collect(),
+            builds: if builds {
+                self.builds
+                    .state()
+                    .into_iter()
+                    .filter_map(|b| Some((b.status.as_ref()?.id?, b)))
+                    .collect()
+            } else {
+                HashMap::new()
+            },
+            env_names: if env_names {
+                self.environments
+                    .state()
+                    .iter()
+                    .map(|e| {
+                        (
+                            (e.namespace().unwrap_or_default(), e.name_any()),
+                            views::environment_name(e),
+                        )
+                    })
+                    .collect()
+            } else {
+                HashMap::new()
+            },
+        }
+    }
+}
+
+impl Snapshot {
+    /// The conda name of the Namespace object `ns`.
+    pub fn namespace_name<'a>(&'a self, ns: &'a str) -> &'a str {
+        self.namespaces.get(ns).map_or(ns, |(n, _)| n.as_str())
+    }
+
+    /// The conda name of an Environment object (its object name when unknown).
+    pub fn environment_name<'a>(&'a self, ns: &str, env: &'a str) -> &'a str {
+        self.env_names
+            .get(&(ns.to_string(), env.to_string()))
+            .map_or(env, String::as_str)
+    }
+
+    /// Whether `caller` holds `permission` on `env` of the Namespace object `ns`.
+    pub fn may(
+        &self,
+        caller: &Caller,
+        permission: Permission,
+        ns: &str,
+        env: Option<&str>,
+    ) -> bool {
+        match self.namespaces.get(ns) {
+            Some((name, bindings)) => caller.may(permission, bindings, name, env),
+            None => caller.may(permission, &[], ns, env),
+        }
+    }
+}
+
+/// An environment as lists need it.
+pub struct EnvRow {
+    /// Numeric id.
+    pub id: i64,
+    /// The object.
+    pub env: Arc<Environment>,
+    /// Its Kubernetes namespace (the Namespace object name).
+    pub ns: String,
+    /// Its namespace's conda name.
+    pub ns_name: String,
+    /// Its conda name.
+    pub name: String,
+}
+
+/// A build (with an id) as lists need it.
+pub struct BuildRow {
+    /// Numeric id.
+    pub id: i64,
+    /// Its environment's id.
+    pub env_id: i64,
+    /// The object.
+    pub build: Arc<Build>,
+    /// Its Kubernetes namespace.
+    pub ns: String,
+    /// Its namespace's conda name.
+    pub ns_name: String,
+    /// Its environment's conda name.
+    pub env_name: String,
+}
+
+/// Every environment and build, sorted by id, with names and ids resolved: rebuilt once per
+/// change, shared by every list request until the next.
+pub struct Rows {
+    /// Environments by id.
+    pub envs: Vec<EnvRow>,
+    /// Builds by id.
+    pub builds: Vec<BuildRow>,
+    /// Namespace object name → role bindings.
+    pub bindings: HashMap<String, Vec<RoleBinding>>,
+    /// Build id → its index in `builds`.
+    pub build_index: HashMap<i64, usize>,
+}
+
+impl App {
+    /// Records a change: wakes writers waiting for the operator and retires the list rows.
+    pub fn changed_now(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.changed.notify_waiters();
+    }
+
+    /// The list rows of the current generation.
+    pub async fn rows(&self) -> ApiResult<Arc<Rows>> {
+        let mut slot = self.rows.lock().await;
+        let generation = self.generation.load(Ordering::Relaxed);
+        if let Some((g, rows)) = slot.as_ref()
+            && *g == generation
+        {
+            return Ok(rows.clone());
+        }
+        let snap = self.snapshot(false, true);
+        let mut envs = Vec::new();
+        for env in self.environments.state() {
+            let ns = env.namespace().unwrap_or_default();
+            envs.push(EnvRow {
+                id: self.id(Kind::Environment, &key(&*env)).await?,
+                ns_name: snap.namespace_name(&ns).to_string(),
+                name: views::environment_name(&env),
+                ns,
+                env,
+            });
+        }
+        envs.sort_by_key(|e| e.id);
+        let mut builds = Vec::new();
+        for b in self.builds.state() {
+            let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
+                continue;
+            };
+            let ns = b.namespace().unwrap_or_default();
+            builds.push(BuildRow {
+                id,
+                env_id: self.environment_id_of(&b).await?,
+                ns_name: snap.namespace_name(&ns).to_string(),
+                env_name: snap.environment_name(&ns, &b.spec.environment).to_string(),
+                ns,
+                build: b,
+            });
+        }
+        builds.sort_by_key(|b| b.id);
+        let build_index = builds.iter().enumerate().map(|(i, b)| (b.id, i)).collect();
+        let rows = Arc::new(Rows {
+            envs,
+            builds,
+            bindings: snap
+                .namespaces
+                .into_iter()
+                .map(|(k, (_, b))| (k, b))
+                .collect(),
+            build_index,
+        });
+        *slot = Some((generation, rows.clone()));
+        Ok(rows)
+    }
+}
+
+/// Authorisation for many items of one request: what Namespaces grant the caller is worked
+/// out once per namespace.
+pub struct ListAuthz<'a> {
+    caller: &'a Caller,
+    rows: &'a Rows,
+    granted: HashMap<&'a str, Option<conda_store_crds::rbac::Role>>,
+}
+
+impl<'a> ListAuthz<'a> {
+    /// For `caller` over `rows`.
+    pub fn new(caller: &'a Caller, rows: &'a Rows) -> Self {
+        ListAuthz {
+            caller,
+            rows,
+            granted: HashMap::new(),
+        }
+    }
+
+    /// Whether the caller holds `permission` on environment `env` of namespace `ns` (object
+    /// name) called `ns_name`.
+    pub fn may(&mut self, permission: Permission, ns: &'a str, ns_name: &str, env: &str) -> bool {
+        let least = permission.least_role();
+        if self.caller.carried_role(ns_name, Some(env)) >= Some(least) {
+            return true;
+        }
+        let (caller, rows) = (self.caller, self.rows);
+        let granted = *self.granted.entry(ns).or_insert_with(|| {
+            caller.granted_role(rows.bindings.get(ns).map_or(&[][..], Vec::as_slice))
+        });
+        granted >= Some(least)
+    }
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// An error for the caller: status code and a message saying what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,14 +114,23 @@ pub fn ack(message: impl Into<String>) -> Response {
 }
 
 /// A page of a list: the envelope plus `page`, `size` and `count` (items over all pages).
-pub fn page(data: Vec<Value>, page: usize, size: usize, count: usize) -> Response {
-    Json(json!({
-        "status": "ok",
-        "data": data,
-        "message": null,
-        "page": page,
-        "size": size,
-        "count": count,
-    }))
+pub fn page<T: Serialize>(data: Vec<T>, page: usize, size: usize, count: usize) -> Response {
+    #[derive(Serialize)]
+    struct Page<T> {
+        status: &'static str,
+        data: Vec<T>,
+        message: Option<String>,
+        page: usize,
+        size: usize,
+        count: usize,
+    }
+    Json(Page {
+        status: "ok",
+        data,
+        message: None,
+        page,
+        size,
+        count,
+    })
     .into_response()
 }

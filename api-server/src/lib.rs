@@ -74,6 +74,8 @@ pub async fn build_app(
         ready: AtomicBool::new(false),
         build_wait: Duration::from_secs(args.build_wait_seconds),
         max_body_bytes: args.max_body_bytes,
+        generation: Default::default(),
+        rows: Default::default(),
     });
     Ok((app, writers))
 }

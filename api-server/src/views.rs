@@ -5,6 +5,9 @@ use conda_store_crds::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
+use std::collections::BTreeMap;
+
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// The name people use for a Namespace (its display name, else the object name).
@@ -61,32 +64,56 @@ pub const ARTIFACT_TYPES: [&str; 9] = [
     "DOCKER_BLOB",
 ];
 
-fn time(t: &Option<Time>) -> Value {
-    match t {
-        Some(t) => json!(t.0.to_string()),
-        None => Value::Null,
-    }
+fn time(t: &Option<Time>) -> Option<String> {
+    t.as_ref().map(|t| t.0.to_string())
+}
+
+/// A role mapping of a namespace.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoleMappingView {
+    /// Its position, from 1.
+    pub id: usize,
+    /// Whom it applies to.
+    pub entity: String,
+    /// The role.
+    pub role: &'static str,
+}
+
+/// conda-store's Namespace.
+#[derive(Debug, Clone, Serialize)]
+pub struct NamespaceView {
+    /// Numeric id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Free metadata (`description`).
+    pub metadata_: BTreeMap<&'static str, String>,
+    /// Role mappings.
+    pub role_mappings: Vec<RoleMappingView>,
 }
 
 /// A Namespace.
-pub fn namespace(ns: &Namespace, id: i64) -> Value {
-    let mut metadata = serde_json::Map::new();
+pub fn namespace(ns: &Namespace, id: i64) -> NamespaceView {
+    let mut metadata_ = BTreeMap::new();
     if let Some(d) = &ns.spec.description {
-        metadata.insert("description".into(), json!(d));
+        metadata_.insert("description", d.clone());
     }
-    let role_mappings: Vec<Value> = ns
-        .spec
-        .role_bindings
-        .iter()
-        .enumerate()
-        .map(|(i, b)| json!({"id": i + 1, "entity": b.entity, "role": b.role.as_str()}))
-        .collect();
-    json!({
-        "id": id,
-        "name": namespace_name(ns),
-        "metadata_": metadata,
-        "role_mappings": role_mappings,
-    })
+    NamespaceView {
+        id,
+        name: namespace_name(ns),
+        metadata_,
+        role_mappings: ns
+            .spec
+            .role_bindings
+            .iter()
+            .enumerate()
+            .map(|(i, b)| RoleMappingView {
+                id: i + 1,
+                entity: b.entity.clone(),
+                role: b.role.as_str(),
+            })
+            .collect(),
+    }
 }
 
 /// The specification of a build as conda-store shows it (an environment.yaml as JSON).
@@ -121,61 +148,121 @@ pub fn spec_json(spec: &NormalizedSpec, env_name: &str) -> Value {
     out
 }
 
+/// An artifact of a build.
+#[derive(Debug, Clone, Serialize)]
+pub struct ArtifactView {
+    /// Numeric id (the build's id times 100 plus its position).
+    pub id: i64,
+    /// conda-store's artifact type.
+    pub artifact_type: &'static str,
+    /// Storage key.
+    pub key: String,
+}
+
+/// conda-store's Build.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildView {
+    /// Numeric id.
+    pub id: i64,
+    /// Its environment's id.
+    pub environment_id: i64,
+    /// Its specification, when asked for.
+    pub specification: Option<Value>,
+    /// Not listed here: `/build/{id}/packages/` has them.
+    pub packages: Option<Vec<Value>>,
+    /// `QUEUED`, `BUILDING`, `COMPLETED`, `FAILED` or `CANCELED`.
+    pub status: &'static str,
+    /// What happened, for people.
+    pub status_info: Option<String>,
+    /// Bytes of its artifacts.
+    pub size: u64,
+    /// When it was queued.
+    pub scheduled_on: Option<String>,
+    /// When it started.
+    pub started_on: Option<String>,
+    /// When it ended.
+    pub ended_on: Option<String>,
+    /// Its artifacts.
+    pub build_artifacts: Vec<ArtifactView>,
+}
+
 /// A Build. `spec` is the view of its specification when the caller wants it.
-pub fn build(b: &Build, environment_id: i64, spec: Option<Value>) -> Value {
-    let status = b.status.clone().unwrap_or_default();
-    let id = status.id.unwrap_or_default();
-    let artifacts: Vec<Value> = status
-        .artifacts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            json!({
-                "id": id * 100 + i as i64 + 1,
-                "artifact_type": artifact_type(a.kind),
-                "key": a.key,
-            })
+pub fn build(b: &Build, environment_id: i64, spec: Option<Value>) -> BuildView {
+    let status = b.status.as_ref();
+    let id = status.and_then(|s| s.id).unwrap_or_default();
+    let build_artifacts = status
+        .map(|s| {
+            s.artifacts
+                .iter()
+                .enumerate()
+                .map(|(i, a)| ArtifactView {
+                    id: id * 100 + i as i64 + 1,
+                    artifact_type: artifact_type(a.kind),
+                    key: a.key.clone(),
+                })
+                .collect()
         })
-        .collect();
-    let info = status.message.clone().or_else(|| {
-        status
-            .conditions
-            .iter()
-            .rev()
-            .find(|c| !c.message.is_empty())
-            .map(|c| c.message.clone())
+        .unwrap_or_default();
+    let status_info = status.and_then(|s| {
+        s.message.clone().or_else(|| {
+            s.conditions
+                .iter()
+                .rev()
+                .find(|c| !c.message.is_empty())
+                .map(|c| c.message.clone())
+        })
     });
-    json!({
-        "id": id,
-        "environment_id": environment_id,
-        "specification": spec,
-        "packages": null,
-        "status": build_phase(b).conda_store_name(),
-        "status_info": info,
-        "size": status.size.unwrap_or(0),
-        "scheduled_on": time(&status.scheduled_on.clone().or(b.metadata.creation_timestamp.clone())),
-        "started_on": time(&status.started_on),
-        "ended_on": time(&status.ended_on),
-        "build_artifacts": artifacts,
-    })
+    BuildView {
+        id,
+        environment_id,
+        specification: spec,
+        packages: None,
+        status: build_phase(b).conda_store_name(),
+        status_info,
+        size: status.and_then(|s| s.size).unwrap_or(0),
+        scheduled_on: time(
+            &status
+                .and_then(|s| s.scheduled_on.clone())
+                .or(b.metadata.creation_timestamp.clone()),
+        ),
+        started_on: time(&status.and_then(|s| s.started_on.clone())),
+        ended_on: time(&status.and_then(|s| s.ended_on.clone())),
+        build_artifacts,
+    }
+}
+
+/// conda-store's Environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentView {
+    /// Numeric id.
+    pub id: i64,
+    /// Its namespace.
+    pub namespace: NamespaceView,
+    /// Name.
+    pub name: String,
+    /// The current build's id.
+    pub current_build_id: Option<i64>,
+    /// The current build, when asked for.
+    pub current_build: Option<BuildView>,
+    /// Description.
+    pub description: Option<String>,
 }
 
 /// An Environment; `current_build` is the view of its current build when wanted.
 pub fn environment(
     env: &Environment,
     id: i64,
-    namespace: Value,
-    current_build: Option<Value>,
-) -> Value {
-    let current = env.status.as_ref().and_then(|s| s.current_build);
-    json!({
-        "id": id,
-        "namespace": namespace,
-        "name": environment_name(env),
-        "current_build_id": current,
-        "current_build": current_build,
-        "description": env.spec.description,
-    })
+    namespace: NamespaceView,
+    current_build: Option<BuildView>,
+) -> EnvironmentView {
+    EnvironmentView {
+        id,
+        namespace,
+        name: environment_name(env),
+        current_build_id: env.status.as_ref().and_then(|s| s.current_build),
+        current_build,
+        description: env.spec.description.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -205,7 +292,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let v = build(&b, 3, None);
+        let v = serde_json::to_value(build(&b, 3, None)).unwrap();
         assert_eq!(v["id"], 7);
         assert_eq!(v["environment_id"], 3);
         assert_eq!(v["status"], "COMPLETED");
@@ -213,7 +300,7 @@ mod tests {
         assert_eq!(v["build_artifacts"][0]["artifact_type"], "CONDA_PACK");
         // A build the operator has not seen yet is queued, with its artifacts listed (empty).
         let fresh = Build::new("x", b.spec.clone());
-        let v = build(&fresh, 3, None);
+        let v = serde_json::to_value(build(&fresh, 3, None)).unwrap();
         assert_eq!(v["status"], "QUEUED");
         assert_eq!(v["build_artifacts"], json!([]));
     }

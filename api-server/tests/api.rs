@@ -120,6 +120,7 @@ async fn fixture() -> Fixture {
     w.environments.apply_watcher_event(&Event::Apply(env));
     w.builds.apply_watcher_event(&Event::Apply(b));
     app.sync_index().await.unwrap();
+    app.changed_now();
     Fixture { app, _dir: dir }
 }
 

@@ -121,8 +121,14 @@ pub fn validate_pattern(pattern: &str) -> Result<(), InvalidPattern> {
 
 /// Whether `pattern` matches `target`, which is `namespace` or `namespace/environment`.
 pub fn pattern_matches(pattern: &str, target: &str) -> bool {
-    let (p_ns, p_env) = split(pattern);
     let (t_ns, t_env) = split(target);
+    matches_parts(pattern, t_ns, t_env)
+}
+
+/// [`pattern_matches`] with the target given as its namespace and environment (no string to
+/// build for each of many targets).
+pub fn matches_parts(pattern: &str, t_ns: &str, t_env: Option<&str>) -> bool {
+    let (p_ns, p_env) = split(pattern);
     if !glob(p_ns, t_ns) {
         return false;
     }

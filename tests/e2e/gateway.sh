@@ -15,6 +15,7 @@ VENV=${CONDA_STORE_CLIENT_VENV:-$HOME/.cache/conda-store-k8s/client-venv}
 source "$ROOT/tests/e2e/checks.sh"
 
 cleanup() {
+  if [[ -n ${FUZZ_PID:-} ]]; then kill "$FUZZ_PID" 2>/dev/null || true; fi
   if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
 }
@@ -24,6 +25,9 @@ trap cleanup EXIT
 if [[ ! -x $VENV/bin/conda-store ]]; then
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check 'conda-store==2025.2.2'
+fi
+if [[ ! -x $VENV/bin/schemathesis ]]; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 CS() { "$VENV/bin/conda-store" "$@"; }
 
@@ -99,6 +103,25 @@ check "a build id that is not a number is 400" is "$(status_of "$API/build/abc/"
 check "an id out of range is 4xx" no_5xx "$API/build/99999999999999999999/"
 check "path traversal in names is refused" no_5xx -u demo:demo "$API/environment/..%2F../x/"
 check "an oversized body is 413" is "$(head -c 5000000 /dev/zero | tr '\0' a | status_of -H "Authorization: Bearer $TOKEN" --data-binary @- "$API/specification/")" 413
+# schemathesis against the served OpenAPI document: no request it makes gets a server error.
+# A second gateway on the same cluster and storage where every login is admin everywhere, so the
+# fuzzing reaches past authorisation into every handler.
+eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
+printf 'users:\n  - username: root\n    password: root\n' >"$STATE/root.yaml"
+ST_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+CONDA_STORE_SECRET_KEY=$(cat "$STATE/secret.key") \
+  "${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}/debug/conda-store-api-server" serve \
+  --listen "127.0.0.1:$ST_PORT" --database-url "sqlite://$STATE/fuzz.db" --storage local \
+  --storage-dir "$STATE/artifacts" --users-file "$STATE/root.yaml" \
+  --authenticated-binding '*/*=admin' --build-wait-seconds 3 >"$STATE/api-fuzz.log" 2>&1 &
+FUZZ_PID=$!
+for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$ST_PORT/readyz" >/dev/null 2>&1 && break; sleep 0.2; done
+check "schemathesis finds no server error" "$VENV/bin/schemathesis" run \
+  "http://127.0.0.1:$ST_PORT/conda-store/openapi.json" --url "http://127.0.0.1:$ST_PORT/conda-store" \
+  -c not_a_server_error -H "Authorization: Basic $(printf root:root | base64)" \
+  --max-examples 15 --request-timeout 20 -w 1 --seed 1
+kill "$FUZZ_PID" 2>/dev/null || true
+
 check "/metrics counts requests" contains conda_store_api_requests_total curl -fsS "${URL%/conda-store/}/metrics"
 
 finish

@@ -15,7 +15,7 @@ pub mod users;
 use std::collections::BTreeMap;
 
 use conda_store_crds::RoleBinding;
-use conda_store_crds::rbac::{Role, highest_role, pattern_matches};
+use conda_store_crds::rbac::{Role, highest_role, matches_parts, pattern_matches};
 
 /// What a role may do, as conda-store names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -174,26 +174,35 @@ impl Caller {
         ns: &str,
         env: Option<&str>,
     ) -> Option<Role> {
-        let target = match env {
-            Some(e) => format!("{ns}/{e}"),
-            None => ns.to_string(),
-        };
-        let carried = highest_role(self.bindings.iter().map(|(p, r)| (p.as_str(), *r)), &target);
-        let granted = if self.via == Via::Token {
-            None
-        } else {
-            let entity = self.entity();
-            let anonymous = !self.authenticated();
-            ns_bindings
-                .iter()
-                // `team/*` also matches the namespace `team` itself, so a pattern with a `/`
-                // would match the bare entity `anonymous`: only slash-free ones may.
-                .filter(|b| !(anonymous && b.entity.contains('/')))
-                .filter(|b| pattern_matches(&b.entity, &entity))
-                .map(|b| b.role)
-                .max()
-        };
-        carried.max(granted)
+        self.carried_role(ns, env)
+            .max(self.granted_role(ns_bindings))
+    }
+
+    /// The highest role the caller's own bindings give on `ns` (and `env`).
+    pub fn carried_role(&self, ns: &str, env: Option<&str>) -> Option<Role> {
+        self.bindings
+            .iter()
+            .filter(|(p, _)| matches_parts(p, ns, env))
+            .map(|(_, r)| *r)
+            .max()
+    }
+
+    /// The highest role a Namespace's bindings grant the caller on all of it (none for API
+    /// tokens: their rights are what they carry).
+    pub fn granted_role(&self, ns_bindings: &[RoleBinding]) -> Option<Role> {
+        if self.via == Via::Token || ns_bindings.is_empty() {
+            return None;
+        }
+        let entity = self.entity();
+        let anonymous = !self.authenticated();
+        ns_bindings
+            .iter()
+            // `team/*` also matches the namespace `team` itself, so a pattern with a `/`
+            // would match the bare entity `anonymous`: only slash-free ones may.
+            .filter(|b| !(anonymous && b.entity.contains('/')))
+            .filter(|b| pattern_matches(&b.entity, &entity))
+            .map(|b| b.role)
+            .max()
     }
 
     /// Whether the caller holds `permission` on `ns` (and `env`).

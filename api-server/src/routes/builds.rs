@@ -11,7 +11,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::AppState;
-use crate::app::App;
+use crate::app::{App, BuildRow, ListAuthz};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ack, ok, page};
 use crate::query::{Paging, Params};
@@ -106,63 +106,73 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
             None => ids,
         });
     }
-    let mut data: Vec<Value> = Vec::new();
-    for b in app.builds.state() {
-        let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
-            continue;
-        };
-        let ns = b.namespace().unwrap_or_default();
-        let env_name = app
-            .environment_of(&b)
-            .map(|e| views::environment_name(&e))
-            .unwrap_or_else(|| b.spec.environment.clone());
-        if params
-            .get("namespace")
-            .is_some_and(|n| n != app.namespace_name(&ns))
-            || params.get("name").is_some_and(|n| n != env_name)
-            || status
-                .as_deref()
-                .is_some_and(|s| views::build_phase(&b).conda_store_name() != s)
-            || artifact.is_some_and(|k| {
-                !k.is_some_and(|k| {
-                    b.status
-                        .as_ref()
-                        .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
+    let rows = app.rows().await?;
+    let mut listed: Vec<&BuildRow> = Vec::new();
+    {
+        let mut authz = ListAuthz::new(&caller, &rows);
+        for row in &rows.builds {
+            let b = &row.build;
+            if params.get("namespace").is_some_and(|n| n != row.ns_name)
+                || params.get("name").is_some_and(|n| n != row.env_name)
+                || environment_id.is_some_and(|e| row.env_id != e)
+                || status
+                    .as_deref()
+                    .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
+                || artifact.is_some_and(|k| {
+                    !k.is_some_and(|k| {
+                        b.status
+                            .as_ref()
+                            .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
+                    })
                 })
-            })
-            || with_packages.as_ref().is_some_and(|ids| !ids.contains(&id))
-            || !app.may(&caller, Permission::EnvironmentRead, &ns, Some(&env_name))
-        {
-            continue;
-        }
-        let view = app.build_view(&b, false).await?;
-        if environment_id.is_some_and(|e| view["environment_id"].as_i64() != Some(e)) {
-            continue;
-        }
-        data.push(view);
-    }
-    let by: Vec<String> = if paging.sort_by.is_empty() {
-        vec!["id".into()]
-    } else {
-        paging.sort_by.clone()
-    };
-    data.sort_by(|a, b| {
-        for f in &by {
-            let o = match f.as_str() {
-                "id" | "environment_id" => a[f].as_i64().cmp(&b[f].as_i64()),
-                _ => a[f].as_str().cmp(&b[f].as_str()),
-            };
-            if o != std::cmp::Ordering::Equal {
-                return o;
+                || with_packages
+                    .as_ref()
+                    .is_some_and(|ids| !ids.contains(&row.id))
+                || !authz.may(
+                    Permission::EnvironmentRead,
+                    &row.ns,
+                    &row.ns_name,
+                    &row.env_name,
+                )
+            {
+                continue;
             }
+            listed.push(row);
         }
-        a["id"].as_i64().cmp(&b["id"].as_i64())
-    });
-    if paging.descending {
-        data.reverse();
     }
-    let count = data.len();
-    Ok(page(paging.slice(data), paging.page, paging.size, count))
+    let time = |b: &Build, f: &str| {
+        let s = b.status.as_ref();
+        match f {
+            "scheduled_on" => s.and_then(|s| s.scheduled_on.clone()),
+            "started_on" => s.and_then(|s| s.started_on.clone()),
+            _ => s.and_then(|s| s.ended_on.clone()),
+        }
+        .map(|t| t.0)
+    };
+    if !paging.sort_by.is_empty() {
+        listed.sort_by(|a, b| {
+            for f in &paging.sort_by {
+                let o = match f.as_str() {
+                    "id" => a.id.cmp(&b.id),
+                    "environment_id" => a.env_id.cmp(&b.env_id),
+                    other => time(&a.build, other).cmp(&time(&b.build, other)),
+                };
+                if o != std::cmp::Ordering::Equal {
+                    return o;
+                }
+            }
+            a.id.cmp(&b.id)
+        });
+    }
+    if paging.descending {
+        listed.reverse();
+    }
+    let count = listed.len();
+    let mut data = Vec::new();
+    for row in paging.slice(listed) {
+        data.push(views::build(&row.build, row.env_id, None));
+    }
+    Ok(page(data, paging.page, paging.size, count))
 }
 
 #[utoipa::path(
@@ -377,7 +387,7 @@ pub async fn packages(
     let (b, _) = find(&app, &caller, id, Permission::EnvironmentRead)?;
     let paging = Paging::from(&params, &["name", "version"])?;
     if views::build_phase(&b) != BuildPhase::Completed {
-        return Ok(page(Vec::new(), paging.page, paging.size, 0));
+        return Ok(page(Vec::<Value>::new(), paging.page, paging.size, 0));
     }
     let exact = params.bool("exact")?.unwrap_or(false);
     let search = params.get("search");

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::namespaces::create_namespace;
 use super::{AppState, json_body};
-use crate::app::{App, denied};
+use crate::app::{App, ListAuthz, Rows, denied};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ack, ok, page};
 use crate::query::{Paging, Params};
@@ -55,8 +55,12 @@ pub fn find(
     }
 }
 
-/// Environments the caller may read, after the list filters.
-async fn filtered(app: &App, caller: &Caller, params: &Params) -> ApiResult<Vec<Arc<Environment>>> {
+/// The rows (indices into `rows.envs`) the caller may read, after the list filters.
+async fn filtered(
+    app: &App,
+    caller: &Caller,
+    params: &Params,
+) -> ApiResult<(Arc<Rows>, Vec<usize>)> {
     let status = params.get("status").map(|s| s.to_ascii_uppercase());
     if let Some(s) = &status
         && !["QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED"].contains(&s.as_str())
@@ -72,9 +76,8 @@ async fn filtered(app: &App, caller: &Caller, params: &Params) -> ApiResult<Vec<
         }
         None => None,
     };
-    let packages = params.all("packages");
     let mut with_packages: Option<BTreeSet<i64>> = None;
-    for p in &packages {
+    for p in params.all("packages") {
         let name = conda_store_crds::spec::normalize::package_name(p).to_ascii_lowercase();
         let ids: BTreeSet<i64> = app.index.builds_with(&name).await?.into_iter().collect();
         with_packages = Some(match with_packages {
@@ -82,60 +85,75 @@ async fn filtered(app: &App, caller: &Caller, params: &Params) -> ApiResult<Vec<
             None => ids,
         });
     }
+    let by_build = status.is_some() || artifact.is_some() || with_packages.is_some();
     let search = params.get("search").map(str::to_ascii_lowercase);
+    let (ns_filter, name_filter) = (params.get("namespace"), params.get("name"));
+    let rows = app.rows().await?;
     let mut out = Vec::new();
-    for env in app.environments.state() {
-        let obj_ns = env.namespace().unwrap_or_default();
-        let ns_name = app.namespace_name(&obj_ns);
-        let name = views::environment_name(&env);
-        if params.get("namespace").is_some_and(|n| n != ns_name)
-            || params.get("name").is_some_and(|n| n != name)
-            || search.as_ref().is_some_and(|s| {
-                !name.to_ascii_lowercase().contains(s) && !ns_name.to_ascii_lowercase().contains(s)
-            })
-            || !app.may(caller, Permission::EnvironmentRead, &obj_ns, Some(&name))
-        {
-            continue;
-        }
-        let current = env
-            .status
-            .as_ref()
-            .and_then(|s| s.current_build)
-            .and_then(|id| app.build(id));
-        if status.is_some() || artifact.is_some() || with_packages.is_some() {
-            let Some(b) = &current else { continue };
-            if status
-                .as_deref()
-                .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
+    {
+        let mut authz = ListAuthz::new(caller, &rows);
+        for (i, row) in rows.envs.iter().enumerate() {
+            if ns_filter.is_some_and(|n| n != row.ns_name)
+                || name_filter.is_some_and(|n| n != row.name)
+                || search.as_ref().is_some_and(|s| {
+                    !row.name.to_ascii_lowercase().contains(s)
+                        && !row.ns_name.to_ascii_lowercase().contains(s)
+                })
+                || !authz.may(
+                    Permission::EnvironmentRead,
+                    &row.ns,
+                    &row.ns_name,
+                    &row.name,
+                )
             {
                 continue;
             }
-            if let Some(kind) = artifact {
-                let has = kind.is_some_and(|k| {
-                    b.status
-                        .as_ref()
-                        .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
-                });
-                if !has {
+            if by_build {
+                let current = row
+                    .env
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.current_build)
+                    .and_then(|id| rows.build_index.get(&id))
+                    .map(|&j| &rows.builds[j].build);
+                let Some(b) = current else { continue };
+                if status
+                    .as_deref()
+                    .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
+                {
                     continue;
                 }
-            }
-            if let Some(ids) = &with_packages {
-                let id = b.status.as_ref().and_then(|s| s.id).unwrap_or(-1);
-                if !ids.contains(&id) {
-                    continue;
+                if let Some(kind) = artifact {
+                    let has = kind.is_some_and(|k| {
+                        b.status
+                            .as_ref()
+                            .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
+                    });
+                    if !has {
+                        continue;
+                    }
+                }
+                if let Some(ids) = &with_packages {
+                    let id = b.status.as_ref().and_then(|s| s.id).unwrap_or(-1);
+                    if !ids.contains(&id) {
+                        continue;
+                    }
                 }
             }
+            out.push(i);
         }
-        out.push(env);
     }
-    Ok(out)
+    Ok((rows, out))
 }
 
-async fn views_of(app: &App, envs: &[Arc<Environment>]) -> ApiResult<Vec<Value>> {
-    let mut out = Vec::with_capacity(envs.len());
-    for e in envs {
-        out.push(app.environment_view(e, false).await?);
+async fn views_of(
+    app: &App,
+    rows: &Rows,
+    picked: &[usize],
+) -> ApiResult<Vec<views::EnvironmentView>> {
+    let mut out = Vec::with_capacity(picked.len());
+    for &i in picked {
+        out.push(app.environment_view(&rows.envs[i].env, false).await?);
     }
     Ok(out)
 }
@@ -167,32 +185,33 @@ async fn views_of(app: &App, envs: &[Arc<Environment>]) -> ApiResult<Vec<Value>>
 )]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["namespace", "name"])?;
-    let envs = filtered(&app, &caller, &params).await?;
-    let mut data = views_of(&app, &envs).await?;
-    sort(&mut data, &paging.sort_by);
+    let (rows, mut picked) = filtered(&app, &caller, &params).await?;
+    sort(&rows, &mut picked, &paging.sort_by);
     if paging.descending {
-        data.reverse();
+        picked.reverse();
     }
-    let count = data.len();
-    Ok(page(paging.slice(data), paging.page, paging.size, count))
+    let count = picked.len();
+    // Views only for the page.
+    let data = views_of(&app, &rows, &paging.slice(picked)).await?;
+    Ok(page(data, paging.page, paging.size, count))
 }
 
-fn sort(data: &mut [Value], by: &[String]) {
-    data.sort_by(|a, b| {
+fn sort(rows: &Rows, picked: &mut [usize], by: &[String]) {
+    if by.is_empty() {
+        return; // rows are in id order
+    }
+    picked.sort_by(|&a, &b| {
+        let (a, b) = (&rows.envs[a], &rows.envs[b]);
         for field in by {
-            let (x, y) = match field.as_str() {
-                "namespace" => (
-                    a["namespace"]["name"].as_str(),
-                    b["namespace"]["name"].as_str(),
-                ),
-                _ => (a["name"].as_str(), b["name"].as_str()),
+            let o = match field.as_str() {
+                "namespace" => a.ns_name.cmp(&b.ns_name),
+                _ => a.name.cmp(&b.name),
             };
-            match x.cmp(&y) {
-                std::cmp::Ordering::Equal => continue,
-                o => return o,
+            if o != std::cmp::Ordering::Equal {
+                return o;
             }
         }
-        a["id"].as_i64().cmp(&b["id"].as_i64())
+        a.id.cmp(&b.id)
     });
 }
 
@@ -231,24 +250,20 @@ pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> Ap
             ApiError::bad_request(format!("cursor {c:?} is not one this server gave"))
         })?),
     };
-    let envs = filtered(&app, &caller, &params).await?;
-    let mut data = views_of(&app, &envs).await?;
-    data.sort_by_key(|v| v["id"].as_i64());
-    let count = data.len();
-    let rest: Vec<Value> = data
+    let (rows, picked) = filtered(&app, &caller, &params).await?;
+    let count = picked.len();
+    let rest: Vec<usize> = picked
         .into_iter()
-        .filter(|v| after.is_none_or(|a| v["id"].as_i64().unwrap_or(0) > a))
+        .filter(|&i| after.is_none_or(|a| rows.envs[i].id > a))
         .collect();
     let more = rest.len() > limit as usize;
-    let page_items: Vec<Value> = rest.into_iter().take(limit as usize).collect();
+    let page_envs: Vec<usize> = rest.into_iter().take(limit as usize).collect();
     let cursor = if more {
-        page_items
-            .last()
-            .and_then(|v| v["id"].as_i64())
-            .map(|i| i.to_string())
+        page_envs.last().map(|&i| rows.envs[i].id.to_string())
     } else {
         None
     };
+    let page_items = views_of(&app, &rows, &page_envs).await?;
     Ok(axum::Json(json!({
         "status": "ok",
         "data": page_items,

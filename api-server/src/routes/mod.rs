@@ -161,6 +161,8 @@ fn api_routes() -> OpenApiRouter<Arc<App>> {
 fn document(mut doc: utoipa::openapi::OpenApi, prefix: &str) -> String {
     doc.info.title = "conda-store for Kubernetes".into();
     doc.info.version = env!("CARGO_PKG_VERSION").into();
+    doc.info.contact = None;
+    doc.info.license = Some(utoipa::openapi::License::new("BSD-3-Clause"));
     doc.info.description = Some(format!(
         "conda-store's REST API ({}), served from the conda.store resources",
         misc::CONDA_STORE_API_VERSION

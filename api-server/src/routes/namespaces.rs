@@ -74,7 +74,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
         views_.push(app.namespace_view(ns).await?);
     }
     if paging.sort_by.is_empty() {
-        views_.sort_by_key(|v| v["id"].as_i64());
+        views_.sort_by_key(|v| v.id);
     }
     if paging.descending {
         views_.reverse();
