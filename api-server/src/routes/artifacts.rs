@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::builds::{find, parse_id};
+use super::openapi::{Answers, ArtifactAnswers};
 use crate::app::{App, artifact_key};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ok};
@@ -207,188 +208,36 @@ async fn build_artifact(
     }
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/lockfile",
-    tag = "artifact",
-    summary = "conda's explicit lockfile of a build",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_lockfile(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "lockfile").await
+/// One documented route per build artifact, each a thin handler over [`build_artifact`].
+macro_rules! build_artifact_routes {
+    ($($name:ident: $path:literal, $artifact:literal, $summary:literal;)*) => {$(
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "artifact",
+            summary = $summary,
+            params(("id" = i64, Path, description = "Build id")),
+            responses(ArtifactAnswers)
+        )]
+        pub async fn $name(
+            State(app): AppState,
+            caller: Caller,
+            Path(id): Path<String>,
+        ) -> ApiResult<Response> {
+            build_artifact(&app, &caller, &id, $artifact).await
+        }
+    )*};
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/conda-lock.yml",
-    tag = "artifact",
-    summary = "The conda-lock lockfile of a build",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_conda_lock_yml(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "conda-lock.yml").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/conda-lock.yaml",
-    tag = "artifact",
-    summary = "The conda-lock lockfile of a build",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_conda_lock_yaml(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "conda-lock.yaml").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/yaml",
-    tag = "artifact",
-    summary = "The environment of a build as YAML with exact pins",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_yaml(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "yaml").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/logs",
-    tag = "artifact",
-    summary = "The logs of a build (live while a step runs)",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_logs(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "logs").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/archive",
-    tag = "artifact",
-    summary = "The relocatable archive of a build",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_archive(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "archive").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/docker",
-    tag = "artifact",
-    summary = "The image names of a build",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_docker(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "docker").await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/build/{id}/installer",
-    tag = "artifact",
-    summary = "Installers (not built by this server)",
-    params(("id" = i64, Path, description = "Build id")),
-    responses(
-        (status = 200, description = "the artifact"),
-        (status = 307, description = "a presigned URL of the artifact"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
-)]
-pub async fn build_installer(
-    State(app): AppState,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Response> {
-    build_artifact(&app, &caller, &id, "installer").await
+build_artifact_routes! {
+    build_lockfile: "/api/v1/build/{id}/lockfile", "lockfile", "conda's explicit lockfile of a build";
+    build_conda_lock_yml: "/api/v1/build/{id}/conda-lock.yml", "conda-lock.yml", "The conda-lock lockfile of a build";
+    build_conda_lock_yaml: "/api/v1/build/{id}/conda-lock.yaml", "conda-lock.yaml", "The conda-lock lockfile of a build";
+    build_yaml: "/api/v1/build/{id}/yaml", "yaml", "The environment of a build as YAML with exact pins";
+    build_logs: "/api/v1/build/{id}/logs", "logs", "The logs of a build (live while a step runs)";
+    build_archive: "/api/v1/build/{id}/archive", "archive", "The relocatable archive of a build";
+    build_docker: "/api/v1/build/{id}/docker", "docker", "The image names of a build";
+    build_installer: "/api/v1/build/{id}/installer", "installer", "Installers (not built by this server)";
 }
 
 /// The current (or `build_id`) build of an environment.
@@ -429,13 +278,7 @@ fn env_build(
         ("name" = String, Path, description = "Environment name"),
         ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn env_lockfile(
     State(app): AppState,
@@ -469,14 +312,7 @@ async fn env_conda_lock(
         ("name" = String, Path, description = "Environment name"),
         ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
     ),
-    responses(
-        (status = 200, description = "the lockfile"),
-        (status = 307, description = "a presigned URL of the lockfile"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(ArtifactAnswers)
 )]
 pub async fn env_conda_lock_yml(
     State(app): AppState,
@@ -497,14 +333,7 @@ pub async fn env_conda_lock_yml(
         ("name" = String, Path, description = "Environment name"),
         ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
     ),
-    responses(
-        (status = 200, description = "the lockfile"),
-        (status = 307, description = "a presigned URL of the lockfile"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(ArtifactAnswers)
 )]
 pub async fn env_conda_lock_yaml(
     State(app): AppState,

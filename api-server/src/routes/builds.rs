@@ -1,6 +1,5 @@
 //! `/api/v1/build/...`: Builds by numeric id.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -11,6 +10,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::filters::BuildFilter;
+use super::openapi::{Answers, PageParams};
 use crate::app::{App, BuildRow, ListAuthz};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ack, ok, page};
@@ -57,18 +58,9 @@ pub fn find(
         ("environment_id" = Option<i64>, Query, description = "Environment id"),
         ("name" = Option<String>, Query, description = "Environment name"),
         ("namespace" = Option<String>, Query, description = "Namespace name"),
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
+        PageParams,
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(
@@ -81,31 +73,8 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
             "ended_on",
         ],
     )?;
-    let status = params.get("status").map(str::to_ascii_uppercase);
-    if let Some(s) = &status
-        && !["QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED"].contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!("unknown build status {s:?}")));
-    }
-    let artifact = match params.get("artifact") {
-        Some(a) if views::ARTIFACT_TYPES.contains(&a) => Some(views::artifact_kind(a)),
-        Some(a) => {
-            return Err(ApiError::bad_request(format!(
-                "unknown artifact type {a:?}"
-            )));
-        }
-        None => None,
-    };
+    let filter = BuildFilter::from(&app, &params).await?;
     let environment_id = params.int("environment_id")?;
-    let mut with_packages: Option<BTreeSet<i64>> = None;
-    for p in params.all("packages") {
-        let name = conda_store_crds::spec::normalize::package_name(p).to_ascii_lowercase();
-        let ids: BTreeSet<i64> = app.index.builds_with(&name).await?.into_iter().collect();
-        with_packages = Some(match with_packages {
-            Some(prev) => prev.intersection(&ids).copied().collect(),
-            None => ids,
-        });
-    }
     let rows = app.rows().await?;
     let mut listed: Vec<&BuildRow> = Vec::new();
     {
@@ -115,19 +84,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
             if params.get("namespace").is_some_and(|n| n != row.ns_name)
                 || params.get("name").is_some_and(|n| n != row.env_name)
                 || environment_id.is_some_and(|e| row.env_id != e)
-                || status
-                    .as_deref()
-                    .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
-                || artifact.is_some_and(|k| {
-                    !k.is_some_and(|k| {
-                        b.status
-                            .as_ref()
-                            .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
-                    })
-                })
-                || with_packages
-                    .as_ref()
-                    .is_some_and(|ids| !ids.contains(&row.id))
+                || !filter.accepts(b)
                 || !authz.may(
                     Permission::EnvironmentRead,
                     &row.ns,
@@ -183,13 +140,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     params(
         ("id" = i64, Path, description = "Build id"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn get_one(
     State(app): AppState,
@@ -208,13 +159,7 @@ pub async fn get_one(
     params(
         ("id" = i64, Path, description = "Build id"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn cancel(
     State(app): AppState,
@@ -248,13 +193,7 @@ pub async fn cancel(
     params(
         ("id" = i64, Path, description = "Build id"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn delete(
     State(app): AppState,
@@ -289,13 +228,7 @@ pub async fn delete(
     params(
         ("id" = i64, Path, description = "Build id"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn rebuild(
     State(app): AppState,
@@ -364,18 +297,9 @@ pub async fn rebuild(
         ("search" = Option<String>, Query, description = "Substring of the package name"),
         ("exact" = Option<bool>, Query, description = "Match the name exactly"),
         ("build" = Option<String>, Query, description = "Build string"),
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
+        PageParams,
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn packages(
     State(app): AppState,

@@ -14,7 +14,9 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::filters::BuildFilter;
 use super::namespaces::create_namespace;
+use super::openapi::{Answers, PageParams};
 use super::{AppState, json_body};
 use crate::app::{App, ListAuthz, Rows, denied};
 use crate::auth::{Caller, Permission};
@@ -61,31 +63,8 @@ async fn filtered(
     caller: &Caller,
     params: &Params,
 ) -> ApiResult<(Arc<Rows>, Vec<usize>)> {
-    let status = params.get("status").map(|s| s.to_ascii_uppercase());
-    if let Some(s) = &status
-        && !["QUEUED", "BUILDING", "COMPLETED", "FAILED", "CANCELED"].contains(&s.as_str())
-    {
-        return Err(ApiError::bad_request(format!("unknown build status {s:?}")));
-    }
-    let artifact = match params.get("artifact") {
-        Some(a) if views::ARTIFACT_TYPES.contains(&a) => Some(views::artifact_kind(a)),
-        Some(a) => {
-            return Err(ApiError::bad_request(format!(
-                "unknown artifact type {a:?}"
-            )));
-        }
-        None => None,
-    };
-    let mut with_packages: Option<BTreeSet<i64>> = None;
-    for p in params.all("packages") {
-        let name = conda_store_crds::spec::normalize::package_name(p).to_ascii_lowercase();
-        let ids: BTreeSet<i64> = app.index.builds_with(&name).await?.into_iter().collect();
-        with_packages = Some(match with_packages {
-            Some(prev) => prev.intersection(&ids).copied().collect(),
-            None => ids,
-        });
-    }
-    let by_build = status.is_some() || artifact.is_some() || with_packages.is_some();
+    let filter = BuildFilter::from(app, params).await?;
+    let by_build = filter.is_set();
     let search = params.get("search").map(str::to_ascii_lowercase);
     let (ns_filter, name_filter) = (params.get("namespace"), params.get("name"));
     let rows = app.rows().await?;
@@ -116,28 +95,8 @@ async fn filtered(
                     .and_then(|s| s.current_build)
                     .and_then(|id| rows.build_index.get(&id))
                     .map(|&j| &rows.builds[j].build);
-                let Some(b) = current else { continue };
-                if status
-                    .as_deref()
-                    .is_some_and(|s| views::build_phase(b).conda_store_name() != s)
-                {
+                if !current.is_some_and(|b| filter.accepts(b)) {
                     continue;
-                }
-                if let Some(kind) = artifact {
-                    let has = kind.is_some_and(|k| {
-                        b.status
-                            .as_ref()
-                            .is_some_and(|s| s.artifacts.iter().any(|a| a.kind == k))
-                    });
-                    if !has {
-                        continue;
-                    }
-                }
-                if let Some(ids) = &with_packages {
-                    let id = b.status.as_ref().and_then(|s| s.id).unwrap_or(-1);
-                    if !ids.contains(&id) {
-                        continue;
-                    }
                 }
             }
             out.push(i);
@@ -170,18 +129,9 @@ async fn views_of(
         ("artifact" = Option<String>, Query, description = "Artifact type the current build has"),
         ("packages" = Option<Vec<String>>, Query, description = "Package names the current build holds"),
         ("search" = Option<String>, Query, description = "Substring of the namespace or environment name"),
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
+        PageParams,
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["namespace", "name"])?;
@@ -231,13 +181,7 @@ fn sort(rows: &Rows, picked: &mut [usize], by: &[String]) {
         ("limit" = Option<i64>, Query, description = "Items per page"),
         ("cursor" = Option<String>, Query, description = "The cursor of the previous page"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let limit = params.int("limit")?.unwrap_or(100);
@@ -292,13 +236,7 @@ impl IntoOk for axum::Json<Value> {
         ("namespace" = String, Path, description = "Namespace name"),
         ("name" = String, Path, description = "Environment name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn get_one(
     State(app): AppState,
@@ -327,13 +265,7 @@ struct UpdateBody {
         ("name" = String, Path, description = "Environment name"),
     ),
     request_body(content = UpdateBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn update(
     State(app): AppState,
@@ -385,13 +317,7 @@ pub async fn update(
         ("namespace" = String, Path, description = "Namespace name"),
         ("name" = String, Path, description = "Environment name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn delete(
     State(app): AppState,
@@ -470,13 +396,7 @@ fn environment_spec(body: &SpecificationBody) -> ApiResult<(Value, Option<String
     tag = "specification",
     summary = "Create or update an environment; answers the id of the build that builds it",
     request_body(content = SpecificationBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn post_specification(
     State(app): AppState,

@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::{Answers, PageParams};
 use super::{AppState, json_body, read_body};
 use crate::auth::jwt::Claims;
 use crate::auth::login::COOKIE_NAME;
@@ -30,13 +31,7 @@ pub const CONDA_STORE_API_VERSION: &str = "2025.2.2";
     path = "/api/v1",
     tag = "root",
     summary = "The API version",
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn root() -> Response {
     ok(json!({"version": CONDA_STORE_API_VERSION}))
@@ -80,13 +75,7 @@ fn effective(app: &crate::app::App, caller: &Caller) -> BTreeMap<String, Role> {
     path = "/api/v1/permission",
     tag = "auth",
     summary = "The caller's roles and permissions",
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn permission(State(app): AppState, caller: Caller) -> Response {
     let bindings = effective(&app, &caller);
@@ -158,13 +147,7 @@ fn parse_expiry(v: &Value) -> ApiResult<Option<i64>> {
     tag = "auth",
     summary = "A token holding at most the caller's rights",
     request_body(content = TokenRequest, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn token(State(app): AppState, caller: Caller, body: Body) -> ApiResult<Response> {
     let req: TokenRequest = json_body(&app, body).await?;
@@ -313,13 +296,7 @@ pub async fn logout() -> Response {
     path = "/api/v1/usage",
     tag = "usage",
     summary = "Environments, builds and storage per namespace",
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> {
     let mut out = serde_json::Map::new();
@@ -362,19 +339,8 @@ pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> 
     path = "/api/v1/channel",
     tag = "catalog",
     summary = "Channels of the indexed builds",
-    params(
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
-    ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    params(PageParams,),
+    responses(Answers)
 )]
 pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name"])?;
@@ -404,18 +370,9 @@ pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Respons
         ("exact" = Option<bool>, Query, description = "Match the name exactly"),
         ("build" = Option<String>, Query, description = "Build string"),
         ("distinct_on" = Option<Vec<String>>, Query, description = "name: one per package name"),
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
+        PageParams,
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name", "version"])?;
@@ -467,13 +424,7 @@ pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Respons
         ("conda" = Option<Vec<String>>, Query, description = "Conda match specs"),
         ("pip" = Option<Vec<String>>, Query, description = "pip requirements"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn solve() -> Response {
     ApiError::bad_request(

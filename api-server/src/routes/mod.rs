@@ -4,8 +4,10 @@
 mod artifacts;
 mod builds;
 mod environments;
+mod filters;
 mod misc;
 mod namespaces;
+mod openapi;
 mod settings;
 
 use std::sync::Arc;

@@ -13,6 +13,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::openapi::{Answers, PageParams};
 use super::{AppState, json_body};
 use crate::app::{App, denied};
 use crate::auth::{Caller, Permission};
@@ -46,19 +47,8 @@ pub fn readable(
     path = "/api/v1/namespace",
     tag = "namespace",
     summary = "Namespaces the caller may read",
-    params(
-        ("page" = Option<i64>, Query, description = "1-based page"),
-        ("size" = Option<i64>, Query, description = "Items per page (at most 100)"),
-        ("sort_by" = Option<Vec<String>>, Query, description = "Fields to sort by"),
-        ("order" = Option<String>, Query, description = "asc or desc"),
-    ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    params(PageParams,),
+    responses(Answers)
 )]
 pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiResult<Response> {
     let paging = Paging::from(&params, &["name"])?;
@@ -91,13 +81,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     params(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn get_one(
     State(app): AppState,
@@ -116,13 +100,7 @@ pub async fn get_one(
     params(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn create(
     State(app): AppState,
@@ -234,13 +212,7 @@ async fn patch_spec(app: &App, obj: &str, spec: Value) -> ApiResult<Namespace> {
         ("namespace" = String, Path, description = "Namespace name"),
     ),
     request_body(content = UpdateBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn update(
     State(app): AppState,
@@ -271,13 +243,7 @@ pub async fn update(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
     request_body(content = serde_json::Value, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn update_metadata(
     State(app): AppState,
@@ -304,13 +270,7 @@ pub async fn update_metadata(
     params(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn delete(
     State(app): AppState,
@@ -356,13 +316,7 @@ fn members(other: &str) -> String {
         ("namespace" = String, Path, description = "Namespace name"),
         ("other_namespace" = String, Query, description = "The other namespace"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn get_role(
     State(app): AppState,
@@ -393,13 +347,7 @@ pub async fn get_role(
     params(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn list_roles(
     State(app): AppState,
@@ -428,13 +376,7 @@ pub async fn list_roles(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
     request_body(content = RoleBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn set_role(
     State(app): AppState,
@@ -479,13 +421,7 @@ pub async fn set_role(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
     request_body(content = RoleBody, content_type = "application/json"),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn delete_role(
     State(app): AppState,
@@ -517,13 +453,7 @@ pub async fn delete_role(
     params(
         ("namespace" = String, Path, description = "Namespace name"),
     ),
-    responses(
-        (status = 200, description = "conda-store's envelope with the data"),
-        (status = 400, description = "bad input"),
-        (status = 401, description = "credentials needed"),
-        (status = 403, description = "not allowed"),
-        (status = 404, description = "not found"),
-    )
+    responses(Answers)
 )]
 pub async fn delete_roles(
     State(app): AppState,
