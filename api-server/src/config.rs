@@ -35,6 +35,20 @@ pub struct ServeArgs {
     /// Accept Kubernetes tokens (ServiceAccounts of pipelines), checked with TokenReview.
     #[arg(long, env = "CONDA_STORE_TOKEN_REVIEW")]
     pub token_review: bool,
+    /// OpenID Connect issuer whose ID tokens are accepted as bearer tokens (its
+    /// `/.well-known/openid-configuration` and keys are fetched from it).
+    #[arg(long, env = "CONDA_STORE_OIDC_ISSUER", requires = "oidc_client_id")]
+    pub oidc_issuer: Option<String>,
+    /// This gateway's client id at the issuer (the ID tokens' audience).
+    #[arg(long, env = "CONDA_STORE_OIDC_CLIENT_ID")]
+    pub oidc_client_id: Option<String>,
+    /// The claim that names the user (their primary namespace too).
+    #[arg(
+        long,
+        env = "CONDA_STORE_OIDC_USERNAME_CLAIM",
+        default_value = "preferred_username"
+    )]
+    pub oidc_username_claim: String,
     /// The role people get on their own primary namespace (`none` for no role).
     #[arg(long, env = "CONDA_STORE_OWN_NAMESPACE_ROLE", default_value = "admin", value_parser = parse_optional_role)]
     pub own_namespace_role: OptionalRole,

@@ -55,6 +55,13 @@ pub async fn build_app(
         args.token_review.then(|| client.clone()),
     );
     auth.own_namespace_role = args.own_namespace_role.0;
+    if let (Some(issuer), Some(client)) = (&args.oidc_issuer, &args.oidc_client_id) {
+        auth.oidc = Some(auth::oidc::Oidc::new(
+            issuer,
+            client,
+            &args.oidc_username_claim,
+        ));
+    }
     auth.authenticated_bindings = args.authenticated_bindings.clone();
     auth.anonymous_bindings = args.anonymous_bindings.clone();
     auth.session_seconds = args.session_seconds;

@@ -42,6 +42,8 @@ pub struct Authenticator {
     pub anonymous_bindings: Vec<(String, Role)>,
     /// Checks Kubernetes tokens when set.
     pub token_review: Option<kube::Client>,
+    /// Accepts ID tokens of this OpenID Connect issuer when set.
+    pub oidc: Option<super::oidc::Oidc>,
     /// Lifetime of a login session and the default of an API token, seconds.
     pub session_seconds: i64,
     reviews: Mutex<HashMap<[u8; 32], Review>>,
@@ -57,6 +59,7 @@ impl Authenticator {
             authenticated_bindings: Vec::new(),
             anonymous_bindings: Vec::new(),
             token_review,
+            oidc: None,
             session_seconds: 24 * 3600,
             reviews: Mutex::new(HashMap::new()),
         }
@@ -127,6 +130,19 @@ impl Authenticator {
                     .verify(credentials, now)
                     .map(|c| self.from_claims(c))
                     .map_err(|e| ApiError::unauthorized(e.to_string())),
+                "bearer"
+                    if self
+                        .oidc
+                        .as_ref()
+                        .is_some_and(|o| o.claims_issuer(credentials)) =>
+                {
+                    let oidc = self.oidc.as_ref().expect("checked");
+                    let user = oidc
+                        .verify(credentials, now)
+                        .await
+                        .map_err(|e| ApiError::unauthorized(e.to_string()))?;
+                    Ok(self.user(Via::Oidc, &user, &user, None))
+                }
                 "bearer" if self.token_review.is_some() => self.review(credentials).await,
                 "bearer" => Err(ApiError::unauthorized("the bearer token is not valid")),
                 "basic" => {

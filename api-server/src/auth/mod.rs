@@ -10,6 +10,7 @@
 
 pub mod jwt;
 pub mod login;
+pub mod oidc;
 pub mod users;
 
 use std::collections::BTreeMap;
@@ -125,6 +126,8 @@ pub enum Via {
     Token,
     /// A Kubernetes token checked by TokenReview.
     Kubernetes,
+    /// An ID token of the configured OpenID Connect issuer.
+    Oidc,
 }
 
 /// The caller of a request.

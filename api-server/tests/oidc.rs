@@ -1,0 +1,179 @@
+//! OpenID Connect ID tokens against a real (small) issuer on loopback: discovery document and
+//! JWKS served over HTTP, tokens signed RS256 with a key `openssl` generates.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use clap::Parser;
+use conda_store_api_server::app::App;
+use conda_store_api_server::config::ServeArgs;
+use conda_store_api_server::{build_app, routes};
+use ring::rand::SystemRandom;
+use ring::rsa::PublicKeyComponents;
+use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
+use serde_json::{Value, json};
+use tower::{Layer, ServiceExt};
+
+#[derive(Parser)]
+struct Args {
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+fn rsa_key(dir: &std::path::Path, name: &str) -> RsaKeyPair {
+    let pem = dir.join(format!("{name}.pem"));
+    let der = dir.join(format!("{name}.der"));
+    let run = |args: &[&str]| {
+        let ok = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs")
+            .status
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&["genrsa", "-out", pem.to_str().unwrap(), "2048"]);
+    // PKCS#1 DER, which ring reads.
+    run(&[
+        "rsa",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-traditional",
+        "-out",
+        der.to_str().unwrap(),
+    ]);
+    RsaKeyPair::from_der(&std::fs::read(der).unwrap()).unwrap()
+}
+
+fn sign(key: &RsaKeyPair, kid: &str, claims: &Value) -> String {
+    let h =
+        B64.encode(serde_json::to_vec(&json!({"alg": "RS256", "kid": kid, "typ": "JWT"})).unwrap());
+    let b = B64.encode(serde_json::to_vec(claims).unwrap());
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        format!("{h}.{b}").as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{h}.{b}.{}", B64.encode(sig))
+}
+
+async fn call(app: &Arc<App>, token: &str) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .uri("/conda-store/api/v1/permission/")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let svc =
+        tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
+    let resp = svc.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn id_tokens_of_the_issuer_log_people_in() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let key = rsa_key(dir.path(), "issuer");
+    let stranger = rsa_key(dir.path(), "stranger");
+    let public: PublicKeyComponents<Vec<u8>> = key.public().into();
+
+    // The issuer: discovery and keys.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer = format!("http://{}", listener.local_addr().unwrap());
+    let jwks = json!({"keys": [{"kty": "RSA", "kid": "k1", "alg": "RS256", "use": "sig",
+        "n": B64.encode(&public.n), "e": B64.encode(&public.e)}]});
+    let discovery = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
+    let idp = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { Json(discovery) }),
+        )
+        .route("/keys", get(move || async move { Json(jwks) }));
+    tokio::spawn(async move { axum::serve(listener, idp).await.unwrap() });
+
+    let args = Args::parse_from([
+        "t",
+        "--database-url",
+        &format!("sqlite://{}", dir.path().join("index.db").display()),
+        "--storage-dir",
+        dir.path().join("artifacts").to_str().unwrap(),
+        "--oidc-issuer",
+        &issuer,
+        "--oidc-client-id",
+        "conda-store",
+    ]);
+    let client =
+        kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
+    let (app, _w) = build_app(&args.serve, client).await.unwrap();
+
+    let now = jiff::Timestamp::now().as_second();
+    let claims = |aud: &str, exp: i64| {
+        json!({"iss": issuer, "aud": aud, "exp": exp, "iat": now, "sub": "1234",
+               "preferred_username": "carol"})
+    };
+    let (s, v) = call(&app, &sign(&key, "k1", &claims("conda-store", now + 300))).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["data"]["authenticated"], true);
+    assert_eq!(v["data"]["primary_namespace"], "carol");
+    assert!(
+        v["data"]["entity_roles"]["carol/*"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "admin")
+    );
+
+    for (what, token) in [
+        (
+            "another audience",
+            sign(&key, "k1", &claims("other-app", now + 300)),
+        ),
+        (
+            "expired",
+            sign(&key, "k1", &claims("conda-store", now - 10)),
+        ),
+        (
+            "an unpublished key",
+            sign(&stranger, "k1", &claims("conda-store", now + 300)),
+        ),
+        (
+            "an unknown kid",
+            sign(&stranger, "k9", &claims("conda-store", now + 300)),
+        ),
+    ] {
+        let (s, v) = call(&app, &token).await;
+        assert_eq!(s, 401, "{what}: {v}");
+        assert_eq!(v["status"], "error");
+    }
+    // A changed claim breaks the signature.
+    let good = sign(&key, "k1", &claims("conda-store", now + 300));
+    let parts: Vec<&str> = good.split('.').collect();
+    let mut forged = claims("conda-store", now + 300);
+    forged["preferred_username"] = json!("admin");
+    let forged = format!(
+        "{}.{}.{}",
+        parts[0],
+        B64.encode(serde_json::to_vec(&forged).unwrap()),
+        parts[2]
+    );
+    let (s, _) = call(&app, &forged).await;
+    assert_eq!(s, 401);
+}
