@@ -16,7 +16,7 @@ MOTO_VERSION="5.2.5"
 log() { printf '%s\n' "$*" >&2; }
 
 missing=()
-for tool in skopeo umoci zstd perl; do
+for tool in skopeo umoci zstd perl openssl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
