@@ -534,6 +534,8 @@ pub struct EnvRow {
     pub ns_name: String,
     /// Its conda name.
     pub name: String,
+    /// Its list view (made once per change, serialised by every list request).
+    pub view: views::EnvironmentView,
 }
 
 /// A build (with an id) as lists need it.
@@ -550,6 +552,8 @@ pub struct BuildRow {
     pub ns_name: String,
     /// Its environment's conda name.
     pub env_name: String,
+    /// Its list view.
+    pub view: views::BuildView,
 }
 
 /// Every environment and build, sorted by id, with names and ids resolved: rebuilt once per
@@ -587,6 +591,7 @@ impl App {
             let ns = env.namespace().unwrap_or_default();
             envs.push(EnvRow {
                 id: self.id(Kind::Environment, &key(&*env)).await?,
+                view: self.environment_view(&env, false).await?,
                 ns_name: snap.namespace_name(&ns).to_string(),
                 name: views::environment_name(&env),
                 ns,
@@ -600,9 +605,11 @@ impl App {
                 continue;
             };
             let ns = b.namespace().unwrap_or_default();
+            let env_id = self.environment_id_of(&b).await?;
             builds.push(BuildRow {
                 id,
-                env_id: self.environment_id_of(&b).await?,
+                env_id,
+                view: views::build(&b, env_id, None),
                 ns_name: snap.namespace_name(&ns).to_string(),
                 env_name: snap.environment_name(&ns, &b.spec.environment).to_string(),
                 ns,

@@ -80,6 +80,20 @@ check "alice's environment is listed for her" contains my_env env CONDA_STORE_AU
   "$VENV/bin/conda-store" list environment --output json
 check "the same spec again reuses the build" is "$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$BODY" "$API/specification/" | j 'd["data"]["build_id"]')" "$NEW"
 
+# A pipeline's Kubernetes ServiceAccount token, checked by TokenReview.
+eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
+"$CONDA_STORE_KUBECTL" create serviceaccount ci -n demo >/dev/null
+SA_TOKEN=""
+for _ in $(seq 50); do
+  secret=$("$CONDA_STORE_KUBECTL" get sa ci -n demo -o 'jsonpath={.secrets[0].name}' 2>/dev/null || true)
+  [[ -n $secret ]] && SA_TOKEN=$("$CONDA_STORE_KUBECTL" get secret "$secret" -n demo -o 'jsonpath={.data.token}' | base64 -d) && break
+  sleep 0.2
+done
+check "a ServiceAccount token is accepted (TokenReview)" \
+  is "$(curl -fsS -H "Authorization: Bearer $SA_TOKEN" "$API/permission/" | j 'd["data"]["primary_namespace"]')" demo
+check "the ServiceAccount reads what its Namespace opens to it" \
+  is "$(status_of -H "Authorization: Bearer $SA_TOKEN" "$API/environment/Demo/Tools/")" 200
+
 # Rights.
 check "anonymous: a build is 401" is "$(status_of "$API/build/$ID/")" 401
 check "demo (viewer of Demo) may not cancel: 403" is "$(status_of -u demo:demo -X PUT "$API/build/$ID/cancel/")" 403

@@ -127,7 +127,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     let count = listed.len();
     let mut data = Vec::new();
     for row in paging.slice(listed) {
-        data.push(views::build(&row.build, row.env_id, None));
+        data.push(&row.view);
     }
     Ok(page(data, paging.page, paging.size, count))
 }

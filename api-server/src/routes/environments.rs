@@ -105,16 +105,8 @@ async fn filtered(
     Ok((rows, out))
 }
 
-async fn views_of(
-    app: &App,
-    rows: &Rows,
-    picked: &[usize],
-) -> ApiResult<Vec<views::EnvironmentView>> {
-    let mut out = Vec::with_capacity(picked.len());
-    for &i in picked {
-        out.push(app.environment_view(&rows.envs[i].env, false).await?);
-    }
-    Ok(out)
+fn views_of<'a>(rows: &'a Rows, picked: &[usize]) -> Vec<&'a views::EnvironmentView> {
+    picked.iter().map(|&i| &rows.envs[i].view).collect()
 }
 
 #[utoipa::path(
@@ -142,7 +134,7 @@ pub async fn list(State(app): AppState, caller: Caller, params: Params) -> ApiRe
     }
     let count = picked.len();
     // Views only for the page.
-    let data = views_of(&app, &rows, &paging.slice(picked)).await?;
+    let data = views_of(&rows, &paging.slice(picked));
     Ok(page(data, paging.page, paging.size, count))
 }
 
@@ -207,7 +199,7 @@ pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> Ap
     } else {
         None
     };
-    let page_items = views_of(&app, &rows, &page_envs).await?;
+    let page_items = views_of(&rows, &page_envs);
     Ok(axum::Json(json!({
         "status": "ok",
         "data": page_items,
