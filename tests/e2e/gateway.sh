@@ -117,6 +117,58 @@ check "a build id that is not a number is 400" is "$(status_of "$API/build/abc/"
 check "an id out of range is 4xx" no_5xx "$API/build/99999999999999999999/"
 check "path traversal in names is refused" no_5xx -u demo:demo "$API/environment/..%2F../x/"
 check "an oversized body is 413" is "$(head -c 5000000 /dev/zero | tr '\0' a | status_of -H "Authorization: Bearer $TOKEN" --data-binary @- "$API/specification/")" 413
+# The OCI registry (pull side) at the root: skopeo pulls the demo image the pipeline built.
+REG=${URL%/conda-store/}
+REG_HOST=${REG#http://}
+check "GET /v2/ without credentials is 401 with a token challenge" \
+  contains 'Bearer realm=' curl -sS -D - -o /dev/null "$REG/v2/"
+check "skopeo inspect" contains '"Digest"' skopeo inspect --creds demo:demo --tls-verify=false \
+  "docker://$REG_HOST/demo/tools:latest"
+rm -rf "$STATE/pulled"
+check "skopeo copy to an OCI layout" skopeo copy -q --src-creds demo:demo --src-tls-verify=false \
+  "docker://$REG_HOST/demo/tools:latest" "oci:$STATE/pulled:tools"
+layers_match() { # the layers, extracted, hold the installed prefix's files
+  python3 - "$STATE/pulled" "$STATE/envs/demo/tools" <<'PY'
+import json, os, subprocess, sys, tempfile
+layout, prefix = sys.argv[1], os.path.realpath(sys.argv[2])
+index = json.load(open(f"{layout}/index.json"))
+blob = lambda d: f"{layout}/blobs/sha256/{d.split(':')[1]}"
+manifest = json.load(open(blob(index["manifests"][0]["digest"])))
+root = tempfile.mkdtemp()
+for layer in manifest["layers"]:
+    subprocess.run(["tar", "-xzf", blob(layer["digest"]), "-C", root], check=True)
+metas = [d for d, dirs, _ in os.walk(root) if os.path.basename(d) == "conda-meta"]
+assert metas, "no conda-meta in the image"
+image_prefix = os.path.dirname(metas[0])
+files = lambda top: sorted(os.path.relpath(os.path.join(d, f), top) for d, _, fs in os.walk(top) for f in fs)
+want, got = files(prefix), files(image_prefix)
+missing = sorted(set(want) - set(got))
+assert not missing, f"not in the image: {missing[:10]}"
+print(f"{len(got)} files of the prefix in {len(manifest['layers'])} layers at {image_prefix[len(root):]}")
+PY
+}
+check "the pulled layers hold the installed prefix" layers_match
+check "tags/list lists every build and latest" contains '"latest"' curl -fsS -u demo:demo "$REG/v2/demo/tools/tags/list"
+check "tags/list pages with n" contains '"tags":["' curl -fsS -u demo:demo "$REG/v2/demo/tools/tags/list?n=1"
+LAYER=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/blobs/sha256/"+json.load(open(sys.argv[1]+"/index.json"))["manifests"][0]["digest"].split(":")[1])); print(max(m["layers"], key=lambda l: l["size"])["digest"])' "$STATE/pulled")
+ranged() { # two ranges of the largest layer give its bytes
+  local a b
+  a=$(mktemp) b=$(mktemp)
+  curl -fsS -u demo:demo -r 0-999 "$REG/v2/demo/tools/blobs/$LAYER" >"$a"
+  curl -fsS -u demo:demo -r 1000- "$REG/v2/demo/tools/blobs/$LAYER" >"$b"
+  [[ "sha256:$(cat "$a" "$b" | sha256sum | cut -d' ' -f1)" == "$LAYER" ]]
+}
+check "a resumed blob download (Range) gives the same bytes" ranged
+check "a Docker client gets a schema 2 manifest" contains 'application/vnd.docker.distribution.manifest.v2+json' \
+  curl -fsS -u demo:demo -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' -D - -o /dev/null \
+  "$REG/v2/demo/tools/manifests/latest"
+check "a pull without credentials is 401" is "$(status_of "$REG/v2/demo/tools/manifests/latest")" 401
+check "a pull without rights is 403" is "$(status_of -H "Authorization: Bearer $VIEWER" "$REG/v2/demo/tools/manifests/latest")" 403
+check "an unknown tag is MANIFEST_UNKNOWN" contains MANIFEST_UNKNOWN curl -sS -u demo:demo "$REG/v2/demo/tools/manifests/999"
+check "a malformed digest is refused" contains DIGEST_INVALID curl -sS -u demo:demo "$REG/v2/demo/tools/blobs/sha256:..%2F..%2Fx"
+check "skopeo with a token from /v2/token (login flow)" contains '"Digest"' skopeo inspect \
+  --creds alice:alice-pw --tls-verify=false "docker://$REG_HOST/demo/tools:latest"
+
 # schemathesis against the served OpenAPI document: no request it makes gets a server error.
 # A second gateway on the same cluster and storage where every login is admin everywhere, so the
 # fuzzing reaches past authorisation into every handler.

@@ -8,6 +8,7 @@ mod filters;
 mod misc;
 mod namespaces;
 mod openapi;
+mod registry;
 mod settings;
 
 use std::sync::Arc;
@@ -80,7 +81,22 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/logout", post(misc::logout))
         .route("/openapi.json", get(openapi))
         .layer(axum::Extension(Arc::new(document(doc, &app.prefix))));
+    // The OCI registry (distribution spec, pull side) at the root, as clients expect it.
     let root = Router::new()
+        .route("/v2", get(registry::base))
+        .route("/v2/token", get(registry::token))
+        .route(
+            "/v2/{namespace}/{environment}/tags/list",
+            get(registry::tags),
+        )
+        .route(
+            "/v2/{namespace}/{environment}/manifests/{reference}",
+            get(registry::manifest),
+        )
+        .route(
+            "/v2/{namespace}/{environment}/blobs/{digest}",
+            get(registry::blob),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(misc::readyz))
         .route("/metrics", get(misc::metrics));
@@ -91,7 +107,13 @@ pub fn router(app: Arc<App>) -> Router {
         root.nest(&prefix, api)
     };
     app_router
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .fallback(|uri: Uri| async move {
+            if uri.path().starts_with("/v2/") {
+                registry::unknown().await.into_response()
+            } else {
+                ApiError::not_found("no such endpoint").into_response()
+            }
+        })
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             crate::metrics::track,
