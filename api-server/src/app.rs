@@ -53,6 +53,8 @@ pub struct App {
     pub ready: AtomicBool,
     /// How long writes wait for the operator.
     pub build_wait: Duration,
+    /// How long a pull of a dynamic image waits for its build.
+    pub dynamic_wait: Duration,
     /// Largest body accepted.
     pub max_body_bytes: usize,
     /// Bumped on every change the watches see: list rows are rebuilt when it moved.

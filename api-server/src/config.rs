@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// How long a write waits for the operator to give the new build its id, seconds.
     #[arg(long, env = "CONDA_STORE_BUILD_WAIT_SECONDS", default_value_t = 60)]
     pub build_wait_seconds: u64,
+    /// How long a pull of a dynamic image waits for its build, seconds.
+    #[arg(long, env = "CONDA_STORE_DYNAMIC_WAIT_SECONDS", default_value_t = 600)]
+    pub dynamic_wait_seconds: u64,
     /// Lifetime of login sessions and the default lifetime of API tokens, seconds.
     #[arg(long, env = "CONDA_STORE_SESSION_SECONDS", default_value_t = 86_400)]
     pub session_seconds: i64,

@@ -80,6 +80,7 @@ pub async fn build_app(
         metrics: metrics::Metrics::default(),
         ready: AtomicBool::new(false),
         build_wait: Duration::from_secs(args.build_wait_seconds),
+        dynamic_wait: Duration::from_secs(args.dynamic_wait_seconds),
         max_body_bytes: args.max_body_bytes,
         generation: Default::default(),
         rows: Default::default(),

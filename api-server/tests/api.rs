@@ -603,3 +603,26 @@ async fn the_openapi_document_lists_conda_stores_endpoints() {
         .collect();
     assert!(missing.is_empty(), "not served: {missing:?}");
 }
+
+#[tokio::test]
+async fn dynamic_image_names_reach_the_dynamic_route() {
+    let f = fixture().await;
+    let admin = token(&f.app, &[("*/*", "admin")]);
+    let (s, v) = call(
+        &f.app,
+        "GET",
+        "/v2/conda-store-dynamic/liba.ge.2/tool/manifests/latest",
+        Some(&admin),
+        None,
+    )
+    .await;
+    // No conda-store-dynamic Namespace here: the route says so rather than "unknown name".
+    assert_eq!(s, 404, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not enabled"),
+        "{v}"
+    );
+}

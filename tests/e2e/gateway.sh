@@ -169,6 +169,25 @@ check "a malformed digest is refused" contains DIGEST_INVALID curl -sS -u demo:d
 check "skopeo with a token from /v2/token (login flow)" contains '"Digest"' skopeo inspect \
   --creds alice:alice-pw --tls-verify=false "docker://$REG_HOST/demo/tools:latest"
 
+# Dynamic images: a pull of conda-store-dynamic/<spec>/<spec> builds those packages once.
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Namespace
+metadata: {name: conda-store-dynamic}
+spec:
+  roleBindings: [{entity: "*/*", role: editor}]
+  policy: {defaultChannels: ["$CHANNEL"]}
+YAML
+for _ in $(seq 100); do "$CONDA_STORE_KUBECTL" get namespace conda-store-dynamic >/dev/null 2>&1 && break; sleep 0.2; done
+dyn_digest() { skopeo inspect --creds demo:demo --tls-verify=false "docker://$REG_HOST/conda-store-dynamic/$1:latest" | j 'd["Digest"]'; }
+D1=$(dyn_digest liba.ge.2/tool 2>&1 || true)
+check "a dynamic image is built on its first pull" contains sha256: echo "$D1"
+check "the same packages in another order are the same image" is "$(dyn_digest tool/liba.ge.2 2>&1 || true)" "$D1"
+check "one Environment serves both names" \
+  is "$("$CONDA_STORE_KUBECTL" get environments -n conda-store-dynamic -o name | wc -l)" 1
+check "an invalid dynamic name is NAME_INVALID" contains NAME_INVALID \
+  curl -sS -u demo:demo "$REG/v2/conda-store-dynamic/Bad!!/manifests/latest"
+
 # schemathesis against the served OpenAPI document: no request it makes gets a server error.
 # A second gateway on the same cluster and storage where every login is admin everywhere, so the
 # fuzzing reaches past authorisation into every handler.

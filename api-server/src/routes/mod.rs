@@ -85,6 +85,7 @@ pub fn router(app: Arc<App>) -> Router {
     let root = Router::new()
         .route("/v2", get(registry::base))
         .route("/v2/token", get(registry::token))
+        .route("/v2/conda-store-dynamic/{*rest}", get(registry::dynamic))
         .route(
             "/v2/{namespace}/{environment}/tags/list",
             get(registry::tags),

@@ -308,7 +308,11 @@ pub async fn tags(
 ) -> RegResult<Response> {
     let caller = caller(&app, &headers).await?;
     let e = repository(&app, &caller, &headers, &ns, &env)?;
-    let mut tags: Vec<String> = imaged_builds(&app, &e)
+    serve_tags(&app, &e, &format!("{ns}/{env}"), &params)
+}
+
+fn serve_tags(app: &App, e: &Environment, name: &str, params: &Params) -> RegResult<Response> {
+    let mut tags: Vec<String> = imaged_builds(app, e)
         .iter()
         .map(|(id, _)| id.to_string())
         .collect();
@@ -334,10 +338,10 @@ pub async fn tags(
     if let Some(n) = n {
         tags.truncate(n);
     }
-    let mut resp = axum::Json(json!({"name": format!("{ns}/{env}"), "tags": tags})).into_response();
+    let mut resp = axum::Json(json!({"name": name, "tags": tags})).into_response();
     if more && let Some(last) = tags.last() {
         let link = format!(
-            "</v2/{ns}/{env}/tags/list?n={}&last={last}>; rel=\"next\"",
+            "</v2/{name}/tags/list?n={}&last={last}>; rel=\"next\"",
             n.unwrap_or(0)
         );
         if let Ok(v) = HeaderValue::from_str(&link) {
@@ -356,12 +360,31 @@ pub async fn manifest(
 ) -> RegResult<Response> {
     let caller = caller(&app, &headers).await?;
     let e = repository(&app, &caller, &headers, &ns, &env)?;
-    let builds = imaged_builds(&app, &e);
+    serve_manifest(
+        &app,
+        &method,
+        &headers,
+        &e,
+        &format!("{ns}/{env}"),
+        &reference,
+    )
+    .await
+}
+
+async fn serve_manifest(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    e: &Environment,
+    name: &str,
+    reference: &str,
+) -> RegResult<Response> {
+    let builds = imaged_builds(app, e);
     let unknown = || {
         RegistryError::new(
             StatusCode::NOT_FOUND,
             "MANIFEST_UNKNOWN",
-            format!("{ns}/{env} has no image {reference}"),
+            format!("{name} has no image {reference}"),
         )
     };
     let stored_digest = if reference == "latest" {
@@ -376,7 +399,7 @@ pub async fn manifest(
             .and_then(|(_, b)| image_digest(b))
             .ok_or_else(unknown)?
     } else if reference.starts_with("sha256:") {
-        parse_digest(&reference, "MANIFEST_INVALID")?;
+        parse_digest(reference, "MANIFEST_INVALID")?;
         // A digest of one of this repository's images, in either form.
         let mut found = None;
         for (_, b) in &builds {
@@ -385,7 +408,7 @@ pub async fn manifest(
                 found = Some(d);
                 break;
             }
-            if let Some(bytes) = read_blob(&app, d.trim_start_matches("sha256:")).await?
+            if let Some(bytes) = read_blob(app, d.trim_start_matches("sha256:")).await?
                 && let Ok(m) = serde_json::from_slice::<Value>(&bytes)
             {
                 let docker = serde_json::to_vec(&to_docker(&m)).unwrap_or_default();
@@ -405,7 +428,7 @@ pub async fn manifest(
             .ok_or_else(unknown)?
     };
     let hex = parse_digest(&stored_digest, "MANIFEST_INVALID")?;
-    let stored = read_blob(&app, &hex).await?.ok_or_else(unknown)?;
+    let stored = read_blob(app, &hex).await?.ok_or_else(unknown)?;
     // Verified on the way out: the stored bytes are what the build recorded.
     if hex::encode(Sha256::digest(&stored)) != hex {
         return Err(RegistryError::new(
@@ -415,7 +438,7 @@ pub async fn manifest(
         ));
     }
     let wants_docker =
-        !accepts_oci(&headers) || (reference.starts_with("sha256:") && reference != stored_digest);
+        !accepts_oci(headers) || (reference.starts_with("sha256:") && reference != stored_digest);
     let (body, media_type) = if wants_docker {
         let m: Value = serde_json::from_slice(&stored).map_err(|_| unknown())?;
         (
@@ -427,7 +450,7 @@ pub async fn manifest(
     };
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
     let len = body.len();
-    let mut resp = if method == Method::HEAD {
+    let mut resp = if *method == Method::HEAD {
         Body::empty().into_response()
     } else {
         Body::from(body).into_response()
@@ -466,7 +489,16 @@ pub async fn blob(
 ) -> RegResult<Response> {
     let caller = caller(&app, &headers).await?;
     repository(&app, &caller, &headers, &ns, &env)?;
-    let hex = parse_digest(&digest, "DIGEST_INVALID")?;
+    serve_blob(&app, &method, &headers, &digest).await
+}
+
+async fn serve_blob(
+    app: &App,
+    method: &Method,
+    headers: &HeaderMap,
+    digest: &str,
+) -> RegResult<Response> {
+    let hex = parse_digest(digest, "DIGEST_INVALID")?;
     let key = Key::new(&format!("blobs/sha256/{hex}")).map_err(|e| {
         RegistryError::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", e.to_string())
     })?;
@@ -500,7 +532,7 @@ pub async fn blob(
         let mut resp = (StatusCode::TEMPORARY_REDIRECT, [(LOCATION, url)]).into_response();
         resp.headers_mut().insert(
             "Docker-Content-Digest",
-            HeaderValue::from_str(&digest).expect("ascii"),
+            HeaderValue::from_str(digest).expect("ascii"),
         );
         registry_headers(&mut resp);
         return Ok(resp);
@@ -558,7 +590,7 @@ pub async fn blob(
     h.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         "Docker-Content-Digest",
-        HeaderValue::from_str(&digest).expect("ascii"),
+        HeaderValue::from_str(digest).expect("ascii"),
     );
     registry_headers(&mut resp);
     Ok(resp)
@@ -626,5 +658,215 @@ mod tests {
         assert!(!accepts_oci(&h));
         h.insert(ACCEPT, HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json"));
         assert!(accepts_oci(&h));
+    }
+}
+
+/// The Namespace of dynamic images (`<host>/conda-store-dynamic/<spec>/<spec>...`).
+pub const DYNAMIC_NAMESPACE: &str = "conda-store-dynamic";
+
+/// The match specs a dynamic image name asks for: one per segment, with conda-store's
+/// `.gt.` `.ge.` `.lt.` `.le.` `.eq.` for the operators (`numpy.ge.1.26` is `numpy>=1.26`),
+/// canonical and sorted.
+pub fn dynamic_specs(segments: &[&str]) -> Result<Vec<String>, String> {
+    if segments.is_empty() {
+        return Err("name at least one package".into());
+    }
+    let mut specs = Vec::new();
+    for seg in segments {
+        // Registry path components: lowercase letters, digits, `.`, `_`, `-`.
+        if !seg.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || !seg
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        {
+            return Err(format!("{seg:?} is not a package spec of a registry name"));
+        }
+        let spec = seg
+            .replacen(".ge.", ">=", 1)
+            .replacen(".le.", "<=", 1)
+            .replacen(".gt.", ">", 1)
+            .replacen(".lt.", "<", 1)
+            .replacen(".eq.", "==", 1);
+        let canonical = conda_store_crds::spec::normalize::canonical_match_spec(&spec)
+            .map_err(|e| format!("{seg:?}: {e}"))?;
+        specs.push(canonical);
+    }
+    specs.sort();
+    specs.dedup();
+    Ok(specs)
+}
+
+/// The Environment object name of a dynamic image: the same specs, the same environment.
+pub fn dynamic_name(specs: &[String]) -> String {
+    format!(
+        "dyn-{}",
+        &hex::encode(Sha256::digest(specs.join("\n").as_bytes()))[..16]
+    )
+}
+
+/// `GET /v2/conda-store-dynamic/<spec>/.../(manifests/<ref> | blobs/<digest> | tags/list)`:
+/// creates (or reuses) the Environment of those packages in the `conda-store-dynamic`
+/// Namespace and answers once its build has an image, waiting on changes for a bounded time.
+pub async fn dynamic(
+    State(app): AppState,
+    method: Method,
+    headers: HeaderMap,
+    Path(rest): Path<String>,
+    params: Params,
+) -> RegResult<Response> {
+    enum Want {
+        Manifest(String),
+        Blob(String),
+        Tags,
+    }
+    let (name, want) = if let Some((n, r)) = rest.rsplit_once("/manifests/") {
+        (n, Want::Manifest(r.to_string()))
+    } else if let Some((n, d)) = rest.rsplit_once("/blobs/") {
+        (n, Want::Blob(d.to_string()))
+    } else if let Some(n) = rest.strip_suffix("/tags/list") {
+        (n, Want::Tags)
+    } else {
+        return Err(unknown().await);
+    };
+    let segments: Vec<&str> = name.split('/').collect();
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Err(RegistryError::new(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "empty or relative name segment",
+        ));
+    }
+    let specs = dynamic_specs(&segments)
+        .map_err(|e| RegistryError::new(StatusCode::BAD_REQUEST, "NAME_INVALID", e))?;
+    let env_obj = dynamic_name(&specs);
+    let repo = format!("{DYNAMIC_NAMESPACE}/{name}");
+    let caller = caller(&app, &headers).await?;
+    let ns = app.namespace(DYNAMIC_NAMESPACE).ok_or_else(|| {
+        RegistryError::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!(
+                "dynamic images are not enabled here: there is no Namespace {DYNAMIC_NAMESPACE}"
+            ),
+        )
+    })?;
+    let ns_obj = ns.name_any();
+    let existing = app
+        .environments
+        .get(&ObjectRef::new(&env_obj).within(&ns_obj));
+    let needed = if existing.is_some() {
+        Permission::EnvironmentRead
+    } else {
+        Permission::EnvironmentCreate
+    };
+    if !app.may(&caller, needed, &ns_obj, Some(&env_obj)) {
+        return Err(if caller.authenticated() {
+            RegistryError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!(
+                    "{} may not {} in {DYNAMIC_NAMESPACE}",
+                    caller.entity(),
+                    needed.as_str()
+                ),
+            )
+        } else {
+            unauthorized(
+                &headers,
+                Some(&format!("repository:{repo}:pull")),
+                "authentication required",
+            )
+        });
+    }
+    if existing.is_none() {
+        let api: kube::Api<Environment> = kube::Api::namespaced(app.client.clone(), &ns_obj);
+        let patch = json!({
+            "apiVersion": "conda.store/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": env_obj, "namespace": ns_obj},
+            "spec": {
+                "name": env_obj,
+                "description": format!("dynamic image {repo}"),
+                "dependencies": specs,
+                "artifacts": ["lockfile", "image"],
+            },
+        });
+        api.patch(
+            &env_obj,
+            &kube::api::PatchParams::apply(super::environments::FIELD_MANAGER),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|e| {
+            RegistryError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                e.to_string(),
+            )
+        })?;
+    }
+    // Until its current build has an image, or it failed, or the wait is over.
+    let deadline = tokio::time::Instant::now() + app.dynamic_wait;
+    let env = loop {
+        let woken = app.changed.notified();
+        if let Some(e) = app
+            .environments
+            .get(&ObjectRef::new(&env_obj).within(&ns_obj))
+        {
+            let status = e.status.clone().unwrap_or_default();
+            if status.current_build.is_some() && !imaged_builds(&app, &e).is_empty() {
+                break e;
+            }
+            if matches!(status.phase.as_deref(), Some("Failed" | "Invalid")) {
+                let why = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "Failed")
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                return Err(RegistryError::new(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    format!("the build of {repo} failed: {why}"),
+                ));
+            }
+        }
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return Err(RegistryError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                format!(
+                    "{repo} is still building after {} s; pull again later",
+                    app.dynamic_wait.as_secs()
+                ),
+            ));
+        }
+    };
+    match want {
+        Want::Manifest(reference) => {
+            serve_manifest(&app, &method, &headers, &env, &repo, &reference).await
+        }
+        Want::Blob(digest) => serve_blob(&app, &method, &headers, &digest).await,
+        Want::Tags => serve_tags(&app, &env, &repo, &params),
+    }
+}
+
+#[cfg(test)]
+mod dynamic_tests {
+    use super::*;
+
+    #[test]
+    fn names_become_specs_and_one_environment() {
+        let a = dynamic_specs(&["numpy.ge.1.26", "pandas", "scipy.lt.2"]).unwrap();
+        assert_eq!(a, ["numpy>=1.26", "pandas", "scipy<2"]);
+        let b = dynamic_specs(&["pandas", "scipy.lt.2", "numpy.ge.1.26"]).unwrap();
+        assert_eq!(dynamic_name(&a), dynamic_name(&b));
+        assert!(dynamic_name(&a).len() <= 40);
+        assert!(dynamic_specs(&[]).is_err());
+        assert!(dynamic_specs(&["bad!!"]).is_err());
+        assert!(dynamic_specs(&["Numpy"]).is_err());
     }
 }
