@@ -48,15 +48,20 @@ impl StorageArgs {
     pub fn open(&self) -> Result<Arc<dyn ArtifactStore>, StorageError> {
         Ok(match self.storage {
             Backend::Local => Arc::new(LocalStore::new(&self.storage_dir)?),
-            Backend::S3 => Arc::new(S3Store::new(&S3Config {
-                endpoint: self.s3_endpoint.clone(),
-                region: self.s3_region.clone(),
-                bucket: self.s3_bucket.clone(),
-                prefix: self.s3_prefix.clone(),
-                access_key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
-                secret_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
-                ..S3Config::default()
-            })),
+            Backend::S3 => Arc::new(S3Store::new(&self.s3_config())),
         })
+    }
+
+    /// The S3 settings (credentials from the environment).
+    pub fn s3_config(&self) -> S3Config {
+        S3Config {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            bucket: self.s3_bucket.clone(),
+            prefix: self.s3_prefix.clone(),
+            access_key: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            secret_key: std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+            ..S3Config::default()
+        }
     }
 }

@@ -13,9 +13,9 @@ use kube::ResourceExt;
 use kube::api::{Api, ListParams, LogParams};
 use serde_json::json;
 
-use super::AppState;
 use super::builds::{find, parse_id};
 use super::openapi::{Answers, ArtifactAnswers};
+use super::{AppState, STREAM_CHUNK};
 use crate::app::{App, artifact_key};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ok};
@@ -41,7 +41,11 @@ async fn serve(
         return Ok((StatusCode::TEMPORARY_REDIRECT, [(LOCATION, url)]).into_response());
     }
     let read = app.storage.get(&key, None).await?;
-    let mut resp = Body::from_stream(tokio_util::io::ReaderStream::new(read.body)).into_response();
+    let mut resp = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+        read.body,
+        STREAM_CHUNK,
+    ))
+    .into_response();
     let h = resp.headers_mut();
     h.insert(
         CONTENT_TYPE,

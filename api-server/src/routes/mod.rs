@@ -43,6 +43,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     }
 }
 
+/// Bytes per chunk when streaming an object from storage. Measured with a 1 GiB blob: 256 KiB
+/// gave 1.3 GB/s, 1 MiB 1.9 GB/s, 2 MiB less again; memory stays flat (a few MiB).
+pub const STREAM_CHUNK: usize = 1024 * 1024;
+
 /// Reads a JSON body, refusing one larger than the limit or not the expected shape. An empty
 /// body reads as `{}`.
 pub async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> ApiResult<T> {

@@ -21,7 +21,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::AppState;
+use super::{AppState, STREAM_CHUNK};
 use crate::app::App;
 use crate::auth::{Caller, Permission};
 use crate::query::Params;
@@ -570,7 +570,11 @@ async fn serve_blob(
         let read = app.storage.get(&key, range).await.map_err(unavailable)?;
         let len = read.len;
         let total = read.total;
-        let mut r = Body::from_stream(tokio_util::io::ReaderStream::new(read.body)).into_response();
+        let mut r = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            read.body,
+            STREAM_CHUNK,
+        ))
+        .into_response();
         r.headers_mut().insert(CONTENT_LENGTH, len.into());
         if let Some(rng) = range {
             let (s, e) = rng.resolve(total).expect("checked");
