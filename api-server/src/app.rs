@@ -572,6 +572,26 @@ pub struct Rows {
 }
 
 impl App {
+    /// Waits until `check` answers, looking again on every change the watches see (never by
+    /// polling); `None` when `within` passes first.
+    pub async fn wait_for<T>(
+        &self,
+        within: Duration,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let woken = self.changed.notified();
+            if let Some(answer) = check() {
+                return Some(answer);
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return None;
+            }
+        }
+    }
+
     /// Records a change: wakes writers waiting for the operator and retires the list rows.
     pub fn changed_now(&self) {
         self.generation.fetch_add(1, Ordering::Relaxed);

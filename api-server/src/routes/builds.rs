@@ -262,29 +262,26 @@ pub async fn rebuild(
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e.into()),
     }
-    let deadline = tokio::time::Instant::now() + app.build_wait;
-    loop {
-        let woken = app.changed.notified();
-        if let Some(new_id) = app
-            .builds
-            .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
-            .and_then(|b| b.status.as_ref()?.id)
-        {
-            return Ok(axum::response::IntoResponse::into_response(axum::Json(
-                json!({
-                    "status": "ok",
-                    "data": {"build_id": new_id},
-                    "message": format!("rebuild of build {id} triggered"),
-                }),
-            )));
-        }
-        if tokio::time::timeout_at(deadline, woken).await.is_err() {
-            return Err(ApiError::unavailable(format!(
+    let new_id = app
+        .wait_for(app.build_wait, || {
+            app.builds
+                .get(&kube::runtime::reflector::ObjectRef::new(&name).within(&ns))
+                .and_then(|b| b.status.as_ref()?.id)
+        })
+        .await
+        .ok_or_else(|| {
+            ApiError::unavailable(format!(
                 "the operator has not given build {name} an id within {} s",
                 app.build_wait.as_secs()
-            )));
-        }
-    }
+            ))
+        })?;
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        json!({
+            "status": "ok",
+            "data": {"build_id": new_id},
+            "message": format!("rebuild of build {id} triggered"),
+        }),
+    )))
 }
 
 #[utoipa::path(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use conda_store_crds::naming::{object_name, validate_conda_name};
 use conda_store_crds::spec::raw::RawSpec;
 use conda_store_crds::{Build, BuildPhase, Environment};
@@ -207,16 +207,7 @@ pub async fn list_v2(State(app): AppState, caller: Caller, params: Params) -> Ap
         "count": count,
         "cursor": cursor,
     }))
-    .into_response_ok())
-}
-
-trait IntoOk {
-    fn into_response_ok(self) -> Response;
-}
-impl IntoOk for axum::Json<Value> {
-    fn into_response_ok(self) -> Response {
-        axum::response::IntoResponse::into_response(self)
-    }
+    .into_response())
 }
 
 #[utoipa::path(
@@ -494,19 +485,16 @@ async fn wait_for_build(
     before: &BTreeSet<String>,
     before_spec: Option<&str>,
 ) -> ApiResult<i64> {
-    let deadline = tokio::time::Instant::now() + app.build_wait;
-    loop {
-        let woken = app.changed.notified();
-        if let Some(answer) = decided(app, ns, env, generation, before, before_spec) {
-            return answer;
-        }
-        if tokio::time::timeout_at(deadline, woken).await.is_err() {
-            return Err(ApiError::unavailable(format!(
-                "the operator has not started a build of {ns}/{env} within {} s; see `kubectl get environment -n {ns} {env}`",
-                app.build_wait.as_secs()
-            )));
-        }
-    }
+    app.wait_for(app.build_wait, || {
+        decided(app, ns, env, generation, before, before_spec)
+    })
+    .await
+    .unwrap_or_else(|| {
+        Err(ApiError::unavailable(format!(
+            "the operator has not started a build of {ns}/{env} within {} s; see `kubectl get environment -n {ns} {env}`",
+            app.build_wait.as_secs()
+        )))
+    })
 }
 
 fn decided(

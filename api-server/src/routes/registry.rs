@@ -813,16 +813,14 @@ pub async fn dynamic(
         })?;
     }
     // Until its current build has an image, or it failed, or the wait is over.
-    let deadline = tokio::time::Instant::now() + app.dynamic_wait;
-    let env = loop {
-        let woken = app.changed.notified();
-        if let Some(e) = app
-            .environments
-            .get(&ObjectRef::new(&env_obj).within(&ns_obj))
-        {
+    let answer = app
+        .wait_for(app.dynamic_wait, || {
+            let e = app
+                .environments
+                .get(&ObjectRef::new(&env_obj).within(&ns_obj))?;
             let status = e.status.clone().unwrap_or_default();
             if status.current_build.is_some() && !imaged_builds(&app, &e).is_empty() {
-                break e;
+                return Some(Ok(e));
             }
             if matches!(status.phase.as_deref(), Some("Failed" | "Invalid")) {
                 let why = status
@@ -831,14 +829,18 @@ pub async fn dynamic(
                     .find(|c| c.type_ == "Failed")
                     .map(|c| c.message.clone())
                     .unwrap_or_default();
-                return Err(RegistryError::new(
+                return Some(Err(RegistryError::new(
                     StatusCode::NOT_FOUND,
                     "MANIFEST_UNKNOWN",
                     format!("the build of {repo} failed: {why}"),
-                ));
+                )));
             }
-        }
-        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            None
+        })
+        .await;
+    let env = match answer {
+        Some(found) => found?,
+        None => {
             return Err(RegistryError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
