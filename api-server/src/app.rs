@@ -443,22 +443,19 @@ pub fn artifact_key(b: &Build, kind: ArtifactKind) -> Option<String> {
         .map(|a| a.key.clone())
 }
 
-/// What list requests look up for every item, gathered once per request: with a thousand
+/// The names list rows are made with, gathered once per rebuild: with a thousand
 /// environments, per-item lookups in the caches would cost a scan each.
-pub struct Snapshot {
+struct Names {
     /// Namespace object name → (conda name, role bindings).
-    pub namespaces: HashMap<String, (String, Vec<RoleBinding>)>,
-    /// Build id → Build.
-    pub builds: HashMap<i64, Arc<Build>>,
+    namespaces: HashMap<String, (String, Vec<RoleBinding>)>,
     /// (Kubernetes namespace, Environment object name) → conda name.
-    pub env_names: HashMap<(String, String), String>,
+    environments: HashMap<(String, String), String>,
 }
 
-impl App {
-    /// A snapshot of the lookups lists need; builds and environment names only when asked.
-    pub fn snapshot(&self, builds: bool, env_names: bool) -> Snapshot {
-        Snapshot {
-            namespaces: self
+impl Names {
+    fn of(app: &App) -> Names {
+        Names {
+            namespaces: app
                 .namespaces
                 .state()
                 .iter()
@@ -469,58 +466,30 @@ impl App {
                     )
                 })
                 .collect(),
-            builds: if builds {
-                self.builds
-                    .state()
-                    .into_iter()
-                    .filter_map(|b| Some((b.status.as_ref()?.id?, b)))
-                    .collect()
-            } else {
-                HashMap::new()
-            },
-            env_names: if env_names {
-                self.environments
-                    .state()
-                    .iter()
-                    .map(|e| {
-                        (
-                            (e.namespace().unwrap_or_default(), e.name_any()),
-                            views::environment_name(e),
-                        )
-                    })
-                    .collect()
-            } else {
-                HashMap::new()
-            },
+            environments: app
+                .environments
+                .state()
+                .iter()
+                .map(|e| {
+                    (
+                        (e.namespace().unwrap_or_default(), e.name_any()),
+                        views::environment_name(e),
+                    )
+                })
+                .collect(),
         }
     }
-}
 
-impl Snapshot {
     /// The conda name of the Namespace object `ns`.
-    pub fn namespace_name<'a>(&'a self, ns: &'a str) -> &'a str {
+    fn namespace_name<'a>(&'a self, ns: &'a str) -> &'a str {
         self.namespaces.get(ns).map_or(ns, |(n, _)| n.as_str())
     }
 
     /// The conda name of an Environment object (its object name when unknown).
-    pub fn environment_name<'a>(&'a self, ns: &str, env: &'a str) -> &'a str {
-        self.env_names
+    fn environment_name<'a>(&'a self, ns: &str, env: &'a str) -> &'a str {
+        self.environments
             .get(&(ns.to_string(), env.to_string()))
             .map_or(env, String::as_str)
-    }
-
-    /// Whether `caller` holds `permission` on `env` of the Namespace object `ns`.
-    pub fn may(
-        &self,
-        caller: &Caller,
-        permission: Permission,
-        ns: &str,
-        env: Option<&str>,
-    ) -> bool {
-        match self.namespaces.get(ns) {
-            Some((name, bindings)) => caller.may(permission, bindings, name, env),
-            None => caller.may(permission, &[], ns, env),
-        }
     }
 }
 
@@ -607,7 +576,7 @@ impl App {
         {
             return Ok(rows.clone());
         }
-        let snap = self.snapshot(false, true);
+        let snap = Names::of(self);
         let mut envs = Vec::new();
         for env in self.environments.state() {
             let ns = env.namespace().unwrap_or_default();
