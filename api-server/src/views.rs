@@ -265,6 +265,26 @@ pub fn environment(
     }
 }
 
+/// conda-store's CondaPackage of an indexed package; the file's hashes too when `hashes`
+/// (a build's package list shows them, the catalog does not).
+pub fn package(p: &crate::index::PackageRow, hashes: bool) -> Value {
+    let mut v = json!({
+        "id": p.id,
+        "channel": {"id": p.channel_id, "name": p.channel, "last_update": null},
+        "name": p.name,
+        "version": p.version,
+        "build": p.build,
+        "subdir": p.subdir,
+        "license": null,
+        "summary": null,
+    });
+    if hashes {
+        v["sha256"] = json!(p.sha256);
+        v["md5"] = json!(p.md5);
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

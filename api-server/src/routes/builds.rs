@@ -324,20 +324,7 @@ pub async fn packages(
             None => true,
         })
         .filter(|p| build.is_none_or(|bs| p.build == bs))
-        .map(|p| {
-            json!({
-                "id": p.id,
-                "channel": {"id": p.channel_id, "name": p.channel, "last_update": null},
-                "name": p.name,
-                "version": p.version,
-                "build": p.build,
-                "subdir": p.subdir,
-                "sha256": p.sha256,
-                "md5": p.md5,
-                "license": null,
-                "summary": null,
-            })
-        })
+        .map(|p| views::package(&p, true))
         .collect();
     if paging.descending {
         rows.reverse();

@@ -397,18 +397,7 @@ pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Respons
     let data = paging
         .slice(rows)
         .into_iter()
-        .map(|p| {
-            json!({
-                "id": p.id,
-                "channel": {"id": p.channel_id, "name": p.channel, "last_update": null},
-                "name": p.name,
-                "version": p.version,
-                "build": p.build,
-                "subdir": p.subdir,
-                "license": null,
-                "summary": null,
-            })
-        })
+        .map(|p| views::package(&p, false))
         .collect();
     Ok(page(data, paging.page, paging.size, count))
 }
