@@ -44,6 +44,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
 
+mod rootfs;
+pub use rootfs::{RootfsImageOptions, build_rootfs_image};
+
 /// The mtime of every layer entry (1980-01-01T00:00:00Z). Fixed so layers are reproducible; not 0
 /// because zip-based tools (Python's `zipimport`, wheels) cannot represent dates before 1980.
 pub const LAYER_MTIME: u64 = 315_532_800;
@@ -66,6 +69,9 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 3;
 
 /// The annotation naming an image in an OCI layout's `index.json` (its tag).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// The annotation `ctr images import` names an imported image by (a full reference).
+pub const CONTAINERD_IMAGE_NAME: &str = "io.containerd.image.name";
 
 /// The label holding the conda-store build id.
 pub const BUILD_ID_LABEL: &str = "conda.store/build-id";
@@ -362,6 +368,7 @@ pub fn build_image(
         relocation: relocation.as_ref(),
         prefix_files: &prefix_files,
         level: options.compression_level,
+        keep_dir_modes: false,
     };
     for (plan, written) in plans.iter().zip(write_layers(&ctx, &plans)?) {
         let created_by = match plan.origin {
@@ -412,7 +419,17 @@ pub fn build_image(
         .layers(descriptors)
         .build()?;
     let (manifest_digest, manifest_size) = write_blob(&blobs, &canonical_json(&manifest)?)?;
-    write_index(layout, options, &manifest_digest, manifest_size)?;
+    write_index(
+        layout,
+        &IndexEntry {
+            tag: &options.tag,
+            architecture: &options.architecture,
+            os: &options.os,
+            reference: None,
+        },
+        &manifest_digest,
+        manifest_size,
+    )?;
 
     let total_size = manifest_size + config_size + layers.iter().map(|l| l.size).sum::<u64>();
     Ok(ImageSummary {
@@ -601,6 +618,8 @@ struct LayerContext<'a> {
     /// The files that embed the install prefix, by path relative to the prefix.
     prefix_files: &'a HashMap<String, FileMode>,
     level: u32,
+    /// Keep directories' modes (a root filesystem's `/tmp` is 1777); conda prefixes carry none.
+    keep_dir_modes: bool,
 }
 
 /// A layer blob written to the layout.
@@ -789,26 +808,31 @@ fn write_layer_to(
     // parent sorts before its children since it is their prefix.
     let mut entries = BTreeSet::new();
     let mut ancestor = String::new();
-    for seg in ctx.image_rel.split('/') {
+    for seg in ctx.image_rel.split('/').filter(|s| !s.is_empty()) {
         if !ancestor.is_empty() {
             ancestor.push('/');
         }
         ancestor.push_str(seg);
         entries.insert(ancestor.clone());
     }
+    let in_image = |rel: &str| match ctx.image_rel {
+        "" => rel.to_string(),
+        at => format!("{at}/{rel}"),
+    };
     for p in &plan.paths {
         let mut at = 0;
         while let Some(i) = p[at..].find('/') {
-            entries.insert(format!("{}/{}", ctx.image_rel, &p[..at + i]));
+            entries.insert(in_image(&p[..at + i]));
             at += i + 1;
         }
-        entries.insert(format!("{}/{p}", ctx.image_rel));
+        entries.insert(in_image(p));
     }
 
     for entry in &entries {
-        let rel = entry
-            .strip_prefix(ctx.image_rel)
-            .and_then(|r| r.strip_prefix('/'));
+        let rel = match ctx.image_rel {
+            "" => Some(entry.as_str()),
+            at => entry.strip_prefix(at).and_then(|r| r.strip_prefix('/')),
+        };
         let Some(rel) = rel else {
             // An ancestor of the image prefix (or the prefix itself).
             let mut h = header(tar::EntryType::Directory, 0o755, 0);
@@ -826,7 +850,11 @@ fn write_layer_to(
         if ft.is_dir() {
             // conda packages carry no directory modes (installers create them), so a fixed
             // mode keeps layers identical across installs.
-            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            let mode = match ctx.keep_dir_modes {
+                true => meta.permissions().mode() & 0o7777,
+                false => 0o755,
+            };
+            let mut h = header(tar::EntryType::Directory, mode, 0);
             tar.append_data(&mut h, format!("{entry}/"), io::empty())
                 .map_err(write_err)?;
         } else if ft.is_symlink() {
@@ -1067,11 +1095,20 @@ fn image_config(
         .build()?)
 }
 
+/// How a manifest is named in a layout's `index.json`.
+struct IndexEntry<'a> {
+    tag: &'a str,
+    architecture: &'a str,
+    os: &'a str,
+    /// The full reference containerd's importer names the image by, if any.
+    reference: Option<&'a str>,
+}
+
 /// Adds the manifest to the layout's `index.json` under the tag (replacing an image of the same
 /// tag), and writes `oci-layout`.
 fn write_index(
     layout: &Path,
-    options: &ImageOptions,
+    entry: &IndexEntry<'_>,
     digest: &Digest,
     size: u64,
 ) -> Result<(), ImageError> {
@@ -1092,7 +1129,11 @@ fn write_index(
             });
         }
     };
-    manifests.retain(|d| ref_name(d) != Some(options.tag.as_str()));
+    manifests.retain(|d| ref_name(d) != Some(entry.tag));
+    let mut annotations = HashMap::from([(REF_NAME.to_string(), entry.tag.to_string())]);
+    if let Some(reference) = entry.reference {
+        annotations.insert(CONTAINERD_IMAGE_NAME.to_string(), reference.to_string());
+    }
     manifests.push(
         DescriptorBuilder::default()
             .media_type(MediaType::ImageManifest)
@@ -1100,11 +1141,11 @@ fn write_index(
             .size(size)
             .platform(
                 PlatformBuilder::default()
-                    .architecture(Arch::from(options.architecture.as_str()))
-                    .os(Os::from(options.os.as_str()))
+                    .architecture(Arch::from(entry.architecture))
+                    .os(Os::from(entry.os))
                     .build()?,
             )
-            .annotations(HashMap::from([(REF_NAME.to_string(), options.tag.clone())]))
+            .annotations(annotations)
             .build()?,
     );
     // Sorted by tag so the file does not depend on the order images were added in.

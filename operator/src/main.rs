@@ -43,12 +43,55 @@ enum Command {
         /// The channel directory (created; serve it or use it as a file:// URL).
         dir: PathBuf,
     },
+    /// Build an OCI image of plain directories, one layer each, into an OCI layout: how the
+    /// project's own image is made where no container daemon runs (see the Dockerfile for the
+    /// same image built by docker). Prints the image summary as JSON.
+    RootfsImage(RootfsImageArgs),
     /// Relocate an extracted environment archive to where it now is (what its
     /// `bin/conda-unpack` script does).
     Unpack {
         /// The directory the archive was extracted into.
         dir: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct RootfsImageArgs {
+    /// The directories, one layer each, later ones over earlier ones.
+    #[arg(required = true)]
+    dirs: Vec<PathBuf>,
+    /// The OCI layout directory to write (created if missing).
+    #[arg(long)]
+    layout: PathBuf,
+    /// The tag in the layout's index.json.
+    #[arg(long)]
+    tag: String,
+    /// The full reference `ctr images import` names the image by.
+    #[arg(long)]
+    reference: Option<String>,
+    /// The entrypoint, one argument per flag.
+    #[arg(long)]
+    entrypoint: Vec<String>,
+    /// The user the image runs as (`uid:gid`).
+    #[arg(long)]
+    user: Option<String>,
+    /// An environment variable `NAME=VALUE` (repeatable).
+    #[arg(long = "env", value_parser = parse_key_value)]
+    env: Vec<(String, String)>,
+    /// A label `NAME=VALUE` (repeatable).
+    #[arg(long = "label", value_parser = parse_key_value)]
+    labels: Vec<(String, String)>,
+    /// gzip level of the layers (1: fastest, 9: smallest).
+    #[arg(long, default_value_t = conda_store_engine::image::DEFAULT_COMPRESSION_LEVEL,
+          value_parser = clap::value_parser!(u32).range(0..=9))]
+    compression_level: u32,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -154,7 +197,11 @@ fn init_logs(json: bool) {
             .with_env_filter(filter)
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: a pod's log is read by kubectl and collectors.
+        tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .with_env_filter(filter)
+            .init();
     }
 }
 
@@ -174,6 +221,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             conda_store_engine::channel::write_test_channel(&dir)
                 .with_context(|| format!("writing the demo channel into {}", dir.display()))?;
             emit(&format!("{}\n", dir.display()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::RootfsImage(args) => {
+            let mut options = conda_store_engine::image::RootfsImageOptions::new(args.tag);
+            options.reference = args.reference;
+            options.entrypoint = args.entrypoint;
+            options.user = args.user;
+            options.env = args.env;
+            options.labels = args.labels.into_iter().collect();
+            options.compression_level = args.compression_level;
+            let summary =
+                conda_store_engine::image::build_rootfs_image(&args.dirs, &args.layout, &options)
+                    .with_context(|| format!("building the image into {}", args.layout.display()))?;
+            emit(&format!("{}\n", serde_json::to_string(&summary)?))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Crds => {

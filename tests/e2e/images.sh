@@ -10,9 +10,10 @@
 # NAME:
 #   pause    the sandbox image: build/pause/linux/pause.c from the cached Kubernetes source, gcc -static
 #   busybox  Debian's busybox-static (/bin/busybox and /bin/sh), PATH set: `busybox sh -c ...` works
-#   operator the project's binary ($CONDA_STORE_OPERATOR_BIN, default the debug build in the shared
-#            target dir), debug info stripped, with the shared libraries ldd names, CA certificates
-#            and a non-root user 65532; no shell. The tag is the binary's digest.
+#   conda-store  the project's image: the operator and gateway binaries ($CONDA_STORE_OPERATOR_BIN,
+#            $CONDA_STORE_API_SERVER_BIN, default the debug builds in the shared target dir), debug
+#            info stripped, the shared libraries ldd names, CA certificates, non-root user 65532,
+#            no shell; built by the operator's own OCI writer. The tag is the binaries' digest.
 #
 # Environment: CONDA_STORE_K8S_CACHE (default /var/cache/conda-store-k8s; tars go to its images/ dir),
 # CONDA_STORE_CLUSTER_DIR (default /tmp/conda-store-cluster; only for `import`).
@@ -69,38 +70,54 @@ busybox_ref() {
   echo "$REPO/busybox:$v"
 }
 
-operator_bin() {
-  local target=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
-  echo "${CONDA_STORE_OPERATOR_BIN:-$target/debug/conda-store-operator}"
-}
-operator_ref() {
-  local bin
-  bin=$(operator_bin)
-  [[ -x $bin ]] || die "no operator binary at $bin (cargo build -p conda-store-operator)"
-  echo "$REPO/operator:$(sha256 "$bin" | cut -c1-12)"
+target_dir() { echo "${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}"; }
+operator_bin() { echo "${CONDA_STORE_OPERATOR_BIN:-$(target_dir)/debug/conda-store-operator}"; }
+api_server_bin() { echo "${CONDA_STORE_API_SERVER_BIN:-$(target_dir)/debug/conda-store-api-server}"; }
+conda-store_ref() {
+  local op api
+  op=$(operator_bin) api=$(api_server_bin)
+  [[ -x $op ]] || die "no operator binary at $op (cargo build -p conda-store-operator)"
+  [[ -x $api ]] || die "no gateway binary at $api (cargo build -p conda-store-api-server)"
+  echo "$REPO/conda-store:$(cat "$op" "$api" | sha256sum | cut -c1-12)"
 }
 
-build_operator() {
-  local ref=$1 out=$2 bin work lib
-  bin=$(operator_bin)
+# The project's image, as the Dockerfile describes it (binaries in /usr/local/bin, user 65532,
+# entrypoint the operator, no shell), written by the project's own OCI writer
+# (`conda-store-operator rootfs-image`, the image step's layer code) instead of docker: a runtime
+# layer (the dynamic loader and the libraries the binaries link, CA certificates, passwd) under
+# a layer for each binary, written in parallel at gzip level 1 (the image is only imported). Imported as an OCI archive named by its io.containerd.image.name.
+build_conda-store() {
+  local ref=$1 out=$2 op api work lib bin layer
+  op=$(operator_bin) api=$(api_server_bin)
   work=$(mktemp -d "$IMAGES/.work.XXXXXX")
-  mkdir -p "$work/rootfs/usr/local/bin" "$work/rootfs/etc/ssl/certs" "$work/rootfs/tmp"
-  chmod 1777 "$work/rootfs/tmp"
-  strip --strip-debug -o "$work/rootfs/usr/local/bin/conda-store-operator" "$bin" 2>/dev/null \
-    || cp "$bin" "$work/rootfs/usr/local/bin/conda-store-operator"
-  # The dynamic loader and every library the binary links, at the paths the binary expects.
-  while read -r lib; do
-    mkdir -p "$work/rootfs$(dirname "$lib")"
-    cp -L "$lib" "$work/rootfs$lib"
-  done < <(ldd "$bin" | grep -o '/[^ ]*' | sort -u)
-  cp -L /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/" 2>/dev/null || true
-  printf 'root:x:0:0:root:/root:/sbin/nologin\nconda-store:x:65532:65532::/tmp:/sbin/nologin\n' >"$work/rootfs/etc/passwd"
-  printf 'root:x:0:\nconda-store:x:65532:\n' >"$work/rootfs/etc/group"
-  docker_archive "$work/rootfs" "$ref" \
-    '{"Entrypoint":["/usr/local/bin/conda-store-operator"],"User":"65532:65532","Env":["PATH=/usr/local/bin:/usr/bin:/bin","SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt"]}' "$out"
+  mkdir -p "$work/runtime/etc/ssl/certs" "$work/runtime/tmp" "$work/runtime/home/conda-store" \
+    "$work/operator/usr/local/bin" "$work/api-server/usr/local/bin" "$work/layout"
+  chmod 1777 "$work/runtime/tmp"
+  for bin in "$op" "$api"; do
+    layer=$work/$(basename "$bin" | sed 's/^conda-store-//')/usr/local/bin
+    strip --strip-debug -o "$layer/$(basename "$bin")" "$bin" 2>/dev/null || cp "$bin" "$layer/"
+    # The dynamic loader and every library the binary links, at the paths the binary expects.
+    while read -r lib; do
+      mkdir -p "$work/runtime$(dirname "$lib")"
+      cp -L "$lib" "$work/runtime$lib"
+    done < <(ldd "$bin" | grep -o '/[^ ]*' | sort -u)
+  done
+  cp -L /etc/ssl/certs/ca-certificates.crt "$work/runtime/etc/ssl/certs/" 2>/dev/null || true
+  printf 'root:x:0:0:root:/root:/sbin/nologin\nconda-store:x:65532:65532::/home/conda-store:/sbin/nologin\n' >"$work/runtime/etc/passwd"
+  printf 'root:x:0:\nconda-store:x:65532:\n' >"$work/runtime/etc/group"
+  chown 65532:65532 "$work/runtime/home/conda-store"
+  "$op" rootfs-image "$work/runtime" "$work/operator" "$work/api-server" --compression-level 1 --layout "$work/layout" \
+    --tag "${ref##*:}" --reference "$ref" --entrypoint /usr/local/bin/conda-store-operator \
+    --user 65532:65532 --env PATH=/usr/local/bin:/usr/bin:/bin \
+    --env SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    --label org.opencontainers.image.title=conda-store-k8s >/dev/null \
+    || { rm -rf "$work"; die "rootfs-image failed"; }
+  tar --create --file "$work/image.tar" --directory "$work/layout" --sort=name --numeric-owner \
+    --owner=0 --group=0 --mtime=@0 .
+  mv "$work/image.tar" "$out" # atomic: a cached tar is always complete
   rm -rf "$work"
-  # One binary's image at a time: older ones would pile up with every build.
-  find "$IMAGES" -maxdepth 1 -name 'operator-*.tar' ! -name "$(basename "$out")" -delete
+  # One image of the binaries at a time: older ones would pile up with every build.
+  find "$IMAGES" -maxdepth 1 \( -name 'conda-store-*.tar' -o -name 'operator-*.tar' \) ! -name "$(basename "$out")" -delete
 }
 
 build_pause() {
@@ -137,7 +154,7 @@ build_busybox() {
 # build NAME: print the cached tar (building it first when missing).
 build() {
   local name=$1 ref out
-  case $name in pause | busybox | operator) ;; *) die "unknown image '$name' (pause, busybox, operator)" ;; esac
+  case $name in pause | busybox | conda-store) ;; *) die "unknown image '$name' (pause, busybox, conda-store)" ;; esac
   ref=$("${name}_ref")
   out=$IMAGES/$name-${ref##*:}.tar
   if [[ ! -s $out ]]; then
@@ -171,10 +188,10 @@ import() {
   echo "$ref"
 }
 
-[[ $# == 2 ]] || { echo "usage: $0 build|ref|import pause|busybox|operator" >&2; exit 2; }
+[[ $# == 2 ]] || { echo "usage: $0 build|ref|import pause|busybox|conda-store" >&2; exit 2; }
 case $1 in
   build) build "$2" ;;
-  ref) case $2 in pause | busybox | operator) "${2}_ref" ;; *) die "unknown image '$2'" ;; esac ;;
+  ref) case $2 in pause | busybox | conda-store) "${2}_ref" ;; *) die "unknown image '$2'" ;; esac ;;
   import) import "$2" ;;
-  *) echo "usage: $0 build|ref|import pause|busybox|operator" >&2; exit 2 ;;
+  *) echo "usage: $0 build|ref|import pause|busybox|conda-store" >&2; exit 2 ;;
 esac

@@ -5,7 +5,8 @@
 #
 #   bash tests/e2e/operator.sh     # starts its own cluster (state dir below) and stops it
 #
-# The operator runs with the ServiceAccount and RBAC of deploy/kubernetes/operator-rbac.yaml.
+# The operator runs with the ServiceAccount and RBAC of deploy/kubernetes/operator-rbac.yaml
+# (rendered from the chart).
 # Checks: Namespace → Kubernetes namespace; Environment → Build Completed with lockfile, archive
 # and image in storage, the prefix installed and the current link switched; reordered
 # dependencies → no new Build; a changed dependency → a second Build, the first kept; an
@@ -47,7 +48,7 @@ echo "timing: up with node $(since "$t") s"
 eval "$(bash "$CLUSTER" env)"
 k() { "$CONDA_STORE_KUBECTL" "$@"; }
 
-IMAGE=$(bash "$IMAGES" import operator)
+IMAGE=$(bash "$IMAGES" import conda-store)
 check "the operator image is imported into the node's containerd" test -n "$IMAGE"
 
 # The CRDs (kubectl 1.20 cannot validate x-kubernetes-validations client-side).
@@ -312,7 +313,7 @@ if [[ $(phase "$BS") != Failed ]]; then
 fi
 check "the failure names the reason" \
   contains ErrImageNeverPull jp build "$BS" -n team -o 'jsonpath={.status.message}'
-bash "$IMAGES" import operator >/dev/null
+bash "$IMAGES" import conda-store >/dev/null
 
 # 9. The operator killed mid-build: the build completes after a restart, without duplicates.
 env_yaml restart "$CHANNEL" "tool" | k apply -f - >/dev/null
