@@ -6,7 +6,9 @@
 #     (the pack tests extract archives and run their unpack script), postgresql (the SQL index
 #     is tested on a real server too);
 #   - the published `conda-store` client and schemathesis (PyPI) in their own virtualenv, for the
-#     gateway's e2e.
+#     gateway's e2e;
+#   - Go 1.19 and the Go libraries Helm renders with (Debian -dev packages), which
+#     scripts/helm-template.sh builds tools/helm-template from (`helm template` without helm).
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -20,6 +22,11 @@ for tool in skopeo umoci zstd perl openssl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The deployment e2e reads rendered manifests with PyYAML.
+python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
+while read -r pkg; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$pkg")
+done < <(grep -v '^#' "$(dirname "$0")/../tools/helm-template/debian-packages")
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -33,14 +40,14 @@ if [ ! -x "$VENV/bin/moto_server" ] || ! "$VENV/bin/python" -c "import moto, sys
 fi
 CLIENT_VENV="$CACHE/client-venv"
 CLIENT_VERSION="2025.2.2"
-if [ ! -x "$CLIENT_VENV/bin/conda-store" ] || ! "$CLIENT_VENV/bin/pip" show conda-store 2>/dev/null | grep -qx "Version: $CLIENT_VERSION"; then
+if [ ! -x "$CLIENT_VENV/bin/conda-store" ] || ! "$CLIENT_VENV/bin/pip" show conda-store 2>/dev/null | grep -x "Version: $CLIENT_VERSION" >/dev/null; then
   log "installing conda-store==$CLIENT_VERSION (the client) into $CLIENT_VENV"
   python3 -m venv "$CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "conda-store==$CLIENT_VERSION" >&2
 fi
 # schemathesis, which fuzzes the gateway from its OpenAPI document.
 ST_VERSION="4.32.5"
-if [ ! -x "$CLIENT_VENV/bin/schemathesis" ] || ! "$CLIENT_VENV/bin/pip" show schemathesis 2>/dev/null | grep -qx "Version: $ST_VERSION"; then
+if [ ! -x "$CLIENT_VENV/bin/schemathesis" ] || ! "$CLIENT_VENV/bin/pip" show schemathesis 2>/dev/null | grep -x "Version: $ST_VERSION" >/dev/null; then
   log "installing schemathesis==$ST_VERSION into $CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION" >&2
 fi

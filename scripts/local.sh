@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # conda-store for Kubernetes on this machine, in one command: a local control plane with a node
-# (tests/e2e/cluster.sh), the CRDs, the operator with embedded defaults (artifacts and
-# environments in local directories), the generated demo channel served to the build pods, and
-# an example Environment built end to end. Then it prints where its artifacts are.
+# (tests/e2e/cluster.sh), the project's image built and imported, the plain manifests of
+# deploy/kubernetes (CRDs, RBAC, the operator and gateway Deployments, rendered from the Helm
+# chart) applied with a small local overlay, the generated demo channel served to the build
+# pods, and an example Environment built end to end. Then it prints where its artifacts are.
 #
-#   bash scripts/local.sh up      # first run: builds Kubernetes (~15 min) and the binary
+#   bash scripts/local.sh up      # first run: builds Kubernetes (~15 min) and the binaries
 #   bash scripts/local.sh down    # stops everything and removes the state directory
 #   bash scripts/local.sh env     # the exports for kubectl against it
 #
 # State lives in $CONDA_STORE_LOCAL_DIR (default /tmp/conda-store-local). Set
 # CONDA_STORE_LOCAL_CHANNEL to a channel URL the pods can reach to build from it instead of the
-# demo channel (the example's dependencies then have to exist there).
+# demo channel (the example's dependencies then have to exist there), CONDA_STORE_LOCAL_USERS
+# to a users file for the gateway's logins, CONDA_STORE_LOCAL_API_PORT to fix the API's port.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -18,8 +20,8 @@ export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_LOCAL_DIR:-/tmp/conda-store-local}
 STATE=${CONDA_STORE_CLUSTER_DIR%/}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
 BIN=$CARGO_TARGET_DIR/debug/conda-store-operator
-API_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
 export CONDA_STORE_OPERATOR_BIN=$BIN
+export CONDA_STORE_API_SERVER_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
 CLUSTER="$ROOT/tests/e2e/cluster.sh"
 
 log() { printf '[local %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -31,14 +33,98 @@ stop_pid() { # stop_pid FILE: stop the process whose pid FILE holds
   rm -f "$1"
 }
 
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 cmd_down() {
-  stop_pid "$STATE/api.pid"
-  stop_pid "$STATE/operator.pid"
   stop_pid "$STATE/channel.pid"
   bash "$CLUSTER" down
 }
 
 cmd_env() { bash "$CLUSTER" env; }
+
+# The kustomize overlay that runs deploy/kubernetes on this machine's one-node cluster. What
+# differs from a real cluster, and why:
+#  - the pods use the node's network (hostNetwork) and reach the API server at 127.0.0.1: the
+#    local cluster runs no kube-proxy, so the `kubernetes` Service address leads nowhere;
+#  - they listen on 127.0.0.1 ports chosen here, so nothing is exposed beyond the machine;
+#  - node directories in the state dir replace the volume claims (no storage provisioner here),
+#    the environments at the same path inside the pods as outside, so the prefixes' paths and
+#    the current links are valid on the host;
+#  - the image is the one built here and imported (never pulled); a dev users file logs in.
+write_overlay() { # write_overlay IMAGE OPERATOR_PORT API_PORT APISERVER_PORT
+  local image=$1 op_port=$2 api_port=$3 apiserver_port=$4 dir=$STATE/deploy base common
+  mkdir -p "$dir"
+  base=$(realpath --relative-to="$dir" "$ROOT/deploy/kubernetes")
+  cat >"$dir/kustomization.yaml" <<EOF
+# Written by scripts/local.sh: deploy/kubernetes on the local one-node cluster.
+bases: [$base]
+images:
+  - {name: ghcr.io/conda-store-k8s/conda-store, newName: ${image%:*}, newTag: ${image##*:}}
+patchesStrategicMerge: [local.yaml]
+EOF
+  common="            - {name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}
+            - {name: KUBERNETES_SERVICE_PORT, value: \"$apiserver_port\"}
+            - {name: CONDA_STORE_LOG_JSON, value: \"false\"}"
+  cat >"$dir/local.yaml" <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: conda-store-operator, namespace: conda-store}
+spec:
+  template:
+    spec:
+      hostNetwork: true
+      containers:
+        - name: operator
+          imagePullPolicy: Never
+          env:
+$common
+            - {name: CONDA_STORE_OPERATOR_LISTEN, value: "127.0.0.1:$op_port"}
+            - {name: CONDA_STORE_JOB_IMAGE, value: "$image"}
+            - {name: CONDA_STORE_JOB_IMAGE_PULL_POLICY, value: Never}
+            - {name: CONDA_STORE_ENVS_DIR, value: "$STATE/envs"}
+            - {name: CONDA_STORE_LOCAL_ENVS_DIR, value: "$STATE/envs"}
+            - {name: CONDA_STORE_ENVS_VOLUME, value: "hostPath:$STATE/envs"}
+            - {name: CONDA_STORE_STORAGE_VOLUME, value: "hostPath:$STATE/artifacts"}
+          ports: # replaced: with hostNetwork a port is the node's port too
+            - {\$patch: replace}
+            - {name: http, containerPort: $op_port}
+          livenessProbe: {httpGet: {host: 127.0.0.1}}
+          readinessProbe: {httpGet: {host: 127.0.0.1}}
+          volumeMounts:
+            - {name: envs, mountPath: "$STATE/envs"}
+      volumes:
+        - {name: envs, persistentVolumeClaim: null, hostPath: {path: "$STATE/envs", type: Directory}}
+        - {name: artifacts, persistentVolumeClaim: null, hostPath: {path: "$STATE/artifacts", type: Directory}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: conda-store-api-server, namespace: conda-store}
+spec:
+  template:
+    spec:
+      hostNetwork: true
+      containers:
+        - name: api-server
+          imagePullPolicy: Never
+          env:
+$common
+            - {name: CONDA_STORE_LISTEN, value: "127.0.0.1:$api_port"}
+            - {name: CONDA_STORE_USERS_FILE, value: /etc/conda-store/users/users.yaml}
+          ports: # replaced: with hostNetwork a port is the node's port too
+            - {\$patch: replace}
+            - {name: http, containerPort: $api_port}
+          livenessProbe: {httpGet: {host: 127.0.0.1}}
+          readinessProbe: {httpGet: {host: 127.0.0.1}}
+          volumeMounts:
+            - {name: users, mountPath: /etc/conda-store/users, readOnly: true}
+      volumes:
+        - {name: artifacts, persistentVolumeClaim: null, hostPath: {path: "$STATE/artifacts", type: Directory}}
+        - {name: db, persistentVolumeClaim: null, hostPath: {path: "$STATE/db", type: Directory}}
+        - {name: users, secret: {secretName: conda-store-local-users}}
+EOF
+}
 
 cmd_up() {
   command -v cargo >/dev/null || die "cargo is missing (the Rust toolchain)"
@@ -47,17 +133,16 @@ cmd_up() {
   bash "$CLUSTER" up --node
   eval "$(bash "$CLUSTER" env)"
   k() { "$CONDA_STORE_KUBECTL" "$@"; }
-  local image channel port
-  image=$(bash "$ROOT/tests/e2e/images.sh" import operator)
-  "$BIN" crds | k apply --validate=false -f - >/dev/null
-  k wait --for=condition=Established crd --all --timeout=60s >/dev/null
-  k get namespace conda-store >/dev/null 2>&1 || k create namespace conda-store >/dev/null
+  local image channel port apiserver_port api_port
+  image=$(bash "$ROOT/tests/e2e/images.sh" import conda-store)
+  apiserver_port=$(sed -n 's/^APISERVER_PORT=//p' "$STATE/cluster.env")
+  [[ -n $apiserver_port ]] || die "no APISERVER_PORT in $STATE/cluster.env"
 
   if [[ -n ${CONDA_STORE_LOCAL_CHANNEL:-} ]]; then
     channel=$CONDA_STORE_LOCAL_CHANNEL
   else
     "$BIN" demo-channel "$STATE/channel" >/dev/null
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    port=$(free_port)
     stop_pid "$STATE/channel.pid"
     nohup python3 -m http.server --bind "$CONDA_STORE_POD_GATEWAY" --directory "$STATE/channel" "$port" \
       >"$STATE/channel.log" 2>&1 &
@@ -65,88 +150,90 @@ cmd_up() {
     channel=http://$CONDA_STORE_POD_GATEWAY:$port/
   fi
 
-  mkdir -p "$STATE/envs" "$STATE/artifacts"
-  stop_pid "$STATE/operator.pid"
-  nohup "$BIN" run --operator-namespace conda-store \
-    --job-image "$image" --job-image-pull-policy Never --job-user "$(id -u)" \
-    --envs-dir "$STATE/envs" --envs-volume "hostPath:$STATE/envs" --local-envs-dir "$STATE/envs" \
-    --storage local --storage-dir "$STATE/artifacts" --storage-volume "hostPath:$STATE/artifacts" \
-    --listen 127.0.0.1:0 --leader-election=false >"$STATE/operator.log" 2>&1 &
-  echo $! >"$STATE/operator.pid"
-  log "operator running (log: $STATE/operator.log)"
+  # The pods run as the image's user 65532, and so do the build Jobs.
+  mkdir -p "$STATE/envs" "$STATE/artifacts" "$STATE/db"
+  chown 65532:65532 "$STATE/envs" "$STATE/artifacts" "$STATE/db"
+  api_port=${CONDA_STORE_LOCAL_API_PORT:-$(free_port)}
+  write_overlay "$image" "$(free_port)" "$api_port" "$apiserver_port"
 
-  # The gateway: conda-store's REST API on the same storage, its index in SQLite, a dev users
-  # file (demo/demo), a signing key kept in the state directory.
-  local api_port
-  api_port=${CONDA_STORE_LOCAL_API_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}
+  # The CRDs first, so the API server serves them before anything refers to them.
+  # --validate=false: 1.20 predates the CRDs' x-kubernetes-validations (CEL) rules.
+  k apply --validate=false -f "$ROOT/deploy/kubernetes/crds.yaml" >/dev/null
+  k wait --for=condition=Established crd --all --timeout=60s >/dev/null
+  k apply -f "$ROOT/deploy/kubernetes/namespace.yaml" >/dev/null
+  # The gateway's signing key and the users file (demo/demo), as Secrets.
   [[ -f $STATE/secret.key ]] || head -c 48 /dev/urandom | base64 -w0 >"$STATE/secret.key"
   if [[ -n ${CONDA_STORE_LOCAL_USERS:-} ]]; then
     cp "$CONDA_STORE_LOCAL_USERS" "$STATE/users.yaml"
   else
     printf 'users:\n  - username: demo\n    password: demo\n' >"$STATE/users.yaml"
   fi
-  stop_pid "$STATE/api.pid"
-  CONDA_STORE_SECRET_KEY=$(cat "$STATE/secret.key") nohup "$API_BIN" serve \
-    --listen "127.0.0.1:$api_port" --database-url "sqlite://$STATE/index.db" \
-    --storage local --storage-dir "$STATE/artifacts" --users-file "$STATE/users.yaml" \
-    --token-review >"$STATE/api.log" 2>&1 &
-  echo $! >"$STATE/api.pid"
+  k create secret generic conda-store-api-server-secret-key -n conda-store \
+    --from-file=secret-key="$STATE/secret.key" --dry-run=client -o yaml | k apply -f - >/dev/null
+  k create secret generic conda-store-local-users -n conda-store \
+    --from-file=users.yaml="$STATE/users.yaml" --dry-run=client -o yaml | k apply -f - >/dev/null
+  k apply --validate=false -k "$STATE/deploy" >/dev/null
   echo "http://localhost:$api_port/conda-store/" >"$STATE/api.url"
-  local up=""
-  for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null 2>&1 && { up=1; break; }
-    sleep 0.2
-  done
-  [[ -n $up ]] || die "the gateway did not become ready; see $STATE/api.log"
-  log "gateway serving $(cat "$STATE/api.url") (log: $STATE/api.log)"
+  log "waiting for the operator and the gateway (kubectl get pods -n conda-store)"
+  if ! k wait --for=condition=Available deployment --all -n conda-store --timeout=180s >/dev/null; then
+    k get pods -n conda-store -o wide >&2 || true
+    k logs -n conda-store deployment/conda-store-operator --tail=30 >&2 || true
+    k logs -n conda-store deployment/conda-store-api-server --tail=30 >&2 || true
+    die "the operator or the gateway did not become available"
+  fi
+  curl -fsS "http://127.0.0.1:$api_port/readyz" >/dev/null \
+    || die "the gateway does not answer on 127.0.0.1:$api_port"
+  log "gateway serving $(cat "$STATE/api.url")"
 
-  k apply -f - >/dev/null <<YAML
-apiVersion: conda.store/v1alpha1
-kind: Namespace
-metadata: {name: demo}
-spec:
-  displayName: Demo
-  roleBindings: [{entity: "*/*", role: viewer}]
-  retention: {keepBuilds: 3}
-YAML
-  # The operator creates the Kubernetes namespace the Environment goes into.
+  # The examples in examples/demo: a Namespace, an Environment, and the same packages as a
+  # lockfile Environment (only for the demo channel, whose packages the lockfile names).
+  k apply -f "$ROOT/examples/demo/namespace.yaml" >/dev/null
+  # The operator creates the Kubernetes namespace the Environments go into.
   for _ in $(seq 120); do k get namespace demo >/dev/null 2>&1 && break; sleep 0.5; done
-  k apply -f - >/dev/null <<YAML
-apiVersion: conda.store/v1alpha1
-kind: Environment
-metadata: {name: tools, namespace: demo}
-spec:
-  name: Tools
-  channels: ["$channel"]
-  dependencies: [tool, "liba >=2"]
-  artifacts: [lockfile, yaml, archive, image]
-YAML
-  log "applied Environment demo/tools; waiting for its build"
-  local deadline=$((SECONDS + 300)) ready=""
-  while ((SECONDS < deadline)); do
-    ready=$(k get environment tools -n demo -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
-    [[ $ready == True ]] && break
-    [[ $(k get environment tools -n demo -o 'jsonpath={.status.phase}' 2>/dev/null) == Failed ]] && break
-    sleep 0.5
+  local envs=(tools) e
+  [[ -n ${CONDA_STORE_LOCAL_CHANNEL:-} ]] || envs+=(tools-locked)
+  for e in "${envs[@]}"; do
+    sed "s|DEMO_CHANNEL_URL/|${channel%/}/|g" "$ROOT/examples/demo/$e.yaml" | k apply -f - >/dev/null
+  done
+  log "applied examples/demo: Environments ${envs[*]}; waiting for their builds"
+  local deadline=$((SECONDS + 300)) ready="" phase
+  for e in "${envs[@]}"; do
+    ready=""
+    while ((SECONDS < deadline)); do
+      ready=$(k get environment "$e" -n demo -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null || true)
+      [[ $ready == True ]] && break
+      phase=$(k get environment "$e" -n demo -o 'jsonpath={.status.phase}' 2>/dev/null || true)
+      [[ $phase == Failed ]] && break
+      sleep 0.5
+    done
+    [[ $ready == True ]] || break
   done
   k get environments,builds -n demo
-  [[ $ready == True ]] || die "the build did not complete; see kubectl describe builds -n demo and $STATE/operator.log"
+  if [[ $ready != True ]]; then
+    k logs -n conda-store deployment/conda-store-operator --tail=30 >&2 || true
+    die "a build did not complete; see kubectl describe environments,builds -n demo"
+  fi
   local build id
   id=$(k get environment tools -n demo -o 'jsonpath={.status.currentBuild}')
   build=$(k get builds -n demo -o "jsonpath={.items[?(@.status.id==$id)].metadata.name}")
-  local art=$STATE/artifacts/builds/demo/$build
+  local art=$STATE/artifacts/builds/demo/$build url host
+  url=$(cat "$STATE/api.url")
+  host=${url#http://} host=${host%%/*}
   cat <<EOF
 
-Environment demo/tools is built (build $id, $build).
+Environments ${envs[*]} in namespace demo are built; demo/tools is build $id ($build).
   lockfile:  $art/conda-lock.yaml
+             curl -u demo:demo ${url}api/v1/build/$id/lockfile/
   archive:   $art/archive.tar.zst   (extract anywhere, run bin/conda-unpack)
+             curl -u demo:demo -O ${url}api/v1/build/$id/archive/
   image:     $art/image.json        (blobs in $STATE/artifacts/blobs/sha256)
+             skopeo inspect --tls-verify=false --creds demo:demo docker://$host/demo/tools:$id
   prefix:    $STATE/envs/demo/tools -> $build
-  REST API:  $(cat "$STATE/api.url")api/v1/  (log in as demo/demo)
-             curl -u demo:demo $(cat "$STATE/api.url")api/v1/build/$id/lockfile/
-             CONDA_STORE_URL=$(cat "$STATE/api.url") CONDA_STORE_AUTH=basic CONDA_STORE_USERNAME=demo CONDA_STORE_PASSWORD=demo conda-store list environment
   try:       $STATE/envs/demo/tools/bin/tool
+  REST API:  ${url}api/v1/  (log in as demo/demo)
+             CONDA_STORE_URL=$url CONDA_STORE_AUTH=basic CONDA_STORE_USERNAME=demo CONDA_STORE_PASSWORD=demo conda-store list environment
   kubectl:   eval "\$(bash scripts/local.sh env)"; \$CONDA_STORE_KUBECTL get cenv,cbuild -A
+             \$CONDA_STORE_KUBECTL logs -n conda-store deploy/conda-store-operator
   stop:      bash scripts/local.sh down
 EOF
 }

@@ -22,10 +22,20 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+# `helm template` without Helm (not installable here): Go's text/template and sprig, checked
+# against a fixture chart, then the real chart.
+step "the chart renderer (tools/helm-template)"
+bash tools/helm-template/test.sh
+
 # A real Kubernetes API server (built once from Debian's source package and cached outside the
 # checkout: about 15 minutes cold on two cores, seconds afterwards).
 step "e2e: the CRDs on a real API server"
 bash tests/e2e/crds.sh
+
+# The Helm chart and deploy/kubernetes on a real API server: every rendered manifest accepted by
+# a server-side dry run, the plain manifests in sync with the chart, the values schema, RBAC.
+step "e2e: the chart and the plain manifests"
+bash tests/e2e/deploy.sh
 
 # A real node: kubelet with Debian's containerd and runc; Jobs run as real containers.
 step "e2e: Jobs on a real node"
@@ -36,7 +46,8 @@ bash tests/e2e/jobs.sh
 step "e2e: the operator builds Environments through Jobs"
 bash tests/e2e/operator.sh
 
-# The gateway (conda-store's REST API) in front of that, driven by the published conda-store
-# client: `scripts/local.sh up` (the README's run command) and checks against it.
+# The README's run command, `scripts/local.sh up`: the plain manifests (deploy/kubernetes) run
+# the operator and the gateway as pods, the example Environments build through them; then the
+# published conda-store client and the checks against the gateway and its registry.
 step "e2e: the gateway with the conda-store client"
 bash tests/e2e/gateway.sh

@@ -27,11 +27,17 @@ impl LocalStore {
     /// A store rooted at `root`, created when missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalStore> {
         let root = root.into();
-        std::fs::create_dir_all(root.join(INCOMING)).map_err(|source| StorageError::Io {
-            op: "creating",
-            key: root.display().to_string(),
-            source,
-        })?;
+        if let Err(source) = std::fs::create_dir_all(root.join(INCOMING)) {
+            // A read-only mount (the gateway only reads) still serves reads; a write then
+            // fails with its own error.
+            if !root.is_dir() {
+                return Err(StorageError::Io {
+                    op: "creating",
+                    key: root.display().to_string(),
+                    source,
+                });
+            }
+        }
         Ok(LocalStore { root })
     }
 

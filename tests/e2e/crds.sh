@@ -32,12 +32,20 @@ check "CRDs become Established" \
   crd/condanamespaces.conda.store crd/environments.conda.store \
   crd/specifications.conda.store crd/builds.conda.store
 
-check "example Namespace applies" k apply -f "$ROOT/examples/manifests/namespace.yaml"
+check "example Namespace applies" k apply -f "$ROOT/examples/namespace.yaml"
 check "its Kubernetes namespace can be created" k create namespace team-a
-check "example Environment applies (mixed string / pip: items kept)" \
-  k apply -f "$ROOT/examples/manifests/environment.yaml"
+check "example Environment applies" k apply -f "$ROOT/examples/data-science.yaml"
+check "an Environment with a pip: sub-list applies (mixed string / pip: items kept)" \
+  k apply -f - <<'YAML'
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: with-pip, namespace: team-a}
+spec:
+  channels: [conda-forge]
+  dependencies: [python=3.11, {pip: [requests]}]
+YAML
 check "the pip: sub-list survives the round trip" \
-  contains '"pip":["requests"]' k get environment data-science -n team-a -o 'jsonpath={.spec.dependencies}'
+  contains '"pip":["requests"]' k get environment with-pip -n team-a -o 'jsonpath={.spec.dependencies}'
 check "short name and printer columns" \
   contains "CURRENT" k get cenv -n team-a
 check "cluster-scoped Namespace lists by short name" contains "team-a" k get cns

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# The deployment artifacts against a real API server: every manifest the Helm chart renders
+# (defaults and the other shapes a platform team picks: S3 and PostgreSQL, ingress and OIDC,
+# single-node directories with host networking, several replicas) and the kustomize base in
+# deploy/kubernetes are accepted by `kubectl apply --dry-run=server`; deploy/kubernetes is what
+# the chart renders (scripts/generate-manifests.sh --check); the values schema refuses bad values
+# with a message naming them; the RBAC grants what each identity needs and nothing it does not;
+# the Dockerfile describes the image the e2e tests build without docker.
+#
+#   bash tests/e2e/deploy.sh     # starts its own control plane (tests/e2e/cluster.sh) and stops it
+#
+# The chart is rendered by scripts/helm-template.sh (Go's text/template and sprig, the engine
+# Helm uses), since Helm cannot be installed from the package registries here. That the plain
+# manifests really run the operator and gateway, and an Environment builds through them, is
+# tests/e2e/gateway.sh (scripts/local.sh deploys deploy/kubernetes with a local overlay).
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_CLUSTER_DIR:-/tmp/conda-store-e2e-deploy-$$}
+CLUSTER="$ROOT/tests/e2e/cluster.sh"
+CHART="$ROOT/charts/conda-store"
+WORK=$(mktemp -d)
+
+# shellcheck source=tests/e2e/checks.sh
+source "$ROOT/tests/e2e/checks.sh"
+
+cleanup() {
+  bash "$CLUSTER" down >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+render() { # render VALUES-FILE...: the chart as `helm template conda-store -n conda-store`
+  local args=()
+  for f in "$@"; do args+=(--values "$f"); done
+  bash "$ROOT/scripts/helm-template.sh" --release conda-store --namespace conda-store "${args[@]}" "$CHART"
+}
+
+# The value shapes, beside the defaults.
+cat >"$WORK/production.yaml" <<'EOF'
+image: {repository: registry.example.com/platform/conda-store, tag: "2026.11.1", pullPolicy: Always}
+imagePullSecrets: [{name: registry-credentials}]
+storage:
+  backend: s3
+  s3: {endpoint: "https://s3.example.com", bucket: envs, region: eu-west-1, prefix: prod/, credentialsSecret: conda-store-s3}
+environments:
+  persistentVolumeClaim: {claimName: shared-envs, create: false}
+operator:
+  replicas: 2
+  maxBuilds: 8
+  policy:
+    allowedChannels: [conda-forge, "https://conda.example.com/internal"]
+    defaultPackages: [ipykernel]
+  extraArgs: [--job-deadline-seconds=7200]
+  nodeSelector: {node-role.kubernetes.io/builder: "true"}
+  tolerations: [{key: builder, operator: Exists, effect: NoSchedule}]
+apiServer:
+  replicas: 3
+  secretKey: {existingSecret: conda-store-signing, key: key}
+  database: {existingSecret: conda-store-postgres, databaseUrlKey: url}
+  oidc: {issuer: "https://login.example.com/realms/data", clientId: conda-store, usernameClaim: email}
+  authenticatedBindings: ["*/*=viewer"]
+  anonymousBindings: ["public/*=viewer"]
+  service: {type: LoadBalancer, port: 443}
+  ingress: {enabled: true, className: nginx, host: conda-store.example.com, tlsSecret: conda-store-tls,
+            annotations: {nginx.ingress.kubernetes.io/proxy-body-size: "0"}}
+extraEnv: [{name: RUST_LOG, value: "info,conda_store_operator=debug"}]
+EOF
+cat >"$WORK/single-node.yaml" <<'EOF'
+hostNetwork: true
+listenHost: 127.0.0.1
+environments: {hostPath: /srv/conda-store/envs}
+storage: {local: {hostPath: /srv/conda-store/artifacts}}
+apiServer:
+  usersSecret: conda-store-users
+  database: {sqlite: {hostPath: /srv/conda-store/db}}
+operator: {leaderElection: false}
+logJson: false
+EOF
+
+# Rendering (no cluster needed).
+check "the chart renders with its defaults" render
+check "it renders with S3, PostgreSQL, OIDC, an Ingress and replicas" render "$WORK/production.yaml"
+check "it renders for a single node (host paths, host network)" render "$WORK/single-node.yaml"
+check "deploy/kubernetes is what the chart renders (generate-manifests --check)" \
+  bash "$ROOT/scripts/generate-manifests.sh" --check
+render >"$WORK/defaults.out"
+render "$WORK/production.yaml" >"$WORK/production.out"
+render "$WORK/single-node.yaml" >"$WORK/single-node.out"
+check "defaults: claims, both Deployments, RBAC, Service, a generated signing key" \
+  python3 - "$WORK/defaults.out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+want = ["ClusterRole/conda-store-api-server", "ClusterRole/conda-store-operator",
+        "ClusterRoleBinding/conda-store-api-server", "ClusterRoleBinding/conda-store-operator",
+        "Deployment/conda-store-api-server", "Deployment/conda-store-operator",
+        "PersistentVolumeClaim/conda-store-artifacts", "PersistentVolumeClaim/conda-store-db",
+        "PersistentVolumeClaim/conda-store-envs", "Role/conda-store-operator",
+        "RoleBinding/conda-store-operator", "Secret/conda-store-api-server-secret-key",
+        "Service/conda-store-api-server", "ServiceAccount/conda-store-api-server",
+        "ServiceAccount/conda-store-operator"]
+assert kinds == want, kinds
+op = next(d for d in docs if d["metadata"]["name"] == "conda-store-operator" and d["kind"] == "Deployment")
+pod = op["spec"]["template"]["spec"]
+c = pod["containers"][0]
+env = {e["name"]: e.get("value") for e in c["env"]}
+assert env["CONDA_STORE_LEADER_ELECTION"] == "true", env
+assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
+assert c["resources"]["limits"]["memory"]
+PY
+check "production: S3 settings and credentials, PostgreSQL URL from its Secret, Ingress with TLS" \
+  python3 - "$WORK/production.out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"], "no claim is created"
+assert not [d for d in docs if d["kind"] == "Secret"], "an existing signing key is used"
+op = by[("Deployment", "conda-store-operator")]["spec"]["template"]["spec"]["containers"][0]
+env = {e["name"]: e for e in op["env"]}
+assert env["CONDA_STORE_STORAGE"]["value"] == "s3" and env["CONDA_STORE_S3_ENDPOINT"]["value"] == "https://s3.example.com"
+assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "conda-store-s3"
+assert env["CONDA_STORE_S3_SECRET"]["value"] == "conda-store-s3"
+assert env["CONDA_STORE_POLICY"]["value"] == "/etc/conda-store/policy/policy.yaml"
+assert op["image"] == "registry.example.com/platform/conda-store:2026.11.1"
+assert "--job-deadline-seconds=7200" in op["args"]
+api = by[("Deployment", "conda-store-api-server")]
+assert api["spec"]["replicas"] == 3 and "strategy" not in api["spec"], "PostgreSQL allows rolling updates"
+aenv = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert aenv["CONDA_STORE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "conda-store-postgres", "key": "url"}
+assert aenv["CONDA_STORE_OIDC_ISSUER"]["value"].startswith("https://login.example.com")
+assert "--authenticated-binding=*/*=viewer" in api["spec"]["template"]["spec"]["containers"][0]["args"]
+ing = by[("Ingress", "conda-store-api-server")]["spec"]
+assert ing["tls"][0]["secretName"] == "conda-store-tls"
+assert [p["path"] for p in ing["rules"][0]["http"]["paths"]] == ["/conda-store/", "/v2/"]
+policy = yaml.safe_load(by[("ConfigMap", "conda-store-operator-policy")]["data"]["policy.yaml"])
+assert policy["defaultPackages"] == ["ipykernel"]
+PY
+check "single node: host paths, host network, probes on the listen address" \
+  python3 - "$WORK/single-node.out" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"]
+for d in (d for d in docs if d["kind"] == "Deployment"):
+    pod = d["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] and pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    c = pod["containers"][0]
+    assert c["readinessProbe"]["httpGet"]["host"] == "127.0.0.1"
+    for v in pod["volumes"]:
+        assert "persistentVolumeClaim" not in v, v
+op = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "conda-store-operator")
+env = {e["name"]: e.get("value") for e in op["spec"]["template"]["spec"]["containers"][0]["env"]}
+assert env["CONDA_STORE_ENVS_VOLUME"] == "hostPath:/srv/conda-store/envs", env
+assert env["CONDA_STORE_STORAGE_VOLUME"] == "hostPath:/srv/conda-store/artifacts", env
+assert env["CONDA_STORE_OPERATOR_LISTEN"] == "127.0.0.1:8080", env
+PY
+
+# Bad values: refused by the schema, with the offending value named.
+bad() { # bad NEEDLE YAML: rendering with these values fails and says NEEDLE
+  local needle=$1
+  printf '%s\n' "$2" >"$WORK/bad.yaml"
+  refused "$needle" render "$WORK/bad.yaml"
+}
+check "schema: an unknown backend" bad "storage.backend" 'storage: {backend: gcs}'
+check "schema: zero concurrent builds" bad "operator.maxBuilds" 'operator: {maxBuilds: 0}'
+check "schema: a misspelt key" bad "operatr" 'operatr: {replicas: 2}'
+check "schema: a role binding without a role" bad "apiServer.authenticatedBindings" \
+  'apiServer: {authenticatedBindings: ["*/*"]}'
+check "schema: a relative host path" bad "environments.hostPath" 'environments: {hostPath: srv/envs}'
+check "an issuer without a client id names the missing value" bad "apiServer.oidc.clientId" \
+  'apiServer: {oidc: {issuer: "https://login.example.com"}}'
+
+# The Dockerfile describes the image the e2e tests build without docker.
+dockerfile_matches_image() {
+  local tar
+  tar=$(bash "$ROOT/tests/e2e/images.sh" build conda-store) || return 1
+  mkdir -p "$WORK/image" && tar -xf "$tar" -C "$WORK/image"
+  python3 - "$ROOT/Dockerfile" "$WORK/image" <<'PY'
+import json, re, sys
+dockerfile, layout = open(sys.argv[1]).read(), sys.argv[2]
+final = dockerfile.split("\nFROM ")[-1]  # the last stage is the image
+entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", final, re.M).group(1))
+user = re.search(r"^USER (\S+)$", final, re.M).group(1)
+copy = re.search(r"^COPY --from=\S+ (.+) (\S+/)$", final, re.M)
+binaries = sorted(p.rsplit("/", 1)[1] for p in copy.group(1).split())
+blob = lambda d: f"{layout}/blobs/sha256/{d.split(':')[1]}"
+manifest = json.load(open(blob(json.load(open(f"{layout}/index.json"))["manifests"][0]["digest"])))
+config = json.load(open(blob(manifest["config"]["digest"])))["config"]
+assert config["Entrypoint"] == entrypoint, (config["Entrypoint"], entrypoint)
+assert config["User"] == user, (config["User"], user)
+import subprocess
+files = set()
+for layer in manifest["layers"]:
+    files |= set(subprocess.run(["tar", "-tzf", blob(layer["digest"])], check=True,
+                                capture_output=True, text=True).stdout.split())
+for b in binaries:
+    assert copy.group(2).lstrip("/") + b in files, (b, sorted(f for f in files if "bin/" in f))
+print(f"entrypoint {entrypoint}, user {user}, binaries {binaries}")
+PY
+}
+check "the Dockerfile and the image built without docker agree (paths, user, entrypoint)" \
+  dockerfile_matches_image
+
+# A real API server from here on.
+bash "$CLUSTER" up
+eval "$(bash "$CLUSTER" env)"
+k() { "$CONDA_STORE_KUBECTL" "$@"; }
+# --validate=false: kubectl 1.20 predates the CRDs' x-kubernetes-validations (CEL) rules.
+check "the chart's CRDs apply" k apply --validate=false -f "$CHART/crds/"
+check "they become Established" k wait --for=condition=Established crd --all --timeout=60s
+check "the release namespace exists" k create namespace conda-store
+for shape in defaults production single-node; do
+  check "server-side dry run accepts every manifest rendered for: $shape" \
+    k apply --dry-run=server --validate=false -f "$WORK/$shape.out"
+done
+check "server-side dry run accepts the kustomize base (deploy/kubernetes)" \
+  k apply --dry-run=server --validate=false -k "$ROOT/deploy/kubernetes"
+check "and its claims" k apply --dry-run=server -k "$ROOT/deploy/kubernetes/claims"
+
+# Least privilege, asked of the API server's authorizer with the chart's own RBAC.
+check "the chart's RBAC applies" k apply -f "$ROOT/deploy/kubernetes/operator-rbac.yaml" \
+  -f "$ROOT/deploy/kubernetes/api-server-rbac.yaml"
+can() { # can yes|no VERB RESOURCE WHO [ARGS...]
+  local want=$1 verb=$2 res=$3 who=$4 got
+  shift 4
+  got=$(k auth can-i "$verb" "$res" --as "system:serviceaccount:conda-store:$who" "$@" 2>/dev/null || true)
+  [[ $got == "$want" ]] || { echo "can-i $verb $res as $who $*: $got, want $want"; return 1; }
+}
+check "operator: creates Jobs in any namespace" can yes create jobs conda-store-operator -n team-a
+check "operator: writes Build status" can yes patch builds.conda.store conda-store-operator -n team-a --subresource=status
+check "operator: holds its Lease in its own namespace" can yes update leases.coordination.k8s.io conda-store-operator -n conda-store
+check "operator: no Leases elsewhere" can no update leases.coordination.k8s.io conda-store-operator -n team-a
+check "operator: reads no Secrets" can no get secrets conda-store-operator -n team-a
+check "operator: does not edit Environment specs" can no patch environments.conda.store conda-store-operator -n team-a
+check "gateway: applies Environments" can yes patch environments.conda.store conda-store-api-server -n team-a
+check "gateway: reads running steps' logs" can yes get pods conda-store-api-server -n team-a --subresource=log
+check "gateway: reviews tokens" can yes create tokenreviews.authentication.k8s.io conda-store-api-server
+check "gateway: creates no Jobs" can no create jobs conda-store-api-server -n team-a
+check "gateway: reads no Secrets" can no get secrets conda-store-api-server -n conda-store
+check "gateway: does not write Build status" can no patch builds.conda.store conda-store-api-server -n team-a --subresource=status
+
+finish
