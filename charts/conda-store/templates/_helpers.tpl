@@ -123,3 +123,15 @@ spec:
       storage: {{ $pvc.size }}
 {{- end }}
 {{- end }}
+
+{{/* Pod annotations: Prometheus scraping and the user's; pass a dict with "root", "port", "extra". */}}
+{{- define "conda-store.podAnnotations" -}}
+{{- if .root.Values.prometheusAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- with .extra }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}

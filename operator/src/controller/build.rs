@@ -20,6 +20,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::{Ctx, Error, apply_status};
 use crate::decide::build::{
     BuildAction, JobState, Waiting, admitted, next_action, phase, steps_for, stuck_pod,
+    unschedulable_pod,
 };
 use crate::decide::conditions::{FALSE, TRUE, UNKNOWN, condition, get, set};
 use crate::jobs::{JobInputs, StepReport, step_job};
@@ -603,6 +604,17 @@ async fn stuck_steps(
             .creation_timestamp
             .as_ref()
             .map_or(0, |t| now.as_second() - t.0.as_second());
+        let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+        for c in conditions.into_iter().flatten() {
+            if c.type_ != "PodScheduled" || c.status != "False" {
+                continue;
+            }
+            let reason = c.reason.as_deref().unwrap_or_default();
+            let message = c.message.as_deref().unwrap_or_default();
+            if let Some(why) = unschedulable_pod(reason, message, age) {
+                stuck.push((step, format!("pod {}: {why}", pod.name_any())));
+            }
+        }
         let statuses = pod
             .status
             .as_ref()

@@ -226,6 +226,18 @@ pub fn stuck_pod(reason: &str, message: &str, age_seconds: i64) -> Option<String
     })
 }
 
+/// Why a step's pod cannot be scheduled, if that will not change by itself: a volume claim it
+/// mounts does not exist in the build's namespace (each namespace that builds needs the claims
+/// the operator is configured with). Other reasons (no node has room yet) can clear, so those
+/// steps wait for the Job's deadline.
+pub fn unschedulable_pod(reason: &str, message: &str, age_seconds: i64) -> Option<String> {
+    let missing_claim = message.contains("persistentvolumeclaim") && message.contains("not found");
+    if reason != "Unschedulable" || !missing_claim || age_seconds < STUCK_GRACE_SECONDS {
+        return None;
+    }
+    Some(format!("its pod cannot be scheduled: {message}"))
+}
+
 /// A build waiting for a slot, as the admission decision sees it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Waiting {
@@ -427,6 +439,20 @@ mod tests {
         );
         let done = jobs(&[(BuildStep::Pack, JobState::Succeeded)]);
         assert_eq!(next_action(&b, &done, &ALL, false), BuildAction::Idle);
+    }
+
+    #[test]
+    fn pods_whose_claim_is_missing_fail_their_step_after_the_grace() {
+        let msg =
+            r#"0/1 nodes are available: 1 persistentvolumeclaim "conda-store-envs" not found."#;
+        assert_eq!(unschedulable_pod("Unschedulable", msg, 30), None, "grace");
+        assert!(
+            unschedulable_pod("Unschedulable", msg, 121)
+                .unwrap()
+                .contains(r#"persistentvolumeclaim "conda-store-envs" not found"#)
+        );
+        let busy = "0/3 nodes are available: 3 Insufficient cpu.";
+        assert_eq!(unschedulable_pod("Unschedulable", busy, 10_000), None);
     }
 
     #[test]
