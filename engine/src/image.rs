@@ -381,21 +381,9 @@ pub fn build_image(
                 .created_by(created_by)
                 .build()?,
         );
-        descriptors.push(
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayerGzip)
-                .digest(written.digest.clone())
-                .size(written.size)
-                .build()?,
-        );
+        descriptors.push(written.descriptor()?);
         diff_ids.push(written.diff_id.to_string());
-        layers.push(LayerSummary {
-            digest: written.digest.to_string(),
-            size: written.size,
-            diff_id: written.diff_id.to_string(),
-            origin: plan.origin,
-            packages: plan.packages.clone(),
-        });
+        layers.push(written.summary(plan.origin, plan.packages.clone()));
     }
 
     let config = image_config(
@@ -405,7 +393,32 @@ pub fn build_image(
         diff_ids,
         history,
     )?;
-    let (config_digest, config_size) = write_blob(&blobs, &canonical_json(&config)?)?;
+    finish_image(
+        layout,
+        &blobs,
+        &config,
+        descriptors,
+        layers,
+        &IndexEntry {
+            tag: &options.tag,
+            architecture: &options.architecture,
+            os: &options.os,
+            reference: None,
+        },
+    )
+}
+
+/// Writes the config and the manifest of an image whose layers are written, and names it in
+/// the layout's index.
+fn finish_image(
+    layout: &Path,
+    blobs: &Path,
+    config: &ImageConfiguration,
+    descriptors: Vec<Descriptor>,
+    layers: Vec<LayerSummary>,
+    entry: &IndexEntry<'_>,
+) -> Result<ImageSummary, ImageError> {
+    let (config_digest, config_size) = write_blob(blobs, &canonical_json(config)?)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -418,22 +431,11 @@ pub fn build_image(
         )
         .layers(descriptors)
         .build()?;
-    let (manifest_digest, manifest_size) = write_blob(&blobs, &canonical_json(&manifest)?)?;
-    write_index(
-        layout,
-        &IndexEntry {
-            tag: &options.tag,
-            architecture: &options.architecture,
-            os: &options.os,
-            reference: None,
-        },
-        &manifest_digest,
-        manifest_size,
-    )?;
-
+    let (manifest_digest, manifest_size) = write_blob(blobs, &canonical_json(&manifest)?)?;
+    write_index(layout, entry, &manifest_digest, manifest_size)?;
     let total_size = manifest_size + config_size + layers.iter().map(|l| l.size).sum::<u64>();
     Ok(ImageSummary {
-        tag: options.tag.clone(),
+        tag: entry.tag.to_string(),
         manifest_digest: manifest_digest.to_string(),
         manifest_size,
         config_digest: config_digest.to_string(),
@@ -627,6 +629,26 @@ struct WrittenLayer {
     digest: Digest,
     diff_id: Digest,
     size: u64,
+}
+
+impl WrittenLayer {
+    fn descriptor(&self) -> Result<Descriptor, ImageError> {
+        Ok(DescriptorBuilder::default()
+            .media_type(MediaType::ImageLayerGzip)
+            .digest(self.digest.clone())
+            .size(self.size)
+            .build()?)
+    }
+
+    fn summary(&self, origin: LayerOrigin, packages: Vec<String>) -> LayerSummary {
+        LayerSummary {
+            digest: self.digest.to_string(),
+            size: self.size,
+            diff_id: self.diff_id.to_string(),
+            origin,
+            packages,
+        }
+    }
 }
 
 /// Writes the layers on as many threads as there are cores; results in plan order.

@@ -8,13 +8,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{
-    Arch, ConfigBuilder, DescriptorBuilder, HistoryBuilder, ImageConfigurationBuilder,
-    ImageManifestBuilder, MediaType, Os, RootFsBuilder,
+    Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder,
 };
 
 use super::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_CREATED, ImageError, ImageSummary, IndexEntry, LayerContext,
-    LayerOrigin, LayerPlan, LayerSummary, canonical_json, write_blob, write_index, write_layers,
+    LayerOrigin, LayerPlan, finish_image, write_layers,
 };
 
 /// How to build an image of plain directories; [`RootfsImageOptions::new`] gives the defaults.
@@ -148,20 +147,8 @@ pub fn build_rootfs_image(
                 .created_by(format!("conda-store: directory {name}"))
                 .build()?,
         );
-        descriptors.push(
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageLayerGzip)
-                .digest(written.digest.clone())
-                .size(written.size)
-                .build()?,
-        );
-        layers.push(LayerSummary {
-            digest: written.digest.to_string(),
-            size: written.size,
-            diff_id: written.diff_id.to_string(),
-            origin: LayerOrigin::Unowned,
-            packages: Vec::new(),
-        });
+        descriptors.push(written.descriptor()?);
+        layers.push(written.summary(LayerOrigin::Unowned, Vec::new()));
     }
 
     let mut config = ConfigBuilder::default()
@@ -201,41 +188,19 @@ pub fn build_rootfs_image(
         )
         .history(history)
         .build()?;
-    let (config_digest, config_size) = write_blob(&blobs, &canonical_json(&image_config)?)?;
-    let manifest = ImageManifestBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageManifest)
-        .config(
-            DescriptorBuilder::default()
-                .media_type(MediaType::ImageConfig)
-                .digest(config_digest.clone())
-                .size(config_size)
-                .build()?,
-        )
-        .layers(descriptors)
-        .build()?;
-    let (manifest_digest, manifest_size) = write_blob(&blobs, &canonical_json(&manifest)?)?;
-    write_index(
+    finish_image(
         layout,
+        &blobs,
+        &image_config,
+        descriptors,
+        layers,
         &IndexEntry {
             tag: &options.tag,
             architecture: &options.architecture,
             os: &options.os,
             reference: options.reference.as_deref(),
         },
-        &manifest_digest,
-        manifest_size,
-    )?;
-    let total_size = manifest_size + config_size + layers.iter().map(|l| l.size).sum::<u64>();
-    Ok(ImageSummary {
-        tag: options.tag.clone(),
-        manifest_digest: manifest_digest.to_string(),
-        manifest_size,
-        config_digest: config_digest.to_string(),
-        config_size,
-        layers,
-        total_size,
-    })
+    )
 }
 
 /// Every path below `dir` (directories included, so empty ones and their modes are kept),
