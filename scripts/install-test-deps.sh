@@ -7,6 +7,7 @@
 #     is tested on a real server too);
 #   - the published `conda-store` client and schemathesis (PyPI) in their own virtualenv, for the
 #     gateway's e2e;
+#   - Lua 5.1, which runs the Argo CD health check of examples/argocd-health.md in the e2e;
 #   - Go 1.19 and the Go libraries Helm renders with (Debian -dev packages), which
 #     scripts/helm-template.sh builds tools/helm-template from (`helm template` without helm).
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
@@ -18,7 +19,7 @@ MOTO_VERSION="5.2.5"
 log() { printf '%s\n' "$*" >&2; }
 
 missing=()
-for tool in skopeo umoci zstd perl openssl; do
+for tool in skopeo umoci zstd perl openssl lua5.1; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)

@@ -171,6 +171,15 @@ check "schema: a relative host path" bad "environments.hostPath" 'environments: 
 check "an issuer without a client id names the missing value" bad "apiServer.oidc.clientId" \
   'apiServer: {oidc: {issuer: "https://login.example.com"}}'
 
+# The Argo CD health check of examples/argocd-health.md on the statuses it must not call done
+# (operator.sh runs it on real Healthy and Degraded Environments).
+health() { printf '%s' "$2" | bash "$ROOT/tests/support/argocd-health.sh" | grep "^$1:" >/dev/null; }
+check "Argo CD health: no status yet is Progressing" health Progressing '{"metadata":{"generation":1}}'
+check "Argo CD health: a status of an older generation is Progressing" health Progressing \
+  '{"metadata":{"generation":2},"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"True"}]}}'
+check "Argo CD health: building is Progressing" health Progressing \
+  '{"metadata":{"generation":1},"status":{"observedGeneration":1,"conditions":[{"type":"Ready","status":"False"},{"type":"Building","status":"True","reason":"Queued","message":""}]}}'
+
 # The Dockerfile describes the image the e2e tests build without docker.
 dockerfile_matches_image() {
   local tar

@@ -193,6 +193,9 @@ check "the Environment is Ready with the build current" wait_for 30 "demo Ready"
   is "$ID1" jp environment demo -n team -o 'jsonpath={.status.currentBuild}'
 check "its Ready condition is True" \
   is True jp environment demo -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'
+health() { k get environment "$1" -n team -o json | bash "$ROOT/tests/support/argocd-health.sh"; }
+check "Argo CD's health check (examples/argocd-health.md) reads it as Healthy" \
+  contains "Healthy: build" health demo
 for a in conda-lock.yaml environment.yaml archive.tar.zst image.json logs/solve.log; do
   check "artifact $a is in storage" test -s "$STATE/artifacts/builds/team/$B1/$a"
 done
@@ -256,6 +259,8 @@ check "the Environment says Failed with the message" wait_for 30 "broken Failed"
   contains "liba" jp environment broken -n team -o 'jsonpath={.status.conditions[?(@.type=="Failed")].message}'
 check "the Environment is not Ready (BuildFailed)" \
   is BuildFailed jp environment broken -n team -o 'jsonpath={.status.conditions[?(@.type=="Ready")].reason}'
+check "Argo CD's health check reads it as Degraded, with the solver's message" \
+  contains "Degraded: build" health broken
 
 # 6. Invalid spec: a condition, no Build.
 k apply -f - >/dev/null <<YAML
