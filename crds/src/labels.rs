@@ -13,6 +13,9 @@ pub const MANAGER: &str = "conda-store";
 pub const BUILD: &str = "conda.store/build";
 /// On Jobs (and their pods): the step they run.
 pub const STEP: &str = "conda.store/step";
+/// On Kubernetes namespaces: the conda-store Namespace they hold. On Jobs (and their pods):
+/// the Build's namespace, which differs from theirs when Jobs run in one shared namespace.
+pub const NAMESPACE: &str = "conda.store/namespace";
 
 /// The storage key prefix of a build's artifacts.
 pub fn build_key(namespace: &str, build: &str) -> String {

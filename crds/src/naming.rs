@@ -127,7 +127,8 @@ fn looks_derived(s: &str) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-fn short_hash(name: &str) -> String {
+/// The first ten hex digits of the sha256 of `name`: what derived names end with.
+pub fn short_hash(name: &str) -> String {
     let digest = Sha256::digest(name.as_bytes());
     let mut hex = crate::hex(&digest);
     hex.truncate(HASH_LEN);

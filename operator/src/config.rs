@@ -57,6 +57,11 @@ pub struct RunArgs {
         default_value = "IfNotPresent"
     )]
     pub job_image_pull_policy: String,
+    /// Run every build's Jobs in this namespace instead of the build's own: the volume claims
+    /// and the S3 Secret then exist once, there (quotas and policies of that namespace apply
+    /// to all builds).
+    #[arg(long, env = "CONDA_STORE_JOB_NAMESPACE")]
+    pub job_namespace: Option<String>,
     /// The user id the Jobs run as.
     #[arg(long, env = "CONDA_STORE_JOB_USER", default_value_t = 65532)]
     pub job_user: i64,

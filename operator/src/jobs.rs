@@ -51,6 +51,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
         (labels::BUILD.to_string(), build_name.clone()),
         (labels::STEP.to_string(), step.to_string()),
+        (labels::NAMESPACE.to_string(), namespace.clone()),
     ]);
     if let Some(env) = i
         .build
@@ -179,12 +180,15 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         ..Default::default()
     };
 
+    // In a shared job namespace the Build cannot own its Jobs (owners are in the same
+    // namespace); its finalizer deletes them instead.
+    let shared = cfg.job_namespace.is_some();
     Job {
         metadata: ObjectMeta {
-            name: Some(labels::job_name(&build_name, step)),
-            namespace: Some(namespace),
+            name: Some(labels::job_name(&namespace, &build_name, step, shared)),
+            owner_references: (!shared).then(|| vec![owner(i.build)]),
+            namespace: Some(cfg.job_namespace.clone().unwrap_or(namespace)),
             labels: Some(labels.clone()),
-            owner_references: Some(vec![owner(i.build)]),
             ..Default::default()
         },
         spec: Some(JobSpec {
@@ -374,6 +378,36 @@ mod tests {
             .iter()
             .find(|e| e.name == name)
             .and_then(|e| e.value.clone())
+    }
+
+    #[test]
+    fn jobs_in_a_shared_namespace_are_named_after_their_build_namespace_and_not_owned() {
+        let b = build();
+        let job = step_job(
+            &JobInputs {
+                build: &b,
+                step: BuildStep::Install,
+                build_id: 12,
+                environment_name: "env",
+                specification_json: "{}",
+                channel_alias: None,
+            },
+            &cfg(&["--job-namespace=conda-store"]),
+        );
+        assert_eq!(job.metadata.namespace.as_deref(), Some("conda-store"));
+        assert_eq!(
+            job.metadata.name.as_deref(),
+            Some("team-env-11111111-1-install")
+        );
+        assert!(job.metadata.owner_references.is_none());
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[labels::NAMESPACE], "team");
+        assert_eq!(labels[labels::BUILD], "env-11111111-1");
+        // The prefix and the artifacts stay the build's.
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_BUILD_KEY").as_deref(),
+            Some("builds/team/env-11111111-1")
+        );
     }
 
     #[test]

@@ -236,12 +236,25 @@ can() { # can yes|no VERB RESOURCE WHO [ARGS...]
   got=$(k auth can-i "$verb" "$res" --as "system:serviceaccount:conda-store:$who" "$@" 2>/dev/null || true)
   [[ $got == "$want" ]] || { echo "can-i $verb $res as $who $*: $got, want $want"; return 1; }
 }
-check "operator: creates Jobs in any namespace" can yes create jobs conda-store-operator -n team-a
+check "operator: creates Jobs in its own namespace (jobPlacement release)" \
+  can yes create jobs conda-store-operator -n conda-store
+check "operator: and removes a deleted build's Jobs there" \
+  can yes deletecollection jobs conda-store-operator -n conda-store
+check "operator: no Jobs in the builds' namespaces" can no create jobs conda-store-operator -n team-a
+check "operator: no pods there either" can no list pods conda-store-operator -n team-a
 check "operator: writes Build status" can yes patch builds.conda.store conda-store-operator -n team-a --subresource=status
 check "operator: holds its Lease in its own namespace" can yes update leases.coordination.k8s.io conda-store-operator -n conda-store
 check "operator: no Leases elsewhere" can no update leases.coordination.k8s.io conda-store-operator -n team-a
 check "operator: reads no Secrets" can no get secrets conda-store-operator -n team-a
 check "operator: does not edit Environment specs" can no patch environments.conda.store conda-store-operator -n team-a
+apply_build_placement() { # the operator's RBAC when Jobs run in each build's namespace
+  bash "$ROOT/scripts/helm-template.sh" --release conda-store --namespace conda-store \
+    --set operator.jobPlacement=build --show-only templates/operator-rbac.yaml "$CHART" | k apply -f -
+}
+check "with jobPlacement build, the operator's RBAC applies" apply_build_placement
+check "operator (jobPlacement build): creates Jobs in any namespace" \
+  can yes create jobs conda-store-operator -n team-a
+check "operator (jobPlacement build): reads pods there" can yes list pods conda-store-operator -n team-a
 check "gateway: applies Environments" can yes patch environments.conda.store conda-store-api-server -n team-a
 check "gateway: reads running steps' logs" can yes get pods conda-store-api-server -n team-a --subresource=log
 check "gateway: reviews tokens" can yes create tokenreviews.authentication.k8s.io conda-store-api-server

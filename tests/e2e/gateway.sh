@@ -82,6 +82,10 @@ check "the same spec again reuses the build" is "$(curl -fsS -H "Authorization: 
 
 # A pipeline's Kubernetes ServiceAccount token, checked by TokenReview.
 eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
+# The chart's default job placement: the build Jobs ran in the operator's namespace.
+jobs_in() { "$CONDA_STORE_KUBECTL" get jobs -n "$1" -l conda.store/namespace=demo -o name; }
+check "the demo builds' Jobs ran in conda-store (jobPlacement release)" contains solve jobs_in conda-store
+check "and none in the demo namespace" is "$(jobs_in demo)" ""
 "$CONDA_STORE_KUBECTL" create serviceaccount ci -n demo >/dev/null
 SA_TOKEN=""
 for _ in $(seq 50); do

@@ -5,8 +5,9 @@
 #
 #   bash tests/e2e/operator.sh     # starts its own cluster (state dir below) and stops it
 #
-# The operator runs with the ServiceAccount and RBAC of deploy/kubernetes/operator-rbac.yaml
-# (rendered from the chart).
+# The operator runs with the ServiceAccount and RBAC the chart gives it when build Jobs run in
+# each build's own namespace (operator.jobPlacement=build; scripts/local.sh, in gateway.sh,
+# runs the default, Jobs in the operator's namespace).
 # Checks: Namespace → Kubernetes namespace; Environment → Build Completed with lockfile, archive
 # and image in storage, the prefix installed and the current link switched; reordered
 # dependencies → no new Build; a changed dependency → a second Build, the first kept; an
@@ -55,9 +56,11 @@ check "the operator image is imported into the node's containerd" test -n "$IMAG
 "$BIN" crds | k apply --validate=false -f - >/dev/null
 k wait --for=condition=Established crd --all --timeout=60s >/dev/null
 k create namespace conda-store >/dev/null
-# The operator runs as the ServiceAccount of deploy/kubernetes/operator-rbac.yaml, with exactly
+# The operator runs as the chart's ServiceAccount with jobPlacement=build, with exactly
 # the rights granted there (its token in a kubeconfig like the admin's).
-k apply -f "$ROOT/deploy/kubernetes/operator-rbac.yaml" >/dev/null
+bash "$ROOT/scripts/helm-template.sh" --release conda-store --namespace conda-store \
+  --set operator.jobPlacement=build --show-only templates/operator-rbac.yaml "$ROOT/charts/conda-store" |
+  k apply -f - >/dev/null
 sa_token() {
   local secret
   secret=$(k get sa conda-store-operator -n conda-store -o 'jsonpath={.secrets[0].name}')

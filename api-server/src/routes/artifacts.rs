@@ -114,7 +114,9 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
                 .collect()
         })
         .unwrap_or_default();
-    let pods: Api<Pod> = Api::namespaced(app.client.clone(), &ns);
+    // Step pods run in the build's namespace or in the operator's shared job namespace:
+    // looked for everywhere, by their labels.
+    let all_pods: Api<Pod> = Api::all(app.client.clone());
     let mut out = String::new();
     for step in BuildStep::ALL {
         let suffix = format!("/logs/{}.log", step.as_str());
@@ -132,13 +134,25 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
                 conda_store_crds::labels::STEP,
                 step.as_str()
             );
-            let list = pods.list(&ListParams::default().labels(&selector)).await?;
+            let list = all_pods
+                .list(&ListParams::default().labels(&selector))
+                .await?;
+            // Pods made before the namespace label run in the build's namespace.
+            let of_build = |p: &&Pod| match p.labels().get(conda_store_crds::labels::NAMESPACE) {
+                Some(n) => *n == ns,
+                None => p.namespace().as_deref() == Some(ns.as_str()),
+            };
             match list
                 .items
                 .iter()
+                .filter(of_build)
                 .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
             {
-                Some(pod) => pods.logs(&pod.name_any(), &LogParams::default()).await.ok(),
+                Some(pod) => {
+                    let pods: Api<Pod> =
+                        Api::namespaced(app.client.clone(), &pod.namespace().unwrap_or_default());
+                    pods.logs(&pod.name_any(), &LogParams::default()).await.ok()
+                }
                 None => None,
             }
         } else {

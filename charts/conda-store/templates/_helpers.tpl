@@ -135,3 +135,14 @@ prometheus.io/path: /metrics
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/* The operator's rights on build Jobs and their pods, where the Jobs run. */}}
+{{- define "conda-store.jobRules" -}}
+# One Job per build step; their pods' termination messages carry the step reports.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create, delete, deletecollection]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list]
+{{- end }}

@@ -61,13 +61,24 @@ fn jobs_of(ctx: &Ctx, build: &Build) -> BTreeMap<BuildStep, (String, JobState)> 
         .iter()
         // A Job being deleted (by someone else: the build's own deletions come after it
         // ended) counts as gone; its pods may take a while to stop.
-        .filter(|j| j.namespace() == ns && j.labels().get(labels::BUILD) == Some(&name))
+        .filter(|j| is_job_of(ctx, j, ns.as_deref().unwrap_or_default(), &name))
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter_map(|j| {
             let step = step_of(j.labels())?;
             Some((step, (j.name_any(), job_state(j))))
         })
         .collect()
+}
+
+/// Whether `job` runs a step of build `name` in `ns`. Jobs made before the namespace label
+/// existed carry only the build's name, and run in its namespace.
+fn is_job_of(ctx: &Ctx, job: &Job, ns: &str, name: &str) -> bool {
+    job.namespace().as_deref() == Some(ctx.job_namespace(ns).as_str())
+        && job.labels().get(labels::BUILD).map(String::as_str) == Some(name)
+        && job
+            .labels()
+            .get(labels::NAMESPACE)
+            .map_or(ctx.cfg.job_namespace.is_none(), |n| n == ns)
 }
 
 /// The step a Job or pod runs, from its label.
@@ -163,7 +174,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let steps = steps_for(&artifacts);
     let mut jobs = jobs_of(&ctx, &build);
     let api: Api<Build> = Api::namespaced(ctx.client.clone(), &ns);
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);
+    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(&ns));
     let old = build.status.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
     let generation = build.metadata.generation;
@@ -221,7 +232,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         .map(|(step, _)| *step)
                         .collect();
                     let gone = if running_for >= 10 {
-                        vanished(&jobs_api, &name, &running).await?
+                        vanished(&ctx, &jobs_api, &ns, &name, &running).await?
                     } else {
                         Vec::new()
                     };
@@ -415,7 +426,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Next::Continue
             }
             BuildAction::CheckVanished(steps) => {
-                for (step, why) in vanished(&jobs_api, &name, &steps).await? {
+                for (step, why) in vanished(&ctx, &jobs_api, &ns, &name, &steps).await? {
                     step_condition(&mut status, step, FALSE, "JobDeleted", why);
                 }
                 Next::Requeue(Duration::from_secs(2))
@@ -555,13 +566,15 @@ async fn delete_jobs(
 /// The steps among `steps` whose Job is gone or being deleted, asked of the API (the cache
 /// may be behind), with the message that fails them.
 async fn vanished(
+    ctx: &Ctx,
     api: &Api<Job>,
+    ns: &str,
     build: &str,
     steps: &[BuildStep],
 ) -> Result<Vec<(BuildStep, String)>, Error> {
     let mut gone = Vec::new();
     for &step in steps {
-        let job_name = labels::job_name(build, step.as_str());
+        let job_name = ctx.job_name(ns, build, step.as_str());
         let current = api.get_opt(&job_name).await?;
         if current.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
             tracing::debug!(build, job = %job_name, "a running step's Job is gone");
@@ -574,6 +587,16 @@ async fn vanished(
     Ok(gone)
 }
 
+/// The label selector of a build's pods: in a shared job namespace the build's name is not
+/// enough (builds of two namespaces may share it); Jobs in the build's own namespace may
+/// predate the namespace label.
+fn pod_selector(ctx: &Ctx, ns: &str, build: &str) -> String {
+    match ctx.cfg.job_namespace {
+        Some(_) => ctx.job_selector(ns, build),
+        None => format!("{}={build}", labels::BUILD),
+    }
+}
+
 /// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.
 async fn stuck_steps(
     ctx: &Ctx,
@@ -584,8 +607,8 @@ async fn stuck_steps(
     if !jobs.values().any(|(_, s)| *s == JobState::Running) {
         return Ok(Vec::new());
     }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
-    let selector = format!("{}={build}", labels::BUILD);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
+    let selector = pod_selector(ctx, ns, build);
     let now = jiff::Timestamp::now();
     let mut stuck = Vec::new();
     for pod in pods
@@ -641,10 +664,10 @@ async fn read_report(
     build: &str,
     step: BuildStep,
 ) -> Result<Option<StepReport>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
     let selector = format!(
-        "{}={build},{}={}",
-        labels::BUILD,
+        "{},{}={}",
+        pod_selector(ctx, ns, build),
         labels::STEP,
         step.as_str()
     );
@@ -691,6 +714,13 @@ async fn cleanup(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let ns = build.namespace().unwrap_or_default();
     let name = build.name_any();
     let prefix = format!("{}/", labels::build_key(&ns, &name));
+    if let Some(job_ns) = &ctx.cfg.job_namespace {
+        // Not owned by the Build (it lives in another namespace): deleted here, pods too.
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), job_ns);
+        let params = ListParams::default().labels(&ctx.job_selector(&ns, &name));
+        jobs.delete_collection(&DeleteParams::background(), &params)
+            .await?;
+    }
     let removed = ctx.store.delete_prefix(&prefix).await?;
     if let Some(dir) = &ctx.cfg.local_envs_dir {
         let path = dir.join(&ns).join(&name);

@@ -76,6 +76,24 @@ fn slim<K: Resource>(obj: &mut K) {
 }
 
 impl Ctx {
+    /// The namespace the Jobs of a build in `build_ns` run in.
+    pub fn job_namespace(&self, build_ns: &str) -> String {
+        self.cfg
+            .job_namespace
+            .clone()
+            .unwrap_or_else(|| build_ns.to_string())
+    }
+
+    /// The name of the Job of `step` of `build` (in `build_ns`).
+    pub fn job_name(&self, build_ns: &str, build: &str, step: &str) -> String {
+        labels::job_name(build_ns, build, step, self.cfg.job_namespace.is_some())
+    }
+
+    /// The label selector of a build's Jobs and their pods, in their namespace.
+    pub fn job_selector(&self, build_ns: &str, build: &str) -> String {
+        format!("{}={build},{}={build_ns}", labels::BUILD, labels::NAMESPACE)
+    }
+
     /// The effective policy of a Kubernetes namespace's environments.
     pub fn policy_for(&self, namespace: &str) -> Policy {
         match self.namespaces.get(&ObjectRef::new(namespace)) {
@@ -198,7 +216,13 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         .reflect(build_writer)
         .applied_objects();
     let (jobs, jobs_writer) = reflector::store::<Job>();
-    let job_stream = watcher(Api::<Job>::all(client.clone()), managed)
+    // Only the shared job namespace is watched when there is one: the operator's rights on
+    // Jobs may end there.
+    let jobs_api: Api<Job> = match &cfg.job_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let job_stream = watcher(jobs_api, managed)
         .default_backoff()
         .modify(|job: &mut Job| {
             slim(job);
@@ -306,8 +330,19 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
             ctx.clone(),
         )
         .for_each(|_| futures::future::ready(()));
+    // Jobs map to their Build by labels, not owner references: in a shared job namespace
+    // the Build (elsewhere) cannot own them. Jobs made before the namespace label run in
+    // their build's namespace.
     let build_fut = Controller::for_stream(build_stream, builds)
-        .owns_stream(job_stream)
+        .watches_stream(job_stream, |job: Job| {
+            let build = job.labels().get(labels::BUILD)?.clone();
+            let ns = job
+                .labels()
+                .get(labels::NAMESPACE)
+                .cloned()
+                .or_else(|| job.namespace())?;
+            Some(ObjectRef::<Build>::new(&build).within(&ns))
+        })
         .shutdown_on_signal()
         .run(build::reconcile, error_policy("Build"), ctx.clone())
         .for_each(|_| futures::future::ready(()));
