@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// to all builds).
     #[arg(long, env = "CONDA_STORE_JOB_NAMESPACE")]
     pub job_namespace: Option<String>,
+    /// Seconds between collections of image blobs no build references (0: never).
+    #[arg(long, env = "CONDA_STORE_BLOB_GC_INTERVAL", default_value_t = 3600)]
+    pub blob_gc_interval_seconds: u64,
     /// The user id the Jobs run as.
     #[arg(long, env = "CONDA_STORE_JOB_USER", default_value_t = 65532)]
     pub job_user: i64,

@@ -1,6 +1,8 @@
 //! Prometheus metrics of the operator.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 /// Every metric, registered in one registry.
 #[derive(Clone)]
@@ -14,6 +16,8 @@ pub struct Metrics {
     pub builds: IntGaugeVec,
     /// Step run time by step and outcome, from the steps' own reports.
     pub step_seconds: HistogramVec,
+    /// Image blobs deleted by garbage collection.
+    pub blobs_deleted: IntCounter,
 }
 
 impl Default for Metrics {
@@ -46,8 +50,14 @@ impl Default for Metrics {
             &["step", "outcome"],
         )
         .expect("valid metric");
+        let blobs_deleted = IntCounter::new(
+            "conda_store_blobs_deleted_total",
+            "Image blobs no build referenced, deleted",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(blobs_deleted.clone()),
             Box::new(errors.clone()),
             Box::new(builds.clone()),
             Box::new(step_seconds.clone()),
@@ -60,6 +70,7 @@ impl Default for Metrics {
             errors,
             builds,
             step_seconds,
+            blobs_deleted,
         }
     }
 }

@@ -109,7 +109,11 @@ max-builds: 4
 storage: local
 storage-dir: $STATE/artifacts
 storage-volume: hostPath:$STATE/artifacts
+blob-gc-interval-seconds: 10
 YAML
+# An image blob no build references, for the collection to find (checked at the end).
+STRAY_BLOB=$STATE/artifacts/blobs/sha256/$(printf 'f%.0s' $(seq 64))
+mkdir -p "$(dirname "$STRAY_BLOB")" && printf 'stray' >"$STRAY_BLOB"
 start_operator() { # start_operator N [LISTEN]: replica e2e-N
   KUBECONFIG=$STATE/operator.kubeconfig RUST_LOG=info,conda_store_operator::controller::build=debug \
     "$BIN" run --config "$STATE/operator.yaml" \
@@ -202,6 +206,9 @@ check "Argo CD's health check (examples/argocd-health.md) reads it as Healthy" \
 for a in conda-lock.yaml environment.yaml archive.tar.zst image.json logs/solve.log; do
   check "artifact $a is in storage" test -s "$STATE/artifacts/builds/team/$B1/$a"
 done
+# The manifest blob of this build's image: only its image.json references it.
+M1=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["manifest_digest"].split(":")[1])' \
+  "$STATE/artifacts/builds/team/$B1/image.json" 2>/dev/null || true)
 check "the Build lists its artifacts" \
   contains archive jp build "$B1" -n team -o 'jsonpath={.status.artifacts[*].kind}'
 check "the lockfile pins liba 2.0" contains 'liba-2.0-' cat "$STATE/artifacts/builds/team/$B1/conda-lock.yaml"
@@ -367,6 +374,27 @@ check "deleting the Environment deletes its Builds" wait_for 60 "builds gone" is
 check "and their artifacts" wait_for 30 "artifacts gone" \
   bash -c "! test -e '$STATE/artifacts/builds/team/$B1/conda-lock.yaml' && ! test -e '$STATE/artifacts/builds/team/$B2/conda-lock.yaml'"
 check "and their installed prefixes" bash -c "! test -e '$STATE/envs/team/$B1'"
+
+# 12. Image blobs no remaining build references are collected (every 10 s here); the blobs of
+# the images that remain stay.
+check "a stray blob is collected" wait_for 60 "stray blob gone" bash -c "! test -e '$STRAY_BLOB'"
+check "so is the deleted build's image manifest" wait_for 60 "manifest blob gone" \
+  bash -c "[[ -n '$M1' ]] && ! test -e '$STATE/artifacts/blobs/sha256/$M1'"
+remaining_blobs_present() {
+  python3 - "$STATE/artifacts" <<'PY'
+import glob, json, os, sys
+root = sys.argv[1]
+summaries = glob.glob(f"{root}/builds/*/*/image.json")
+for s in summaries:
+    d = json.load(open(s))
+    for digest in [d["manifest_digest"], d["config_digest"]] + [l["digest"] for l in d["layers"]]:
+        path = f"{root}/blobs/sha256/{digest.split(':')[1]}"
+        assert os.path.exists(path), f"{s} references a missing blob {path}"
+print(f"{len(summaries)} remaining images complete")
+PY
+}
+check "every remaining image keeps all its blobs" remaining_blobs_present
+check "the collection is counted" contains conda_store_blobs_deleted_total curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
 
 if ((failed > 0)); then
   echo "--- operator log (last 60 lines)"

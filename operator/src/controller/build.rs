@@ -282,7 +282,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .insert(key(&build), BuildPhase::Building);
                 Next::Continue
             }
-            BuildAction::CreateJobs(to_create) => {
+            BuildAction::CreateJobs(to_create) => 'create: {
                 let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
                 let spec = spec_api.get_opt(&build.spec.specification).await?;
                 let spec = match spec {
@@ -315,6 +315,15 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .and_then(|e| e.spec.name.clone())
                     .unwrap_or_else(|| build.spec.environment.clone());
                 let policy = ctx.policy_for(&ns);
+                // An image step waits while blobs are collected (its uploads would race the
+                // deletions); the others go ahead.
+                let gate = ctx.image_gate.try_step();
+                let (to_create, held): (Vec<_>, Vec<_>) = to_create
+                    .into_iter()
+                    .partition(|s| *s != BuildStep::Image || gate.is_some());
+                if to_create.is_empty() && !held.is_empty() {
+                    break 'create Next::Requeue(Duration::from_secs(5));
+                }
                 for step in to_create {
                     let job = step_job(
                         &JobInputs {

@@ -64,6 +64,74 @@ pub struct Ctx {
     pub known_specs: Mutex<std::collections::HashSet<String>>,
     /// Kubernetes namespaces this process applied, and when.
     pub ensured_namespaces: Mutex<HashMap<String, std::time::Instant>>,
+    /// Keeps image Jobs from starting while blobs are collected.
+    pub image_gate: crate::blob_gc::ImageGate,
+}
+
+/// Every `--blob-gc-interval-seconds`, deletes the image blobs no build references, at a
+/// moment no image step runs (retried a minute later while one does).
+async fn collect_blobs_periodically(ctx: Arc<Ctx>) {
+    let every = Duration::from_secs(ctx.cfg.blob_gc_interval_seconds);
+    let mut wait = every;
+    loop {
+        tokio::time::sleep(wait).await;
+        let gate = ctx.image_gate.collect().await;
+        wait = match image_steps_active(&ctx).await {
+            Ok(0) => {
+                match crate::blob_gc::collect(ctx.store.as_ref()).await {
+                    Ok(r) => {
+                        ctx.metrics.blobs_deleted.inc_by(r.deleted as u64);
+                        tracing::info!(
+                            images = r.images,
+                            blobs = r.blobs,
+                            deleted = r.deleted,
+                            bytes = r.deleted_bytes,
+                            "collected unreferenced image blobs"
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "collecting image blobs failed"),
+                }
+                every
+            }
+            Ok(n) => {
+                tracing::debug!(active = n, "image steps run; blob collection waits");
+                every.min(Duration::from_secs(60))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "listing image Jobs failed; blob collection waits");
+                every.min(Duration::from_secs(60))
+            }
+        };
+        drop(gate);
+    }
+}
+
+/// Image Jobs not finished yet, asked of the API (the cache may not show a Job just made).
+async fn image_steps_active(ctx: &Ctx) -> Result<usize, kube::Error> {
+    let api: Api<Job> = match &ctx.cfg.job_namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let selector = format!(
+        "{}={},{}=image",
+        labels::MANAGED_BY,
+        labels::MANAGER,
+        labels::STEP
+    );
+    let jobs = api
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await?;
+    Ok(jobs
+        .items
+        .iter()
+        .filter(|j| {
+            let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
+            !conditions
+                .into_iter()
+                .flatten()
+                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+        })
+        .count())
 }
 
 /// Drops what the reconcilers never read from a cached object.
@@ -251,8 +319,12 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         known_specs: Mutex::new(std::collections::HashSet::new()),
         ensured_namespaces: Mutex::new(HashMap::new()),
         phases: Mutex::new(HashMap::new()),
+        image_gate: crate::blob_gc::ImageGate::default(),
         cfg,
     });
+    if ctx.cfg.blob_gc_interval_seconds > 0 {
+        tokio::spawn(collect_blobs_periodically(ctx.clone()));
+    }
 
     // Readiness once every cache is filled. The stores' readiness future keeps one waker only
     // (the controller's own wait replaces ours), so it is polled again every half second.
