@@ -87,7 +87,7 @@ fn step_of(labels: &BTreeMap<String, String>) -> Option<BuildStep> {
     BuildStep::ALL.into_iter().find(|s| s.as_str() == value)
 }
 
-fn job_state(job: &Job) -> JobState {
+pub(super) fn job_state(job: &Job) -> JobState {
     let conditions = job
         .status
         .as_ref()
@@ -596,16 +596,6 @@ async fn vanished(
     Ok(gone)
 }
 
-/// The label selector of a build's pods: in a shared job namespace the build's name is not
-/// enough (builds of two namespaces may share it); Jobs in the build's own namespace may
-/// predate the namespace label.
-fn pod_selector(ctx: &Ctx, ns: &str, build: &str) -> String {
-    match ctx.cfg.job_namespace {
-        Some(_) => ctx.job_selector(ns, build),
-        None => format!("{}={build}", labels::BUILD),
-    }
-}
-
 /// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.
 async fn stuck_steps(
     ctx: &Ctx,
@@ -617,7 +607,7 @@ async fn stuck_steps(
         return Ok(Vec::new());
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
-    let selector = pod_selector(ctx, ns, build);
+    let selector = ctx.job_selector(ns, build);
     let now = jiff::Timestamp::now();
     let mut stuck = Vec::new();
     for pod in pods
@@ -676,7 +666,7 @@ async fn read_report(
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
     let selector = format!(
         "{},{}={}",
-        pod_selector(ctx, ns, build),
+        ctx.job_selector(ns, build),
         labels::STEP,
         step.as_str()
     );

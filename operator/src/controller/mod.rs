@@ -108,10 +108,7 @@ async fn collect_blobs_periodically(ctx: Arc<Ctx>) {
 
 /// Image Jobs not finished yet, asked of the API (the cache may not show a Job just made).
 async fn image_steps_active(ctx: &Ctx) -> Result<usize, kube::Error> {
-    let api: Api<Job> = match &ctx.cfg.job_namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api = jobs_api(&ctx.client, &ctx.cfg);
     let selector = format!(
         "{}={},{}=image",
         labels::MANAGED_BY,
@@ -124,14 +121,17 @@ async fn image_steps_active(ctx: &Ctx) -> Result<usize, kube::Error> {
     Ok(jobs
         .items
         .iter()
-        .filter(|j| {
-            let conditions = j.status.as_ref().and_then(|s| s.conditions.as_ref());
-            !conditions
-                .into_iter()
-                .flatten()
-                .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        })
+        .filter(|j| build::job_state(j) == crate::decide::build::JobState::Running)
         .count())
+}
+
+/// Where the operator's Jobs are: the shared job namespace when there is one (the operator's
+/// rights on Jobs may end there), else every namespace.
+fn jobs_api(client: &Client, cfg: &RunArgs) -> Api<Job> {
+    match &cfg.job_namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Drops what the reconcilers never read from a cached object.
@@ -157,9 +157,14 @@ impl Ctx {
         labels::job_name(build_ns, build, step, self.cfg.job_namespace.is_some())
     }
 
-    /// The label selector of a build's Jobs and their pods, in their namespace.
+    /// The label selector of a build's Jobs and their pods, in their namespace. In a shared
+    /// job namespace the build's name is not enough (builds of two namespaces may share it);
+    /// in the build's own namespace it is, and Jobs made before the namespace label have it.
     pub fn job_selector(&self, build_ns: &str, build: &str) -> String {
-        format!("{}={build},{}={build_ns}", labels::BUILD, labels::NAMESPACE)
+        match self.cfg.job_namespace {
+            Some(_) => format!("{}={build},{}={build_ns}", labels::BUILD, labels::NAMESPACE),
+            None => format!("{}={build}", labels::BUILD),
+        }
     }
 
     /// The effective policy of a Kubernetes namespace's environments.
@@ -284,13 +289,7 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         .reflect(build_writer)
         .applied_objects();
     let (jobs, jobs_writer) = reflector::store::<Job>();
-    // Only the shared job namespace is watched when there is one: the operator's rights on
-    // Jobs may end there.
-    let jobs_api: Api<Job> = match &cfg.job_namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let job_stream = watcher(jobs_api, managed)
+    let job_stream = watcher(jobs_api(&client, &cfg), managed)
         .default_backoff()
         .modify(|job: &mut Job| {
             slim(job);
