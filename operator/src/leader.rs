@@ -99,6 +99,30 @@ impl Elector {
         }
     }
 
+    /// Gives the Lease up if this candidate holds it, so that a standby takes over at its next
+    /// try instead of when the Lease expires. A conditional update: a Lease someone else took
+    /// meanwhile is left alone.
+    pub async fn release(&self) -> Result<(), kube::Error> {
+        let Some(mut lease) = self.api.get_opt(LEASE).await? else {
+            return Ok(());
+        };
+        let spec = lease.spec.get_or_insert_with(Default::default);
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match self
+            .api
+            .replace(LEASE, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Waits until this candidate holds the Lease.
     pub async fn acquire(&self, retry: Duration) {
         loop {

@@ -396,6 +396,19 @@ PY
 check "every remaining image keeps all its blobs" remaining_blobs_present
 check "the collection is counted" contains conda_store_blobs_deleted_total curl -sf "http://127.0.0.1:$METRICS_PORT/metrics"
 
+# 13. A leader stopped by SIGTERM releases the Lease: a standby leads at its next try (every
+# 2 s), not when the Lease expires (15 s after the last renewal).
+start_operator 4 "127.0.0.1:$(free_port)"
+PIDS+=("$OPERATOR_PID")
+check "a standby waits" wait_for 20 "standby waiting" \
+  bash -c "grep -c 'waiting for the leader Lease' '$STATE/operator-standby.log' | grep -qx 2"
+kill -TERM "$LEADER_PID"
+t=$(now)
+check "after SIGTERM the leader's replacement leads within 6 s" wait_for 6 "standby leading" \
+  is e2e-4 jp lease conda-store-operator -n conda-store -o 'jsonpath={.spec.holderIdentity}'
+echo "timing: SIGTERM -> standby leads $(since "$t") s"
+check "the stopped leader said it released the Lease" grep -q "leader Lease is released" "$STATE/operator.log"
+
 if ((failed > 0)); then
   echo "--- operator log (last 60 lines)"
   tail -n 60 "$STATE/operator.log"

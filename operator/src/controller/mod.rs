@@ -434,7 +434,14 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     };
     if ctx.cfg.leader_election {
         tokio::select! {
-            () = controllers => Ok(()),
+            () = controllers => {
+                // Stopped by a signal: a standby need not wait for the Lease to expire.
+                if let Err(e) = elector.release().await {
+                    tracing::warn!(error = %e, "releasing the leader Lease");
+                }
+                tracing::info!("stopped; the leader Lease is released");
+                Ok(())
+            }
             () = elector.keep(renew_every) => {
                 anyhow::bail!("lost the leader Lease; exiting so a restart follows")
             }
