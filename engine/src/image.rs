@@ -311,7 +311,6 @@ pub fn build_image(
 
     let mut layers = Vec::new();
     let mut descriptors = Vec::new();
-    let mut diff_ids = Vec::new();
     let mut history = Vec::new();
     if let Some(base) = &base {
         let base_diff_ids = base.config.rootfs().diff_ids();
@@ -335,7 +334,6 @@ pub fn build_image(
                 packages: Vec::new(),
             });
             descriptors.push(desc.clone());
-            diff_ids.push(diff_id.clone());
         }
         match base.config.history() {
             Some(h) => history.extend(h.iter().cloned()),
@@ -382,30 +380,43 @@ pub fn build_image(
                 .build()?,
         );
         descriptors.push(written.descriptor()?);
-        diff_ids.push(written.diff_id.to_string());
         layers.push(written.summary(plan.origin, plan.packages.clone()));
     }
 
-    let config = image_config(
-        image_prefix,
-        options,
-        base.as_ref().map(|b| &b.config),
-        diff_ids,
-        history,
-    )?;
+    let config = exec_config(image_prefix, options, base.as_ref().map(|b| &b.config))?;
     finish_image(
         layout,
         &blobs,
-        &config,
-        descriptors,
-        layers,
-        &IndexEntry {
-            tag: &options.tag,
-            architecture: &options.architecture,
-            os: &options.os,
-            reference: None,
+        NewImage {
+            entry: IndexEntry {
+                tag: &options.tag,
+                architecture: &options.architecture,
+                os: &options.os,
+                reference: None,
+            },
+            created: &options.created,
+            config,
+            history,
+            descriptors,
+            layers,
         },
     )
+}
+
+/// An image whose layers are written, to finish.
+struct NewImage<'a> {
+    /// How the layout's index names it (and its platform).
+    entry: IndexEntry<'a>,
+    /// RFC 3339 creation time.
+    created: &'a str,
+    /// What runs and how (`Env`, `Entrypoint`, `User`, labels...).
+    config: Config,
+    /// One entry per layer.
+    history: Vec<History>,
+    /// The layers as the manifest lists them, in order.
+    descriptors: Vec<Descriptor>,
+    /// The same layers as the summary reports them (their diff_ids go into the config).
+    layers: Vec<LayerSummary>,
 }
 
 /// Writes the config and the manifest of an image whose layers are written, and names it in
@@ -413,12 +424,30 @@ pub fn build_image(
 fn finish_image(
     layout: &Path,
     blobs: &Path,
-    config: &ImageConfiguration,
-    descriptors: Vec<Descriptor>,
-    layers: Vec<LayerSummary>,
-    entry: &IndexEntry<'_>,
+    image: NewImage<'_>,
 ) -> Result<ImageSummary, ImageError> {
-    let (config_digest, config_size) = write_blob(blobs, &canonical_json(config)?)?;
+    let NewImage {
+        entry,
+        created,
+        config,
+        history,
+        descriptors,
+        layers,
+    } = image;
+    let config = ImageConfigurationBuilder::default()
+        .created(created.to_string())
+        .architecture(Arch::from(entry.architecture))
+        .os(Os::from(entry.os))
+        .config(config)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
+                .build()?,
+        )
+        .history(history)
+        .build()?;
+    let (config_digest, config_size) = write_blob(blobs, &canonical_json(&config)?)?;
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
@@ -432,7 +461,7 @@ fn finish_image(
         .layers(descriptors)
         .build()?;
     let (manifest_digest, manifest_size) = write_blob(blobs, &canonical_json(&manifest)?)?;
-    write_index(layout, entry, &manifest_digest, manifest_size)?;
+    write_index(layout, &entry, &manifest_digest, manifest_size)?;
     let total_size = manifest_size + config_size + layers.iter().map(|l| l.size).sum::<u64>();
     Ok(ImageSummary {
         tag: entry.tag.to_string(),
@@ -1043,14 +1072,12 @@ fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<(Digest, u64), ImageError> {
     Ok((digest, bytes.len() as u64))
 }
 
-/// The image config: the base's execution settings under ours.
-fn image_config(
+/// The execution settings: the base's under ours.
+fn exec_config(
     image_prefix: &str,
     options: &ImageOptions,
     base: Option<&ImageConfiguration>,
-    diff_ids: Vec<String>,
-    history: Vec<History>,
-) -> Result<ImageConfiguration, ImageError> {
+) -> Result<Config, ImageError> {
     let mut config: Config = match base.and_then(|b| b.config().clone()) {
         Some(c) => c,
         None => ConfigBuilder::default().build()?,
@@ -1101,20 +1128,7 @@ fn image_config(
     }
     labels.extend(options.labels.clone());
     config.set_labels(Some(labels));
-
-    Ok(ImageConfigurationBuilder::default()
-        .created(options.created.clone())
-        .architecture(Arch::from(options.architecture.as_str()))
-        .os(Os::from(options.os.as_str()))
-        .config(config)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(diff_ids)
-                .build()?,
-        )
-        .history(history)
-        .build()?)
+    Ok(config)
 }
 
 /// How a manifest is named in a layout's `index.json`.

@@ -7,13 +7,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use oci_spec::image::{
-    Arch, ConfigBuilder, HistoryBuilder, ImageConfigurationBuilder, Os, RootFsBuilder,
-};
+use oci_spec::image::{ConfigBuilder, HistoryBuilder};
 
 use super::{
     DEFAULT_COMPRESSION_LEVEL, DEFAULT_CREATED, ImageError, ImageSummary, IndexEntry, LayerContext,
-    LayerOrigin, LayerPlan, finish_image, write_layers,
+    LayerOrigin, LayerPlan, NewImage, finish_image, write_layers,
 };
 
 /// How to build an image of plain directories; [`RootfsImageOptions::new`] gives the defaults.
@@ -175,30 +173,21 @@ pub fn build_rootfs_image(
         config.set_cmd(Some(options.cmd.clone()));
     }
     config.set_user(options.user.clone());
-    let image_config = ImageConfigurationBuilder::default()
-        .created(options.created.clone())
-        .architecture(Arch::from(options.architecture.as_str()))
-        .os(Os::from(options.os.as_str()))
-        .config(config)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>())
-                .build()?,
-        )
-        .history(history)
-        .build()?;
     finish_image(
         layout,
         &blobs,
-        &image_config,
-        descriptors,
-        layers,
-        &IndexEntry {
-            tag: &options.tag,
-            architecture: &options.architecture,
-            os: &options.os,
-            reference: options.reference.as_deref(),
+        NewImage {
+            entry: IndexEntry {
+                tag: &options.tag,
+                architecture: &options.architecture,
+                os: &options.os,
+                reference: options.reference.as_deref(),
+            },
+            created: &options.created,
+            config,
+            history,
+            descriptors,
+            layers,
         },
     )
 }
