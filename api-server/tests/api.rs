@@ -2,6 +2,8 @@
 //! and local storage, a Kubernetes client that reaches nothing (writes answer 503 once allowed).
 //! A table walks every endpoint with every role and checks allow and deny.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use axum::http::{Request, StatusCode};
 use clap::Parser;
 use conda_store_api_server::app::App;
 use conda_store_api_server::auth::jwt::Claims;
+use conda_store_api_server::build_app;
 use conda_store_api_server::config::ServeArgs;
-use conda_store_api_server::{build_app, routes};
 use conda_store_crds::rbac::Role;
 use conda_store_crds::{
     Artifact, ArtifactKind, Build, BuildPhase, BuildSpec, BuildStatus, Environment,
@@ -19,7 +21,6 @@ use conda_store_crds::{
 };
 use kube::runtime::watcher::Event;
 use serde_json::Value;
-use tower::{Layer, ServiceExt};
 
 #[derive(Parser)]
 struct Args {
@@ -138,17 +139,7 @@ async fn call(
     let req = req
         .body(Body::from(body.unwrap_or_default().to_string()))
         .unwrap();
-    let svc =
-        tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
-    let resp = svc.oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    support::respond(app, req).await
 }
 
 fn token(app: &App, bindings: &[(&str, &str)]) -> String {

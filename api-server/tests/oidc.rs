@@ -1,6 +1,8 @@
 //! OpenID Connect ID tokens against a real (small) issuer on loopback: discovery document and
 //! JWKS served over HTTP, tokens signed RS256 with a key `openssl` generates.
 
+mod support;
+
 use std::process::Command;
 use std::sync::Arc;
 
@@ -12,13 +14,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use clap::Parser;
 use conda_store_api_server::app::App;
+use conda_store_api_server::build_app;
 use conda_store_api_server::config::ServeArgs;
-use conda_store_api_server::{build_app, routes};
 use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
-use tower::{Layer, ServiceExt};
 
 #[derive(Parser)]
 struct Args {
@@ -74,17 +75,7 @@ async fn call(app: &Arc<App>, token: &str) -> (StatusCode, Value) {
         .header("Authorization", format!("Bearer {token}"))
         .body(Body::empty())
         .unwrap();
-    let svc =
-        tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
-    let resp = svc.oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    support::respond(app, req).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
