@@ -8,11 +8,12 @@
 //! The caches are filled directly, as the watches would fill them; every request is
 //! authenticated (an admin token) and authorised per item.
 
+mod support;
+
 use std::process::Command;
 use std::sync::Arc;
 
 use clap::Parser;
-use conda_store_api_server::auth::jwt::Claims;
 use conda_store_api_server::config::ServeArgs;
 use conda_store_api_server::{build_app, routes};
 use conda_store_crds::rbac::Role;
@@ -155,16 +156,7 @@ fn main() {
         }
         app.sync_index().await.unwrap();
         app.changed_now();
-        let claims = Claims {
-            sub: Some("bench".into()),
-            exp: jiff::Timestamp::now().as_second() + 3600,
-            primary_namespace: "bench".into(),
-            role_bindings: [("*/*".to_string(), vec!["admin".to_string()])]
-                .into_iter()
-                .collect(),
-            session: false,
-        };
-        let token = format!("Bearer {}", app.auth.signer.sign(&claims));
+        let token = format!("Bearer {}", support::admin_token(&app));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app: Arc<_> = app;

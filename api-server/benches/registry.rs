@@ -7,6 +7,8 @@
 //! S3 blobs are answered with a redirect (307) to a presigned URL: the pull then reads from the
 //! S3 server itself, and the figure includes the redirect.
 
+mod support;
+
 use std::io::Write;
 use std::process::Command;
 use std::sync::Arc;
@@ -14,7 +16,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use conda_store_api_server::auth::jwt::Claims;
 use conda_store_api_server::config::ServeArgs;
 use conda_store_api_server::{build_app, routes};
 use conda_store_crds::{Environment, EnvironmentSpec, Namespace, NamespaceSpec};
@@ -154,16 +155,7 @@ fn main() {
             w.namespaces.apply_watcher_event(&Event::Apply(ns));
             w.environments.apply_watcher_event(&Event::Apply(env));
             app.changed_now();
-            let claims = Claims {
-                sub: Some("bench".into()),
-                exp: jiff::Timestamp::now().as_second() + 3600,
-                primary_namespace: "bench".into(),
-                role_bindings: [("*/*".to_string(), vec!["admin".to_string()])]
-                    .into_iter()
-                    .collect(),
-                session: false,
-            };
-            let token = app.auth.signer.sign(&claims);
+            let token = support::admin_token(&app);
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let app: Arc<_> = app;
