@@ -7,8 +7,19 @@
 //! # The archive
 //!
 //! - Every directory, regular file and symlink under the prefix, paths relative to it (no
-//!   leading `./`), in a deterministic order: a depth-first walk with each directory's entries
-//!   sorted by name bytes. Packing the same prefix twice gives the same bytes.
+//!   leading `./`), in a deterministic order: the directories first (a depth-first walk with
+//!   each directory's entries sorted by name bytes), then package by package (sorted by name)
+//!   the files that package alone installed and that do not embed the prefix, by path, then
+//!   everything else in walk order. Packing the same prefix twice gives the same bytes, with
+//!   any thread count and with or without a segment cache.
+//! - The compressed stream is a series of segments, each one zstd frame or gzip member (one
+//!   valid `.tar.zst` / `.tar.gz` as RFC 8878 and RFC 1952 define them: `tar`, `zstd`,
+//!   `gzip`, Python's `tarfile` read it whole; Rust's flate2 needs `MultiGzDecoder`). A
+//!   package's files are cut into segments of up to 16 MiB of content. Segments are compressed
+//!   in parallel, and with [`pack_with_cache`] a package's segments are kept in a
+//!   [`SegmentCache`] and copied into the next archive holding the same files (every
+//!   environment installed from the same package cache links the same files) instead of
+//!   being compressed again.
 //! - Headers: GNU format (long names and link targets use GNU extensions), uid/gid 0 with no
 //!   user or group names, permission bits kept, **mtime preserved** (not fixed): Python
 //!   validates `.pyc` caches against their source's mtime, so resetting times would make every
@@ -58,20 +69,24 @@
 //! manifest records the new location: running unpack again does nothing, and a directory moved
 //! later is relocated by running it once more.
 
-use crate::relocate::{find_c_string, replace_binary, replace_text};
-use std::collections::BTreeMap;
+mod cache;
+mod plan;
+mod write;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use walkdir::WalkDir;
 
-use crate::prefix::{FileMode, PrefixError, read_installed};
+pub use cache::{PruneSummary, SegmentCache};
+
+use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
+use crate::relocate::{find_c_string, replace_binary, replace_text};
 
 /// Where the manifest lives in the archive, relative to the prefix.
 pub const MANIFEST_PATH: &str = "conda-meta/.conda-store-pack.manifest";
@@ -286,11 +301,10 @@ pub enum Compression {
     Zstd {
         /// Compression level (1..=22; 3 is zstd's default).
         level: i32,
-        /// Worker threads; 0 compresses in the calling thread. Any count ≥ 1 gives the same
-        /// bytes (zstd's multithreaded output does not depend on the number of workers).
+        /// Threads compressing at once (0 counts as 1). The archive's bytes do not depend on it.
         threads: u32,
     },
-    /// gzip (`.tar.gz`), for tools without zstd.
+    /// gzip (`.tar.gz`), for tools without zstd. Compressed by one thread per core.
     Gzip {
         /// Compression level (0..=9).
         level: u32,
@@ -305,6 +319,14 @@ impl Compression {
             Compression::Gzip { .. } => "tar.gz",
         }
     }
+
+    /// The format and level, which decide the bytes (the thread count does not).
+    fn tag(&self) -> String {
+        match self {
+            Compression::Zstd { level, .. } => format!("zstd-{level}"),
+            Compression::Gzip { level } => format!("gzip-{level}"),
+        }
+    }
 }
 
 impl Default for Compression {
@@ -317,7 +339,7 @@ impl Default for Compression {
 }
 
 /// What [`pack`] wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PackSummary {
     /// Regular files archived from the prefix (the generated script and manifest excluded).
     pub files: u64,
@@ -333,6 +355,10 @@ pub struct PackSummary {
     pub sha256: String,
     /// Files the manifest lists for prefix replacement.
     pub prefix_files: u64,
+    /// Separately compressed pieces of the archive (see the module documentation).
+    pub segments: u64,
+    /// Of these, the ones copied from the segment cache instead of compressed.
+    pub reused_segments: u64,
 }
 
 /// What [`unpack`] did.
@@ -350,14 +376,28 @@ pub struct UnpackSummary {
 
 /// Packs the installed prefix in `prefix_dir`, whose files embed `embedded_prefix` (the
 /// absolute path it was installed to; normally `prefix_dir` itself), into a tar archive
-/// written to `out` as it is produced: memory use does not depend on the prefix's size.
+/// written to `out` as it is produced. See the module documentation for the archive's
+/// contents; [`pack_with_cache`] reuses segments of earlier packs.
 ///
 /// `out` gets the compressed bytes only; wrap a `File` in a `BufWriter` if you like, it is
-/// flushed at the end. See the module documentation for the archive's contents.
+/// flushed at the end.
 pub fn pack(
     prefix_dir: &Path,
     embedded_prefix: &str,
     compression: Compression,
+    out: impl Write,
+) -> Result<PackSummary, PackError> {
+    pack_with_cache(prefix_dir, embedded_prefix, compression, None, out)
+}
+
+/// [`pack`], taking each package's compressed segments from `cache` when an earlier pack left
+/// them there (any environment installed from the same package cache holds the same files),
+/// and leaving new ones for later packs. The archive's bytes are the same with or without it.
+pub fn pack_with_cache(
+    prefix_dir: &Path,
+    embedded_prefix: &str,
+    compression: Compression,
+    cache: Option<&SegmentCache>,
     out: impl Write,
 ) -> Result<PackSummary, PackError> {
     let embedded = check_prefix(embedded_prefix)?;
@@ -366,65 +406,65 @@ pub fn pack(
             path: prefix_dir.to_path_buf(),
         });
     }
-    let rewrite = files_to_rewrite(prefix_dir)?;
+    if let Compression::Gzip { level } = compression
+        && level > 9
+    {
+        return Err(PackError::Write {
+            entry: "start".into(),
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("gzip level {level} is not in 0..=9"),
+            ),
+        });
+    }
+    let packages = read_installed(prefix_dir)?;
+    let entries = plan::walk(prefix_dir, &embedded)?;
+    let rewrite = files_to_rewrite(&packages, &entries)?;
     let manifest = manifest_text(&embedded, &rewrite);
 
-    let sink = HashingWriter::new(out);
-    let write_err = |entry: &str| {
-        let entry = entry.to_string();
-        move |source| PackError::Write { entry, source }
-    };
-    let (sink, stats) = match compression {
-        Compression::Zstd { level, threads } => {
-            let mut enc =
-                zstd::stream::write::Encoder::new(sink, level).map_err(write_err("start"))?;
-            enc.include_checksum(true)
-                .map_err(write_err("zstd settings"))?;
-            if threads > 0 {
-                enc.multithread(threads)
-                    .map_err(write_err("zstd settings"))?;
-            }
-            let (enc, stats) = write_tar(buffered(enc), prefix_dir, &embedded, &manifest)?;
-            let enc = enc
-                .into_inner()
-                .map_err(|e| write_err("end")(e.into_error()))?;
-            (enc.finish().map_err(write_err("end"))?, stats)
-        }
-        Compression::Gzip { level } => {
-            if level > 9 {
-                return Err(PackError::Write {
-                    entry: "start".into(),
-                    source: io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("gzip level {level} is not in 0..=9"),
-                    ),
-                });
-            }
-            let enc = flate2::write::GzEncoder::new(sink, flate2::Compression::new(level));
-            let (enc, stats) = write_tar(buffered(enc), prefix_dir, &embedded, &manifest)?;
-            let enc = enc
-                .into_inner()
-                .map_err(|e| write_err("end")(e.into_error()))?;
-            (enc.finish().map_err(write_err("end"))?, stats)
-        }
-    };
-    let (bytes_out, sha256) = sink.finish().map_err(write_err("end"))?;
-    Ok(PackSummary {
-        files: stats.files,
-        dirs: stats.dirs,
-        symlinks: stats.symlinks,
-        bytes_in: stats.bytes_in,
-        bytes_out,
-        sha256,
+    let mut summary = PackSummary {
         prefix_files: rewrite.len() as u64,
-    })
-}
-
-/// The tar stream reaches the compressor in large writes: tar writes a 512-byte header and a few
-/// kilobytes per file, and each compressor call (a synchronisation point with zstd's worker
-/// threads) costs more than the copy into this buffer.
-fn buffered<W: Write>(inner: W) -> io::BufWriter<W> {
-    io::BufWriter::with_capacity(1 << 20, inner)
+        ..PackSummary::default()
+    };
+    let mut newest = 0;
+    let mut has_bin = false;
+    for e in &entries {
+        newest = newest.max(e.mtime);
+        match e.kind {
+            plan::Kind::Dir => {
+                summary.dirs += 1;
+                has_bin |= e.rel == Path::new("bin");
+            }
+            plan::Kind::Symlink(_) => summary.symlinks += 1,
+            plan::Kind::File(size) => {
+                summary.files += 1;
+                summary.bytes_in += size;
+            }
+        }
+    }
+    let segments = plan::plan(entries, &packages, &rewrite, &compression.tag());
+    let job = write::Job {
+        prefix_dir,
+        compression,
+        cache,
+        tail: write::Tail {
+            manifest: &manifest,
+            mtime: newest,
+            add_bin: !has_bin,
+        },
+    };
+    let mut sink = HashingWriter::new(out);
+    summary.reused_segments = write::write_segments(&job, &segments, &mut sink)?;
+    summary.segments = segments.len() as u64 + 1;
+    (summary.bytes_out, summary.sha256) = sink.finish().map_err(|source| PackError::Write {
+        entry: "end".into(),
+        source,
+    })?;
+    if let Some(cache) = cache {
+        // Best effort: an unprunable cache only grows.
+        let _ = cache.prune();
+    }
+    Ok(summary)
 }
 
 /// Rewrites the prefix in the files of the extracted archive in `dir` (what `bin/conda-unpack`
@@ -531,47 +571,45 @@ fn new_location(dir: &Path) -> Result<String, PackError> {
 }
 
 /// The files that embed the prefix, by path, after checking that every file the records list
-/// exists. A path two packages list with different modes is treated as binary: a binary
-/// replacement never changes a file's length, a text one would corrupt a real binary.
-fn files_to_rewrite(prefix_dir: &Path) -> Result<Vec<(String, FileMode)>, PackError> {
+/// was walked (`entries`). A path two packages list with different modes is treated as binary:
+/// a binary replacement never changes a file's length, a text one would corrupt a real binary.
+fn files_to_rewrite(
+    packages: &[InstalledPackage],
+    entries: &[plan::Entry],
+) -> Result<Vec<(String, FileMode)>, PackError> {
+    let walked: HashMap<&Path, &plan::Kind> =
+        entries.iter().map(|e| (e.rel.as_path(), &e.kind)).collect();
+    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
     let mut rewrite = BTreeMap::new();
-    for pkg in read_installed(prefix_dir)? {
+    for pkg in packages {
         for file in &pkg.files {
-            let path = prefix_dir.join(file);
-            match fs::symlink_metadata(&path) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(PackError::MissingFile {
-                        path: file.clone(),
-                        record: pkg.record.clone(),
-                    });
-                }
-                Err(source) => return Err(PackError::Io { path, source }),
+            let path = Path::new(file.as_str());
+            if !walked.contains_key(path) && !generated.contains(&path) {
+                return Err(PackError::MissingFile {
+                    path: file.clone(),
+                    record: pkg.record.clone(),
+                });
             }
         }
-        for pf in pkg.prefix_files {
-            let path = prefix_dir.join(&pf.path);
-            let meta = fs::symlink_metadata(&path).map_err(|source| PackError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            // A symlink's target is rewritten when it is listed itself.
-            if meta.file_type().is_symlink() {
-                continue;
-            }
-            if !meta.is_file() {
-                return Err(PackError::Unsupported {
-                    path: pf.path.into(),
-                    reason: "conda-meta says it embeds the prefix, but it is not a file",
-                });
+        for pf in &pkg.prefix_files {
+            match walked.get(Path::new(pf.path.as_str())) {
+                // A symlink's target is rewritten when it is listed itself.
+                Some(plan::Kind::Symlink(_)) => continue,
+                Some(plan::Kind::File(_)) => {}
+                _ => {
+                    return Err(PackError::Unsupported {
+                        path: pf.path.clone().into(),
+                        reason: "conda-meta says it embeds the prefix, but it is not a file",
+                    });
+                }
             }
             if pf.path.chars().any(char::is_control) {
                 return Err(PackError::Unsupported {
-                    path: pf.path.into(),
+                    path: pf.path.clone().into(),
                     reason: "a file embedding the prefix has control characters in its name",
                 });
             }
-            let mode = rewrite.entry(pf.path).or_insert(pf.mode);
+            let mode = rewrite.entry(pf.path.clone()).or_insert(pf.mode);
             if pf.mode == FileMode::Binary {
                 *mode = FileMode::Binary;
             }
@@ -580,264 +618,11 @@ fn files_to_rewrite(prefix_dir: &Path) -> Result<Vec<(String, FileMode)>, PackEr
     Ok(rewrite.into_iter().collect())
 }
 
-#[derive(Default)]
-struct Stats {
-    files: u64,
-    dirs: u64,
-    symlinks: u64,
-    bytes_in: u64,
-}
-
-/// Files up to this size are read by the walking thread and handed over whole; larger ones are
-/// streamed by the writing thread. With [`PIPELINE_DEPTH`] this bounds the memory in flight.
-const INLINE_MAX: u64 = 256 * 1024;
-
-/// Entries in flight between the walking and the writing thread.
-const PIPELINE_DEPTH: usize = 64;
-
-/// One entry of the prefix, ready to be appended to the tar stream.
-enum Item {
-    Dir {
-        rel: PathBuf,
-        mode: u32,
-        mtime: u64,
-    },
-    Symlink {
-        rel: PathBuf,
-        target: PathBuf,
-        mtime: u64,
-    },
-    File {
-        rel: PathBuf,
-        mode: u32,
-        mtime: u64,
-        size: u64,
-        /// The content, read ahead when the file is small; `None` to stream it.
-        data: Option<Vec<u8>>,
-    },
-}
-
-/// Walks the prefix in archive order and sends each entry; stops at the first error (sent
-/// too) or when the writer has gone. Runs on its own thread: with many small files the
-/// directory walk, `lstat`, `open` and `read` calls cost as much as compressing the bytes, and
-/// this overlaps them with the tar writing and compression of the other thread.
-fn walk_prefix(prefix_dir: &Path, embedded: &str, tx: &mpsc::SyncSender<Result<Item, PackError>>) {
-    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
-    let walk = WalkDir::new(prefix_dir)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1);
-    for entry in walk {
-        let item = entry
-            .map_err(|e| {
-                let path = e.path().unwrap_or(prefix_dir).to_path_buf();
-                PackError::Io {
-                    path,
-                    source: e.into(),
-                }
-            })
-            .and_then(|entry| {
-                let Ok(rel) = entry.path().strip_prefix(prefix_dir) else {
-                    return Ok(None);
-                };
-                if generated.contains(&rel) {
-                    return Ok(None);
-                }
-                prefix_item(entry.path(), rel, embedded).map(Some)
-            });
-        let stop = item.is_err();
-        match item {
-            Ok(None) => continue,
-            Ok(Some(item)) => {
-                if tx.send(Ok(item)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        }
-        if stop {
-            return;
-        }
-    }
-}
-
-/// Reads what the archive needs of one path of the prefix.
-fn prefix_item(path: &Path, rel: &Path, embedded: &str) -> Result<Item, PackError> {
-    let io_err = |source| PackError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let meta = fs::symlink_metadata(path).map_err(io_err)?;
-    let mtime = mtime_of(meta.modified().ok());
-    let mode = mode_of(&meta);
-    let ty = meta.file_type();
-    let not_bin = || {
-        if rel == Path::new("bin") {
-            Err(PackError::Unsupported {
-                path: rel.into(),
-                reason: "bin must be a directory to hold bin/conda-unpack",
-            })
-        } else {
-            Ok(())
-        }
-    };
-    if ty.is_dir() {
-        Ok(Item::Dir {
-            rel: rel.to_path_buf(),
-            mode,
-            mtime,
-        })
-    } else if ty.is_symlink() {
-        not_bin()?;
-        let target = fs::read_link(path).map_err(io_err)?;
-        Ok(Item::Symlink {
-            rel: rel.to_path_buf(),
-            target: relocatable_target(rel, &target, embedded)?,
-            mtime,
-        })
-    } else if ty.is_file() {
-        not_bin()?;
-        let size = meta.len();
-        let data = if size <= INLINE_MAX {
-            let file = fs::File::open(path).map_err(io_err)?;
-            let mut data = Vec::with_capacity(size as usize);
-            file.take(size).read_to_end(&mut data).map_err(io_err)?;
-            if (data.len() as u64) < size {
-                return Err(io_err(shrank()));
-            }
-            Some(data)
-        } else {
-            None
-        };
-        Ok(Item::File {
-            rel: rel.to_path_buf(),
-            mode,
-            mtime,
-            size,
-            data,
-        })
-    } else {
-        Err(PackError::Unsupported {
-            path: rel.into(),
-            reason: "not a directory, regular file or symlink (sockets, FIFOs and devices \
-                     cannot be packed)",
-        })
-    }
-}
-
 fn shrank() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
         "the file shrank while it was being archived",
     )
-}
-
-/// Writes the tar stream of the prefix plus the generated entries into `w`, returning `w`.
-fn write_tar<W: Write>(
-    w: W,
-    prefix_dir: &Path,
-    embedded: &str,
-    manifest: &str,
-) -> Result<(W, Stats), PackError> {
-    let (tx, rx) = mpsc::sync_channel(PIPELINE_DEPTH);
-    std::thread::scope(|scope| {
-        scope.spawn(move || walk_prefix(prefix_dir, embedded, &tx));
-        // Returning early drops `rx`, which stops the walker at its next send.
-        write_entries(w, prefix_dir, manifest, rx)
-    })
-}
-
-fn write_entries<W: Write>(
-    w: W,
-    prefix_dir: &Path,
-    manifest: &str,
-    rx: mpsc::Receiver<Result<Item, PackError>>,
-) -> Result<(W, Stats), PackError> {
-    let mut tar = tar::Builder::new(w);
-    let mut stats = Stats::default();
-    let mut newest = 0;
-    let mut has_bin = false;
-    for item in rx {
-        match item? {
-            Item::Dir { rel, mode, mtime } => {
-                newest = newest.max(mtime);
-                has_bin |= rel == Path::new("bin");
-                let mut header = base_header(mode, mtime);
-                header.set_entry_type(tar::EntryType::Directory);
-                // The trailing slash marks directories, as GNU tar writes them.
-                let name = rel.join("");
-                tar.append_data(&mut header, &name, io::empty())
-                    .map_err(|e| entry_error(prefix_dir, &rel, e))?;
-                stats.dirs += 1;
-            }
-            Item::Symlink { rel, target, mtime } => {
-                newest = newest.max(mtime);
-                let mut header = base_header(0o777, mtime);
-                header.set_entry_type(tar::EntryType::Symlink);
-                tar.append_link(&mut header, &rel, &target)
-                    .map_err(|e| entry_error(prefix_dir, &rel, e))?;
-                stats.symlinks += 1;
-            }
-            Item::File {
-                rel,
-                mode,
-                mtime,
-                size,
-                data,
-            } => {
-                newest = newest.max(mtime);
-                let mut header = base_header(mode, mtime);
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_size(size);
-                let appended = match data {
-                    Some(data) => tar.append_data(&mut header, &rel, data.as_slice()),
-                    None => {
-                        let path = prefix_dir.join(&rel);
-                        let file = fs::File::open(&path)
-                            .map_err(|source| PackError::Io { path, source })?;
-                        let data = ExactReader {
-                            inner: file,
-                            remaining: size,
-                        };
-                        tar.append_data(&mut header, &rel, data)
-                    }
-                };
-                appended.map_err(|e| entry_error(prefix_dir, &rel, e))?;
-                stats.files += 1;
-                stats.bytes_in += size;
-            }
-        }
-    }
-
-    let generated_entry = |tar: &mut tar::Builder<W>, path: &str, mode, data: &[u8]| {
-        let mut header = base_header(mode, newest);
-        if data.is_empty() && path.ends_with('/') {
-            header.set_entry_type(tar::EntryType::Directory);
-        }
-        header.set_size(data.len() as u64);
-        tar.append_data(&mut header, path, data)
-            .map_err(|source| PackError::Write {
-                entry: path.to_string(),
-                source,
-            })
-    };
-    if !has_bin {
-        generated_entry(&mut tar, "bin/", 0o755, b"")?;
-    }
-    generated_entry(
-        &mut tar,
-        UNPACK_SCRIPT_PATH,
-        0o755,
-        UNPACK_SCRIPT.as_bytes(),
-    )?;
-    generated_entry(&mut tar, MANIFEST_PATH, 0o644, manifest.as_bytes())?;
-    let w = tar.into_inner().map_err(|source| PackError::Write {
-        entry: "end of the tar stream".into(),
-        source,
-    })?;
-    Ok((w, stats))
 }
 
 /// A header with the fields every entry shares: owned by root, no user names, `mode`, `mtime`.

@@ -65,6 +65,8 @@ pub struct InstalledPackage {
     pub build: String,
     /// The record's file name inside `conda-meta/`.
     pub record: String,
+    /// sha256 of the package archive, when the record has it (lowercase hex).
+    pub sha256: Option<String>,
     /// Every file the package installed, relative to the prefix, sorted.
     pub files: Vec<String>,
     /// The files among them that embed the prefix path.
@@ -76,6 +78,8 @@ struct Record {
     name: String,
     version: String,
     build: String,
+    #[serde(default)]
+    sha256: Option<String>,
     #[serde(default)]
     files: Vec<String>,
     #[serde(default)]
@@ -157,6 +161,7 @@ pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixErro
                 .file_name()
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default(),
+            sha256: rec.sha256,
             files,
             prefix_files,
         });

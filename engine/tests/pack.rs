@@ -340,10 +340,10 @@ fn packing_is_deterministic() {
 }
 
 #[test]
-fn archive_entries_are_sorted_with_root_owned_headers_and_kept_modes_and_times() {
+fn archive_entries_are_ordered_with_root_owned_headers_and_kept_modes_and_times() {
     let (_root, p) = long_prefix();
     let (archive, _) = pack_to_vec(&p, GZIP);
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&archive[..]));
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(&archive[..]));
     let mut names = Vec::new();
     for entry in tar.entries().unwrap() {
         let mut entry = entry.unwrap();
@@ -384,16 +384,19 @@ fn archive_entries_are_sorted_with_root_owned_headers_and_kept_modes_and_times()
     assert_eq!(
         names,
         [
+            // Directories first, in walk order.
             "bin/",
-            "bin/tool",
-            "bin/tool-link",
             "conda-meta/",
-            "conda-meta/tool-1.0-0.json",
             "lib/",
-            "lib/libfoo.so",
             "share/",
             "share/tool/",
+            // The package's own files (not those that embed the prefix).
             "share/tool/data.txt",
+            // The rest in walk order.
+            "bin/tool",
+            "bin/tool-link",
+            "conda-meta/tool-1.0-0.json",
+            "lib/libfoo.so",
             UNPACK_SCRIPT_PATH,
             MANIFEST_PATH,
         ]
@@ -511,9 +514,191 @@ fn output_write_errors_are_reported_as_such() {
     assert!(err.to_string().contains("disk full"), "{err}");
 }
 
+fn pack_cached(
+    p: &Path,
+    compression: Compression,
+    cache: &pack::SegmentCache,
+) -> (Vec<u8>, pack::PackSummary) {
+    let mut out = Vec::new();
+    let summary =
+        pack::pack_with_cache(p, p.to_str().unwrap(), compression, Some(cache), &mut out).unwrap();
+    (out, summary)
+}
+
+/// The segment files the cache holds.
+fn cached_segments(cache: &pack::SegmentCache) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for shard in fs::read_dir(cache.dir()).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.is_dir() {
+            files.extend(fs::read_dir(&shard).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn a_segment_cache_changes_no_byte_and_serves_the_next_environment() {
+    let (root, p) = long_prefix();
+    let cache = pack::SegmentCache::new(root.path().join("cache")).unwrap();
+    // A second environment with the same package file, linked as the install links it.
+    let other = root.path().join("other-env");
+    make_prefix(&other);
+    fs::remove_file(other.join("share/tool/data.txt")).unwrap();
+    fs::hard_link(
+        p.join("share/tool/data.txt"),
+        other.join("share/tool/data.txt"),
+    )
+    .unwrap();
+    for compression in [ZSTD, GZIP] {
+        let (plain, plain_summary) = pack_to_vec(&p, compression);
+        assert_eq!(plain_summary.reused_segments, 0);
+        let (first, summary) = pack_cached(&p, compression, &cache);
+        assert!(
+            first == plain,
+            "{compression:?}: the cache changed the archive"
+        );
+        assert_eq!(summary.reused_segments, 0);
+        let (second, summary) = pack_cached(&p, compression, &cache);
+        assert!(
+            second == plain,
+            "{compression:?}: a reused segment changed the archive"
+        );
+        assert_eq!(summary.reused_segments, 1, "the package's segment");
+        assert_eq!(
+            summary.segments, 4,
+            "directories, package, the rest, generated"
+        );
+
+        let (other_plain, _) = pack_to_vec(&other, compression);
+        let (other_cached, summary) = pack_cached(&other, compression, &cache);
+        assert_eq!(
+            summary.reused_segments, 1,
+            "shared with the first environment"
+        );
+        assert!(other_cached == other_plain);
+        let new = root.path().join(format!("x-{}", compression.extension()));
+        extract(&other_cached, compression, &new);
+        assert_eq!(
+            fs::read_to_string(new.join("share/tool/data.txt")).unwrap(),
+            DATA
+        );
+    }
+    assert_eq!(cached_segments(&cache).len(), 2, "one per compression");
+}
+
+#[test]
+fn a_damaged_cached_segment_is_compressed_again_not_shipped() {
+    let (root, p) = long_prefix();
+    let cache = pack::SegmentCache::new(root.path().join("cache")).unwrap();
+    let (plain, _) = pack_to_vec(&p, ZSTD);
+    pack_cached(&p, ZSTD, &cache);
+    let [segment] = cached_segments(&cache).try_into().unwrap();
+    let good = fs::read(&segment).unwrap();
+    for damage in [good[..good.len() / 2].to_vec(), Vec::new(), {
+        let mut flipped = good.clone();
+        let mid = flipped.len() / 2;
+        flipped[mid] ^= 0xff;
+        flipped
+    }] {
+        fs::write(&segment, damage).unwrap();
+        let (archive, summary) = pack_cached(&p, ZSTD, &cache);
+        assert_eq!(summary.reused_segments, 0);
+        assert!(archive == plain, "a damaged segment reached the archive");
+        assert_eq!(
+            fs::read(&segment).unwrap(),
+            good,
+            "compressed again and kept"
+        );
+    }
+}
+
+#[test]
+fn a_changed_file_is_not_taken_for_its_cached_segment() {
+    let (root, p) = long_prefix();
+    let cache = pack::SegmentCache::new(root.path().join("cache")).unwrap();
+    pack_cached(&p, ZSTD, &cache);
+    // Same size, rewritten in place: only the time (to the nanosecond) tells.
+    let changed = "SOME DATA\n";
+    assert_eq!(changed.len(), DATA.len());
+    fs::write(p.join("share/tool/data.txt"), changed).unwrap();
+    let (archive, summary) = pack_cached(&p, ZSTD, &cache);
+    assert_eq!(summary.reused_segments, 0);
+    let new = root.path().join("n");
+    extract(&archive, ZSTD, &new);
+    assert_eq!(
+        fs::read_to_string(new.join("share/tool/data.txt")).unwrap(),
+        changed
+    );
+}
+
+#[test]
+fn prune_removes_segments_unused_for_the_maximum_age() {
+    let (root, p) = long_prefix();
+    let day = std::time::Duration::from_secs(24 * 3600);
+    let cache = pack::SegmentCache::new(root.path().join("cache"))
+        .unwrap()
+        .with_max_age(7 * day);
+    pack_cached(&p, ZSTD, &cache);
+    pack_cached(&p, GZIP, &cache);
+    let segments = cached_segments(&cache);
+    assert_eq!(segments.len(), 2);
+    let old = std::time::SystemTime::now() - 8 * day;
+    let age = |path: &Path| {
+        fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+    };
+    age(&segments[0]);
+    // A temporary file a stopped pack left behind, and one being written now.
+    let abandoned = cache.dir().join(".segment-abandoned");
+    fs::write(&abandoned, "x").unwrap();
+    age(&abandoned);
+    let writing = cache.dir().join(".segment-writing");
+    fs::write(&writing, "x").unwrap();
+    let summary = cache.prune().unwrap();
+    assert_eq!((summary.removed, summary.kept), (2, 1));
+    assert_eq!(cached_segments(&cache), [segments[1].clone()]);
+    assert!(!abandoned.exists() && writing.exists());
+    // Using a segment marks it: the next prune keeps it.
+    pack_cached(&p, GZIP, &cache);
+    assert_eq!(cache.prune().unwrap().removed, 0);
+}
+
+#[test]
+fn a_file_larger_than_a_segment_packs_the_same_with_any_thread_count() {
+    let (root, p) = long_prefix();
+    // Past the size where all threads compress one segment together.
+    let big = fs::File::create(p.join("share/tool/big.bin")).unwrap();
+    big.set_len(65 << 20).unwrap();
+    let record = p.join("conda-meta/tool-1.0-0.json");
+    let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    json["files"]
+        .as_array_mut()
+        .unwrap()
+        .push("share/tool/big.bin".into());
+    fs::write(&record, serde_json::to_vec(&json).unwrap()).unwrap();
+    let with = |threads| pack_to_vec(&p, Compression::Zstd { level: 3, threads });
+    let (one, summary) = with(1);
+    assert_eq!(summary.files, 5);
+    assert!(one == with(3).0, "output depends on the thread count");
+    let new = root.path().join("n");
+    extract(&one, ZSTD, &new);
+    assert_eq!(
+        fs::metadata(new.join("share/tool/big.bin")).unwrap().len(),
+        65 << 20
+    );
+}
+
 /// Throughput on a real prefix, not run by default:
 /// `PACK_BENCH_PREFIX=/path/to/prefix cargo test --release -p conda-store-engine --test pack
-/// -- --ignored --nocapture throughput`. Writes to a file in the system temp directory.
+/// -- --ignored --nocapture throughput`. Writes to files in the system temp directory. Each
+/// compression is timed without a cache, then again with the segment cache the first packed
+/// into (the figures of a rebuild of the same packages).
 #[test]
 #[ignore]
 fn throughput() {
@@ -522,25 +707,35 @@ fn throughput() {
     };
     let prefix = PathBuf::from(prefix);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let segments = tempfile::tempdir().unwrap();
     for compression in [
         Compression::Zstd { level: 3, threads },
-        Compression::Zstd {
-            level: 3,
-            threads: 0,
-        },
         Compression::Gzip { level: 6 },
     ] {
-        let out = tempfile::NamedTempFile::new().unwrap();
-        let start = std::time::Instant::now();
-        let file = std::io::BufWriter::new(out.reopen().unwrap());
-        let s = pack::pack(&prefix, prefix.to_str().unwrap(), compression, file).unwrap();
-        let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{compression:?}: {} files, {:.1} MB in, {:.1} MB out, {secs:.2} s, {:.0} MB/s",
-            s.files,
-            s.bytes_in as f64 / 1e6,
-            s.bytes_out as f64 / 1e6,
-            s.bytes_in as f64 / 1e6 / secs
-        );
+        let cache = pack::SegmentCache::new(segments.path()).unwrap();
+        for cached in [None, Some(&cache), Some(&cache)] {
+            let out = tempfile::NamedTempFile::new().unwrap();
+            let start = std::time::Instant::now();
+            let file = std::io::BufWriter::new(out.reopen().unwrap());
+            let s =
+                pack::pack_with_cache(&prefix, prefix.to_str().unwrap(), compression, cached, file)
+                    .unwrap();
+            let secs = start.elapsed().as_secs_f64();
+            println!(
+                "{compression:?} {}: {} files, {:.1} MB in, {:.1} MB out, {secs:.2} s, {:.0} MB/s, \
+                 {} of {} segments reused",
+                if cached.is_some() {
+                    "cache"
+                } else {
+                    "no cache"
+                },
+                s.files,
+                s.bytes_in as f64 / 1e6,
+                s.bytes_out as f64 / 1e6,
+                s.bytes_in as f64 / 1e6 / secs,
+                s.reused_segments,
+                s.segments,
+            );
+        }
     }
 }

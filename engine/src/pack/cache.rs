@@ -1,0 +1,210 @@
+//! Compressed segments kept between packs, so the next environment holding the same package
+//! files copies them instead of compressing them again.
+//!
+//! A segment is stored under its key (see `plan::segment_key`), as
+//! `<dir>/<first two hex digits>/<key>.<tar.zst|tar.gz>`: the compressed bytes, then a trailer
+//! of their sha256 and a magic string. It is written to a temporary file in the cache and
+//! renamed into place: several packs may share the directory (Jobs on a shared volume), and two
+//! that compress the same segment write the same bytes. Before a kept segment is used its
+//! digest is checked, so a damaged file (a full disk, a crash before the data reached it) is
+//! removed and compressed again, never shipped.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
+use tempfile::NamedTempFile;
+
+use super::Compression;
+
+/// Where kept segments live, and how long an unused one stays.
+#[derive(Debug, Clone)]
+pub struct SegmentCache {
+    dir: PathBuf,
+    max_age: Duration,
+}
+
+/// What [`SegmentCache::prune`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneSummary {
+    /// Segments (and abandoned temporary files) removed.
+    pub removed: u64,
+    /// Segments kept.
+    pub kept: u64,
+}
+
+/// Temporary files older than this are left over from a pack that stopped; prune removes them.
+const ABANDONED: Duration = Duration::from_secs(24 * 3600);
+
+impl SegmentCache {
+    /// Segments unused for this long are removed by [`SegmentCache::prune`].
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// A cache in `dir`, created if missing.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(&dir)?;
+        Ok(SegmentCache {
+            dir,
+            max_age: Self::DEFAULT_MAX_AGE,
+        })
+    }
+
+    /// Keeps unused segments for `max_age` instead of [`SegmentCache::DEFAULT_MAX_AGE`].
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str, compression: Compression) -> PathBuf {
+        let shard = key.get(..2).unwrap_or("xx");
+        self.dir
+            .join(shard)
+            .join(format!("{key}.{}", compression.extension()))
+    }
+
+    /// The kept segment for `key`, checked and positioned at its start, with the length of
+    /// its compressed bytes (the trailer follows them); `None` when there is none or it was
+    /// damaged (then it is removed). Marks it used.
+    pub(super) fn get(&self, key: &str, compression: Compression) -> Option<(File, u64)> {
+        let path = self.path(key, compression);
+        let mut file = File::open(&path).ok()?;
+        match verify(&mut file) {
+            Ok(len) => {
+                // Best effort: a cache on a volume we may not change times on still works,
+                // its segments just age as if unused.
+                let _ = file.set_modified(SystemTime::now());
+                Some((file, len))
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    /// A temporary file in the cache to write a segment into, for [`SegmentCache::put`].
+    pub(super) fn temp(&self) -> io::Result<Pending> {
+        let file = tempfile::Builder::new()
+            .prefix(".segment-")
+            .tempfile_in(&self.dir)?;
+        Ok(Pending {
+            file,
+            hasher: Sha256::new(),
+            len: 0,
+        })
+    }
+
+    /// Stores `pending`, written whole, as the segment for `key`; returns it positioned at its
+    /// start, with the length of its compressed bytes.
+    pub(super) fn put(
+        &self,
+        key: &str,
+        compression: Compression,
+        mut pending: Pending,
+    ) -> io::Result<(File, u64)> {
+        let path = self.path(key, compression);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let digest = pending.hasher.finalize();
+        let file = pending.file.as_file_mut();
+        file.write_all(&digest)?;
+        file.write_all(MAGIC)?;
+        let mut file = pending.file.persist(&path).map_err(|e| e.error)?;
+        file.rewind()?;
+        Ok((file, pending.len))
+    }
+
+    /// Removes segments unused for longer than the cache's maximum age, and temporary files a
+    /// stopped pack left behind. Files it cannot inspect are kept.
+    pub fn prune(&self) -> io::Result<PruneSummary> {
+        let now = SystemTime::now();
+        let older_than = |path: &Path, age: Duration| {
+            fs::symlink_metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
+        };
+        let mut summary = PruneSummary::default();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                for entry in fs::read_dir(&path)? {
+                    let path = entry?.path();
+                    if older_than(&path, self.max_age) && fs::remove_file(&path).is_ok() {
+                        summary.removed += 1;
+                    } else {
+                        summary.kept += 1;
+                    }
+                }
+            } else if older_than(&path, ABANDONED) && fs::remove_file(&path).is_ok() {
+                summary.removed += 1;
+            }
+        }
+        Ok(summary)
+    }
+}
+
+/// Ends every kept segment, after the sha256 of the bytes before it.
+const MAGIC: &[u8; 8] = b"cspkseg1";
+
+/// A segment being written into the cache: hashes what passes.
+pub(super) struct Pending {
+    file: NamedTempFile,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Checks the trailer of a kept segment against its bytes and rewinds it; returns the length
+/// of the compressed bytes.
+fn verify(file: &mut File) -> io::Result<u64> {
+    let invalid = |what| io::Error::new(io::ErrorKind::InvalidData, what);
+    let size = file.metadata()?.len();
+    let len = size
+        .checked_sub((32 + MAGIC.len()) as u64)
+        .filter(|&n| n > 0)
+        .ok_or_else(|| invalid("too short"))?;
+    let mut hasher = Sha256::new();
+    let copied = io::copy(&mut (&mut *file).take(len), &mut HashInto(&mut hasher))?;
+    let mut trailer = [0; 40];
+    file.read_exact(&mut trailer)?;
+    if copied != len || &trailer[32..] != MAGIC || trailer[..32] != hasher.finalize()[..] {
+        return Err(invalid("damaged"));
+    }
+    file.rewind()?;
+    Ok(len)
+}
+
+/// Feeds what is written to a hasher.
+struct HashInto<'a>(&'a mut Sha256);
+
+impl Write for HashInto<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
