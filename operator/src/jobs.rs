@@ -90,6 +90,10 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         }
         BuildStep::Pack => {
             args.extend(["--prefix".into(), prefix.clone()]);
+            env.push(env_var(
+                "CONDA_STORE_PACK_CACHE",
+                &format!("{}/.pack-cache", cfg.envs_dir.trim_end_matches('/')),
+            ));
         }
         BuildStep::Image => {
             args.extend([

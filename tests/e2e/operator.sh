@@ -257,6 +257,9 @@ check "ids increase" test "$ID2" -gt "$ID1"
 check "the second Build becomes current" wait_for 30 "current $ID2" \
   is "$ID2" jp environment demo -n team -o 'jsonpath={.status.currentBuild}'
 check "the current link follows" wait_for 10 "link" is "$STATE/envs/team/$B2" readlink "$STATE/envs/team/demo"
+check "the second build's pack copies package segments the first left in the segment cache" \
+  grep -E 'packed .*\(([1-9][0-9]*) of [0-9]+ segments from the segment cache\)' \
+  "$STATE/artifacts/builds/team/$B2/logs/pack.log"
 
 # 5. Unsolvable: Failed with the solver's message, on the Build and the Environment.
 env_yaml broken "$CHANNEL" "liba >=7" | k apply -f - >/dev/null

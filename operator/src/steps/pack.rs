@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use conda_store_crds::{Artifact, ArtifactKind};
-use conda_store_engine::pack::{self, Compression};
+use conda_store_engine::pack::{self, Compression, SegmentCache};
 use conda_store_storage::ArtifactStore;
 
 use super::{StepArgs, StepLog, StepOutput, build_key};
@@ -36,6 +36,11 @@ pub struct PackArgs {
     /// Where the archive is written before upload (default: the system temp dir).
     #[arg(long, env = "CONDA_STORE_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// A directory where compressed package segments are kept for the next pack of an
+    /// environment holding the same package files (a rebuild), which then copies instead of
+    /// compressing them. Shared by every build; segments unused for 30 days are removed.
+    #[arg(long, env = "CONDA_STORE_PACK_CACHE")]
+    pub segment_cache: Option<PathBuf>,
 }
 
 /// Packs `args.prefix` and stores it under `<build_key>/archive.<ext>`.
@@ -69,14 +74,27 @@ pub async fn run(
         args.format
     ));
     let out = std::io::BufWriter::new(work.reopen().context("opening the temporary archive")?);
+    let cache = match &args.segment_cache {
+        Some(dir) => Some(
+            SegmentCache::new(dir)
+                .with_context(|| format!("opening the segment cache {}", dir.display()))?,
+        ),
+        None => None,
+    };
     let prefix = args.prefix.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || pack::pack(&prefix, &embedded, compression, out))
-            .await
-            .context("the pack task panicked")??;
+    let summary = tokio::task::spawn_blocking(move || {
+        pack::pack_with_cache(&prefix, &embedded, compression, cache.as_ref(), out)
+    })
+    .await
+    .context("the pack task panicked")??;
     log.line(format!(
-        "packed {} files, {} bytes into {} bytes; uploading to {key}",
-        summary.files, summary.bytes_in, summary.bytes_out
+        "packed {} files, {} bytes into {} bytes ({} of {} segments from the segment cache); \
+         uploading to {key}",
+        summary.files,
+        summary.bytes_in,
+        summary.bytes_out,
+        summary.reused_segments,
+        summary.segments
     ));
     let info = store.put_file(&key, work.path()).await?;
     Ok(StepOutput {
@@ -90,6 +108,8 @@ pub async fn run(
             "files": summary.files,
             "bytesIn": summary.bytes_in,
             "prefixFiles": summary.prefix_files,
+            "segments": summary.segments,
+            "reusedSegments": summary.reused_segments,
         }),
     })
 }
