@@ -125,7 +125,7 @@ pub(super) fn write_segments<W: Write>(
         entry: "the generated entries".into(),
         source,
     };
-    compress(job, &[], Some(&job.tail), &mut *out, 0).map_err(|e| match e {
+    compress(job, &[], Some(&job.tail), &mut *out, None).map_err(|e| match e {
         PackError::Write { source, .. } => tail_err(source),
         e => e,
     })?;
@@ -165,11 +165,7 @@ fn copy_in_order<W: Write>(
 
 /// The compressed segment, from the cache when it holds it.
 fn produce(job: &Job, segment: &Segment) -> Result<Ready, PackError> {
-    let threads = if segment.bytes > SHARED_BYTES {
-        job.threads() as u32
-    } else {
-        1
-    };
+    let threads = (segment.bytes > SHARED_BYTES).then(|| job.threads() as u32);
     if let (Some(cache), Some(key)) = (job.cache, &segment.key) {
         if let Some((file, len)) = cache.get(key, job.compression) {
             return Ok(Ready {
@@ -211,13 +207,14 @@ fn produce(job: &Job, segment: &Segment) -> Result<Ready, PackError> {
 }
 
 /// Compresses the tar entries of `entries` (then the tail's, and the end of the archive, when
-/// given) into `out` as one zstd frame or gzip member.
+/// given) into `out` as one zstd frame or gzip member; zstd in the calling thread, or with
+/// `threads` workers.
 fn compress<W: Write>(
     job: &Job,
     entries: &[Entry],
     tail: Option<&Tail>,
     out: W,
-    threads: u32,
+    threads: Option<u32>,
 ) -> Result<(), PackError> {
     let err = |entry: &str| {
         let entry = entry.to_string();
@@ -228,10 +225,12 @@ fn compress<W: Write>(
         Compression::Zstd { level, .. } => {
             let mut enc = zstd::stream::write::Encoder::new(out, level).map_err(err("start"))?;
             enc.include_checksum(true).map_err(err("zstd settings"))?;
-            // Worker mode even with one worker: its output does not depend on the count, so a
-            // segment compressed alone equals the same one compressed with all threads.
-            enc.multithread(threads.max(1))
-                .map_err(err("zstd settings"))?;
+            // Worker mode (for large segments) even with one worker: its output does not
+            // depend on the count, so the archive does not depend on the machine.
+            if let Some(threads) = threads {
+                enc.multithread(threads.max(1))
+                    .map_err(err("zstd settings"))?;
+            }
             let enc = tar_entries(buffered(enc), job.prefix_dir, entries, tail)?;
             let enc = enc.into_inner().map_err(|e| err("end")(e.into_error()))?;
             enc.finish().map_err(err("end"))?
