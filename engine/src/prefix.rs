@@ -140,9 +140,8 @@ pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixErro
                     mode: entry.file_mode.unwrap_or(FileMode::Text),
                 });
             }
-            if !files.contains(&entry.path) {
-                files.push(entry.path);
-            }
+            // Duplicates of `files` go with the sort and dedup below.
+            files.push(entry.path);
         }
         if let Some(bad) = files.iter().find(|f| !is_safe_relative(f)) {
             return Err(PrefixError::UnsafePath {
