@@ -380,7 +380,9 @@ pub struct UnpackSummary {
 /// contents; [`pack_with_cache`] reuses segments of earlier packs.
 ///
 /// `out` gets the compressed bytes only; wrap a `File` in a `BufWriter` if you like, it is
-/// flushed at the end.
+/// flushed at the end. Memory holds the metadata of each path (not its contents) and a few
+/// buffers per thread; compressed segments wait for their turn in temporary files (at most
+/// two per thread).
 pub fn pack(
     prefix_dir: &Path,
     embedded_prefix: &str,
