@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
-use super::Compression;
+use super::{Compression, HashingWriter};
 
 /// Where kept segments live, and how long an unused one stays.
 #[derive(Debug, Clone)]
@@ -95,11 +95,7 @@ impl SegmentCache {
         let file = tempfile::Builder::new()
             .prefix(".segment-")
             .tempfile_in(&self.dir)?;
-        Ok(Pending {
-            file,
-            hasher: Sha256::new(),
-            len: 0,
-        })
+        Ok(HashingWriter::new(file))
     }
 
     /// Stores `pending`, written whole, as the segment for `key`; returns it positioned at its
@@ -115,12 +111,12 @@ impl SegmentCache {
             fs::create_dir_all(parent)?;
         }
         let digest = pending.hasher.finalize();
-        let file = pending.file.as_file_mut();
+        let file = pending.inner.as_file_mut();
         file.write_all(&digest)?;
         file.write_all(MAGIC)?;
-        let mut file = pending.file.persist(&path).map_err(|e| e.error)?;
+        let mut file = pending.inner.persist(&path).map_err(|e| e.error)?;
         file.rewind()?;
-        Ok((file, pending.len))
+        Ok((file, pending.bytes))
     }
 
     /// Removes segments unused for longer than the cache's maximum age, and temporary files a
@@ -155,25 +151,8 @@ impl SegmentCache {
 /// Ends every kept segment, after the sha256 of the bytes before it.
 const MAGIC: &[u8; 8] = b"cspkseg1";
 
-/// A segment being written into the cache: hashes what passes.
-pub(super) struct Pending {
-    file: NamedTempFile,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl Write for Pending {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
+/// A segment being written into the cache, hashed as it passes.
+pub(super) type Pending = HashingWriter<NamedTempFile>;
 
 /// Checks the trailer of a kept segment against its bytes and rewinds it; returns the length
 /// of the compressed bytes.
