@@ -14,6 +14,8 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+pub use crate::cache_dir::PruneSummary;
+
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
 
@@ -25,18 +27,6 @@ pub struct SegmentCache {
     dir: PathBuf,
     max_age: Duration,
 }
-
-/// What [`SegmentCache::prune`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PruneSummary {
-    /// Segments (and abandoned temporary files) removed.
-    pub removed: u64,
-    /// Segments kept.
-    pub kept: u64,
-}
-
-/// Temporary files older than this are left over from a pack that stopped; prune removes them.
-const ABANDONED: Duration = Duration::from_secs(24 * 3600);
 
 impl SegmentCache {
     /// Segments unused for this long are removed by [`SegmentCache::prune`].
@@ -122,29 +112,7 @@ impl SegmentCache {
     /// Removes segments unused for longer than the cache's maximum age, and temporary files a
     /// stopped pack left behind. Files it cannot inspect are kept.
     pub fn prune(&self) -> io::Result<PruneSummary> {
-        let now = SystemTime::now();
-        let older_than = |path: &Path, age: Duration| {
-            fs::symlink_metadata(path)
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| now.duration_since(t).is_ok_and(|d| d > age))
-        };
-        let mut summary = PruneSummary::default();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if path.is_dir() {
-                for entry in fs::read_dir(&path)? {
-                    let path = entry?.path();
-                    if older_than(&path, self.max_age) && fs::remove_file(&path).is_ok() {
-                        summary.removed += 1;
-                    } else {
-                        summary.kept += 1;
-                    }
-                }
-            } else if older_than(&path, ABANDONED) && fs::remove_file(&path).is_ok() {
-                summary.removed += 1;
-            }
-        }
-        Ok(summary)
+        crate::cache_dir::prune(&self.dir, self.max_age)
     }
 }
 
