@@ -44,7 +44,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
 
+mod cache;
 mod rootfs;
+pub use cache::LayerCache;
 pub use rootfs::{RootfsImageOptions, build_rootfs_image};
 
 /// The mtime of every layer entry (1980-01-01T00:00:00Z). Fixed so layers are reproducible; not 0
@@ -183,6 +185,9 @@ pub struct ImageOptions {
     /// gzip level (0-9) of the layers. Part of a layer's identity: changing it changes digests,
     /// so every build of a deployment should use the same one.
     pub compression_level: u32,
+    /// Where layers are kept for the next image holding the same package files (a rebuild),
+    /// which copies them instead of compressing again. The image is the same either way.
+    pub layer_cache: Option<LayerCache>,
 }
 
 impl ImageOptions {
@@ -203,6 +208,7 @@ impl ImageOptions {
             max_layers: DEFAULT_MAX_LAYERS,
             installed_at: None,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            layer_cache: None,
         }
     }
 }
@@ -251,6 +257,10 @@ pub struct ImageSummary {
     pub layers: Vec<LayerSummary>,
     /// Manifest, config and compressed layers together, in bytes: what a registry stores.
     pub total_size: u64,
+    /// Layers copied from the layer cache instead of written. Not part of `image.json`: the
+    /// image is the same either way.
+    #[serde(skip)]
+    pub reused_layers: u64,
 }
 
 /// Builds an OCI image of the installed `prefix`, placed at `image_prefix` (absolute, e.g.
@@ -367,8 +377,11 @@ pub fn build_image(
         prefix_files: &prefix_files,
         level: options.compression_level,
         keep_dir_modes: false,
+        cache: options.layer_cache.as_ref(),
     };
-    for (plan, written) in plans.iter().zip(write_layers(&ctx, &plans)?) {
+    let written = write_layers(&ctx, &plans)?;
+    let reused_layers = written.iter().filter(|w| w.reused).count() as u64;
+    for (plan, written) in plans.iter().zip(written) {
         let created_by = match plan.origin {
             LayerOrigin::Packages => format!("conda-store: {}", plan.packages.join(" ")),
             _ => "conda-store: prefix files owned by no package (conda-meta, ...)".to_string(),
@@ -384,7 +397,7 @@ pub fn build_image(
     }
 
     let config = exec_config(image_prefix, options, base.as_ref().map(|b| &b.config))?;
-    finish_image(
+    let mut summary = finish_image(
         layout,
         &blobs,
         NewImage {
@@ -400,7 +413,13 @@ pub fn build_image(
             descriptors,
             layers,
         },
-    )
+    )?;
+    summary.reused_layers = reused_layers;
+    if let Some(cache) = &options.layer_cache {
+        // Best effort: an unprunable cache only grows.
+        let _ = cache.prune();
+    }
+    Ok(summary)
 }
 
 /// An image whose layers are written, to finish.
@@ -471,6 +490,7 @@ fn finish_image(
         config_size,
         layers,
         total_size,
+        reused_layers: 0,
     })
 }
 
@@ -651,6 +671,8 @@ struct LayerContext<'a> {
     level: u32,
     /// Keep directories' modes (a root filesystem's `/tmp` is 1777); conda prefixes carry none.
     keep_dir_modes: bool,
+    /// Kept layers to copy instead of writing.
+    cache: Option<&'a LayerCache>,
 }
 
 /// A layer blob written to the layout.
@@ -658,6 +680,8 @@ struct WrittenLayer {
     digest: Digest,
     diff_id: Digest,
     size: u64,
+    /// Copied from the layer cache.
+    reused: bool,
 }
 
 impl WrittenLayer {
@@ -828,8 +852,92 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-/// Writes one layer: a temporary file in `blobs` written while hashed, then renamed to its digest.
+/// Writes one layer: a temporary file in `blobs` written while hashed, then renamed to its
+/// digest; or copies it from the layer cache.
 fn write_layer(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<WrittenLayer, ImageError> {
+    let Some(cache) = ctx.cache else {
+        return write_new_layer(ctx, plan);
+    };
+    let key = layer_key(ctx, plan)?;
+    if let Some(layer) = cache.get(&key, ctx.blobs) {
+        return Ok(layer);
+    }
+    let layer = write_new_layer(ctx, plan)?;
+    cache.put(&key, &layer, ctx.blobs);
+    Ok(layer)
+}
+
+/// sha256 over everything a layer's bytes follow from: the format, where the prefix is in the
+/// image (and, for files rewritten, where it was installed), the compression, and each path's (and parent's) kind,
+/// mode, symlink target, and for files size, inode, time (to the nanosecond) and how it
+/// embeds the prefix.
+/// A file's inode and time stand for its contents: installs link a package's files from the
+/// shared package cache, so another environment's copy of the same file has the same ones.
+fn layer_key(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<String, ImageError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut h = Sha256::new();
+    h.update(format!(
+        "conda-store-image-layer/1\n{}\n{}\n{}\n",
+        ctx.image_rel, ctx.level, ctx.keep_dir_modes
+    ));
+    // Where the prefix was installed only matters to what is rewritten: each build installs
+    // somewhere else, and the rest of its layers are the same.
+    let from = ctx.relocation.map_or(String::new(), |r| {
+        String::from_utf8_lossy(&r.from).into_owned()
+    });
+    if let Some(r) = ctx.relocation {
+        h.update(&r.to);
+    }
+    h.update(b"\n");
+    // The layer holds every path's parents too (as what they are on disk).
+    let mut rels = BTreeSet::new();
+    for p in &plan.paths {
+        let mut at = 0;
+        while let Some(i) = p[at..].find('/') {
+            rels.insert(&p[..at + i]);
+            at += i + 1;
+        }
+        rels.insert(p.as_str());
+    }
+    for rel in rels {
+        let path = ctx.prefix.join(rel);
+        let read_err = |source| ImageError::Read {
+            path: path.clone(),
+            source,
+        };
+        let meta = std::fs::symlink_metadata(&path).map_err(read_err)?;
+        h.update(rel.as_bytes());
+        let ft = meta.file_type();
+        let line = if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(read_err)?;
+            let target = match (ctx.relocation, target.to_str()) {
+                (Some(r), Some(t)) => relocate_link(t, r).map_or(target, PathBuf::from),
+                _ => target,
+            };
+            format!("\0l\0{}", target.display())
+        } else if ft.is_file() {
+            let rewritten = match ctx.prefix_files.get(rel) {
+                Some(mode) if ctx.relocation.is_some() => format!("{mode:?} from {from}"),
+                _ => String::new(),
+            };
+            format!(
+                "\0f\0{:o}\0{}\0{}\0{}.{:09}\0{rewritten}",
+                meta.mode() & 0o7777,
+                meta.len(),
+                meta.ino(),
+                meta.mtime(),
+                meta.mtime_nsec(),
+            )
+        } else {
+            format!("\0d\0{:o}", meta.mode() & 0o7777)
+        };
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn write_new_layer(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<WrittenLayer, ImageError> {
     let tmp = tmp_path(ctx.blobs);
     let result = write_layer_to(ctx, plan, &tmp);
     if result.is_err() {
@@ -980,6 +1088,7 @@ fn write_layer_to(
         digest,
         diff_id,
         size,
+        reused: false,
     })
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use conda_store_engine::image::{
-    BUILD_ID_LABEL, BaseImage, ImageError, ImageOptions, ImageSummary, LAYER_MTIME, LayerOrigin,
-    build_image,
+    BUILD_ID_LABEL, BaseImage, ImageError, ImageOptions, ImageSummary, LAYER_MTIME, LayerCache,
+    LayerOrigin, build_image,
 };
 
 /// The length of the prefix placeholder in the fake packages' binary files.
@@ -472,6 +472,93 @@ fn building_twice_gives_the_same_digests() {
         let name = e.unwrap().file_name();
         assert!(!name.to_str().unwrap().starts_with('.'), "{name:?}");
     }
+}
+
+/// The kept layer blobs of a layer cache.
+fn cached_blobs(cache: &LayerCache) -> Vec<std::path::PathBuf> {
+    let mut blobs: Vec<_> = std::fs::read_dir(cache.dir().join("blobs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    blobs.sort();
+    blobs
+}
+
+#[test]
+fn a_layer_cache_changes_no_digest_and_serves_the_next_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LayerCache::new(dir.path().join("cache")).unwrap();
+    let prefix = dir.path().join("volume/env");
+    full_prefix(&prefix);
+    let plain = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("plain"), &options()).unwrap();
+    let mut cached = options();
+    cached.layer_cache = Some(cache.clone());
+    let first = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("a"), &cached).unwrap();
+    assert_eq!(first.reused_layers, 0);
+    assert_eq!(first.manifest_digest, plain.manifest_digest);
+    let second = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("b"), &cached).unwrap();
+    // Every layer: this prefix is unchanged, the unowned files' layer included.
+    assert_eq!(second.reused_layers, 4);
+    assert_eq!(second.manifest_digest, plain.manifest_digest);
+    if have("skopeo") {
+        let inspect = skopeo_inspect(&dir.path().join("b"), "latest");
+        assert_eq!(inspect["Layers"].as_array().unwrap().len(), 4);
+    }
+
+    // Another environment of the same package, its files linked from the same place as an
+    // install links them from the package cache: libfoo's layer is reused.
+    let other = dir.path().join("volume/other");
+    install_libfoo(&other);
+    for f in ["lib/libfoo.so.2", "include/foo.h"] {
+        std::fs::remove_file(other.join(f)).unwrap();
+        std::fs::hard_link(prefix.join(f), other.join(f)).unwrap();
+    }
+    let plain_other = build_image(&other, IMAGE_PREFIX, &dir.path().join("c"), &options()).unwrap();
+    let cached_other = build_image(&other, IMAGE_PREFIX, &dir.path().join("d"), &cached).unwrap();
+    assert_eq!(cached_other.manifest_digest, plain_other.manifest_digest);
+    assert_eq!(
+        packages_layer(&cached_other, "libfoo-2.1-h0_0"),
+        packages_layer(&plain, "libfoo-2.1-h0_0")
+    );
+    assert_eq!(cached_other.reused_layers, 1, "libfoo's");
+}
+
+#[test]
+fn a_damaged_cached_layer_is_written_again_and_a_changed_file_is_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = LayerCache::new(dir.path().join("cache")).unwrap();
+    let prefix = dir.path().join("volume/env");
+    full_prefix(&prefix);
+    let mut cached = options();
+    cached.layer_cache = Some(cache.clone());
+    let first = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("a"), &cached).unwrap();
+    for blob in cached_blobs(&cache) {
+        let mut bytes = std::fs::read(&blob).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&blob, bytes).unwrap();
+    }
+    let again = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("b"), &cached).unwrap();
+    assert_eq!(again.reused_layers, 0, "no damaged blob is used");
+    assert_eq!(again.manifest_digest, first.manifest_digest);
+    // Written again: the next build reuses them.
+    let third = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("c"), &cached).unwrap();
+    assert_eq!(third.reused_layers, 4);
+
+    // A package file rewritten in place with the same size: its layer is written anew.
+    let data = prefix.join("include/foo.h");
+    let old = std::fs::read(&data).unwrap();
+    let mut new = old.clone();
+    new[0] ^= 0x20;
+    std::fs::write(&data, &new).unwrap();
+    let changed = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("e"), &cached).unwrap();
+    assert_eq!(changed.reused_layers, 3);
+    assert_ne!(
+        packages_layer(&changed, "libfoo-2.1-h0_0"),
+        packages_layer(&first, "libfoo-2.1-h0_0")
+    );
+    let plain = build_image(&prefix, IMAGE_PREFIX, &dir.path().join("f"), &options()).unwrap();
+    assert_eq!(changed.manifest_digest, plain.manifest_digest);
 }
 
 #[test]

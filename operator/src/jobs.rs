@@ -96,6 +96,10 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             ));
         }
         BuildStep::Image => {
+            env.push(env_var(
+                "CONDA_STORE_IMAGE_CACHE",
+                &format!("{}/.image-cache", cfg.envs_dir.trim_end_matches('/')),
+            ));
             args.extend([
                 "--prefix".into(),
                 prefix.clone(),

@@ -260,6 +260,9 @@ check "the current link follows" wait_for 10 "link" is "$STATE/envs/team/$B2" re
 check "the second build's pack copies package segments the first left in the segment cache" \
   grep -E 'packed .*\(([1-9][0-9]*) of [0-9]+ segments from the segment cache\)' \
   "$STATE/artifacts/builds/team/$B2/logs/pack.log"
+check "and its image copies the layers of the packages the first had" \
+  grep -E 'built .*\(([1-9][0-9]*) from the layer cache' \
+  "$STATE/artifacts/builds/team/$B2/logs/image.log"
 
 # 5. Unsolvable: Failed with the solver's message, on the Build and the Environment.
 env_yaml broken "$CHANNEL" "liba >=7" | k apply -f - >/dev/null

@@ -112,6 +112,7 @@ pub fn build_rootfs_image(
                         prefix_files: no_prefix_files,
                         level: options.compression_level,
                         keep_dir_modes: true,
+                        cache: None,
                     };
                     write_layers(&ctx, std::slice::from_ref(&plan))?
                         .pop()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Args;
 use conda_store_crds::{Artifact, ArtifactKind};
-use conda_store_engine::image::{self, BaseImage, ImageOptions};
+use conda_store_engine::image::{self, BaseImage, ImageOptions, LayerCache};
 use conda_store_storage::{ArtifactStore, Key};
 
 use super::{StepArgs, StepLog, StepOutput, build_key};
@@ -40,6 +40,11 @@ pub struct ImageArgs {
     /// Where the layout is assembled before upload (default: the system temp dir).
     #[arg(long, env = "CONDA_STORE_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// A directory where compressed layers are kept for the next image holding the same
+    /// package files (a rebuild), which then copies instead of compressing them. Shared by
+    /// every build; layers unused for 30 days are removed.
+    #[arg(long, env = "CONDA_STORE_IMAGE_CACHE")]
+    pub layer_cache: Option<PathBuf>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -72,6 +77,12 @@ pub async fn run(
         .clone()
         .zip(args.base_ref.clone())
         .map(|(layout, reference)| BaseImage { layout, reference });
+    if let Some(dir) = &args.layer_cache {
+        options.layer_cache = Some(
+            LayerCache::new(dir)
+                .with_context(|| format!("opening the layer cache {}", dir.display()))?,
+        );
+    }
     log.line(format!(
         "building the image of {} at {image_prefix}",
         args.prefix.display()
@@ -83,9 +94,10 @@ pub async fn run(
     .await
     .context("the image task panicked")??;
     log.line(format!(
-        "built {} with {} layers ({} bytes); uploading blobs",
+        "built {} with {} layers ({} from the layer cache, {} bytes); uploading blobs",
         summary.manifest_digest,
         summary.layers.len(),
+        summary.reused_layers,
         summary.total_size
     ));
     let blobs = layout.path().join("blobs/sha256");
@@ -125,6 +137,7 @@ pub async fn run(
         details: serde_json::json!({
             "manifestDigest": summary.manifest_digest,
             "layers": summary.layers.len(),
+            "reusedLayers": summary.reused_layers,
             "blobsUploaded": uploaded,
             "blobsPresent": present,
         }),

@@ -1,0 +1,186 @@
+//! Compressed layers kept between image builds, so the next image holding the same package
+//! files copies a layer instead of compressing it again.
+//!
+//! `<dir>/layers/<first two hex digits>/<key>.json` names the layer a key gives (its digest,
+//! diff_id and size); `<dir>/blobs/<digest hex>` holds the blob, once for every key that gives
+//! it. Both are written to a temporary file and renamed, so builds can share the directory. A
+//! blob is hashed while it is copied into the image and refused (removed, the layer written
+//! again) unless it has the recorded digest and size.
+
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use oci_spec::image::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::{HashWriter, WrittenLayer, tmp_path};
+use crate::cache_dir::PruneSummary;
+
+/// Where kept layers live, and how long an unused one stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerCache {
+    dir: PathBuf,
+    max_age: Duration,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    digest: String,
+    diff_id: String,
+    size: u64,
+}
+
+impl LayerCache {
+    /// Layers unused for this long are removed by [`LayerCache::prune`].
+    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+    /// A cache in `dir`, created if missing.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        fs::create_dir_all(dir.join("blobs"))?;
+        fs::create_dir_all(dir.join("layers"))?;
+        Ok(LayerCache {
+            dir,
+            max_age: Self::DEFAULT_MAX_AGE,
+        })
+    }
+
+    /// Keeps unused layers for `max_age` instead of [`LayerCache::DEFAULT_MAX_AGE`].
+    pub fn with_max_age(mut self, max_age: Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn entry_path(&self, key: &str) -> PathBuf {
+        let shard = key.get(..2).unwrap_or("xx");
+        self.dir
+            .join("layers")
+            .join(shard)
+            .join(format!("{key}.json"))
+    }
+
+    fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("blobs").join(digest.digest())
+    }
+
+    /// The kept layer for `key`, copied into the layout's `blobs` directory and checked; `None`
+    /// when there is none or it was damaged (then it is removed). Marks it used.
+    pub(super) fn get(&self, key: &str, blobs: &Path) -> Option<WrittenLayer> {
+        let entry_path = self.entry_path(key);
+        let entry: Option<Entry> = serde_json::from_slice(&fs::read(&entry_path).ok()?).ok();
+        let entry = match entry {
+            Some(e) => e,
+            None => {
+                let _ = fs::remove_file(&entry_path);
+                return None;
+            }
+        };
+        let layer = (|| {
+            Some(WrittenLayer {
+                digest: Digest::try_from(entry.digest).ok()?,
+                diff_id: Digest::try_from(entry.diff_id).ok()?,
+                size: entry.size,
+                reused: true,
+            })
+        })();
+        let Some(layer) = layer else {
+            let _ = fs::remove_file(&entry_path);
+            return None;
+        };
+        let blob = self.blob_path(&layer.digest);
+        let tmp = tmp_path(blobs);
+        match copy_checked(&blob, &tmp, &layer) {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&blob);
+                let _ = fs::remove_file(&entry_path);
+                return None;
+            }
+            Err(_) => {
+                let _ = fs::remove_file(&tmp);
+                let _ = fs::remove_file(&entry_path);
+                return None;
+            }
+        }
+        if fs::rename(&tmp, blobs.join(layer.digest.digest())).is_err() {
+            let _ = fs::remove_file(&tmp);
+            return None;
+        }
+        // Best effort: a cache whose times cannot be changed still works, its layers just age
+        // as if unused.
+        let now = SystemTime::now();
+        for path in [&entry_path, &blob] {
+            let _ = File::options()
+                .append(true)
+                .open(path)
+                .and_then(|f| f.set_modified(now));
+        }
+        Some(layer)
+    }
+
+    /// Keeps `layer`, written to the layout's `blobs` directory, as the one `key` gives.
+    /// Best effort: a failure only means the next build compresses it again.
+    pub(super) fn put(&self, key: &str, layer: &WrittenLayer, blobs: &Path) {
+        let _ = self.try_put(key, layer, blobs);
+    }
+
+    fn try_put(&self, key: &str, layer: &WrittenLayer, blobs: &Path) -> io::Result<()> {
+        let blob = self.blob_path(&layer.digest);
+        if !blob.exists() {
+            let tmp = tmp_path(&self.dir);
+            let copied = fs::copy(blobs.join(layer.digest.digest()), &tmp)
+                .and_then(|_| fs::rename(&tmp, &blob));
+            if copied.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            copied?;
+        }
+        let entry = Entry {
+            digest: layer.digest.to_string(),
+            diff_id: layer.diff_id.to_string(),
+            size: layer.size,
+        };
+        let path = self.entry_path(key);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        let tmp = tmp_path(&self.dir);
+        let written = serde_json::to_vec(&entry)
+            .map_err(io::Error::other)
+            .and_then(|bytes| fs::write(&tmp, bytes))
+            .and_then(|()| fs::rename(&tmp, &path));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Removes layers and blobs unused for longer than the cache's maximum age, and temporary
+    /// files a stopped build left behind. Files it cannot inspect are kept.
+    pub fn prune(&self) -> io::Result<PruneSummary> {
+        crate::cache_dir::prune(&self.dir, self.max_age)
+    }
+}
+
+/// Copies `blob` to `dest`, hashing it; `Ok(false)` when it is not the layer's digest and size.
+fn copy_checked(blob: &Path, dest: &Path, layer: &WrittenLayer) -> io::Result<bool> {
+    let mut src = BufReader::with_capacity(1 << 20, File::open(blob)?);
+    let mut out = HashWriter::new(BufWriter::with_capacity(1 << 20, File::create(dest)?));
+    io::copy(&mut src, &mut out)?;
+    out.flush()?;
+    let matches = out.len == layer.size
+        && out
+            .digest()
+            .is_ok_and(|d| d.digest() == layer.digest.digest());
+    let file = out.inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(matches)
+}
