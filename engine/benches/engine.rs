@@ -353,24 +353,25 @@ fn main() -> Result<(), Error> {
         ratio: String::new(),
         goal: String::new(),
     });
-    // The rebuild's image, with the layer cache the first prefix's image filled.
-    let cache = LayerCache::new(out.join("layer-cache"))?;
-    let mut cached = ImageOptions::new("bench");
-    cached.layer_cache = Some(cache);
-    let layout = out.join("layout-fill");
-    build_image(&warm_prefix, "/opt/conda/envs/bench", &layout, &cached)?;
-    fs::remove_dir_all(&layout)?;
+    // The rebuild's image, with the layer cache the first prefix's image filled (afresh for
+    // each run, so no run finds the layers of the rebuild itself).
     let mut rebuild_times = Vec::new();
     let mut reused = 0;
     for i in 0..pack_runs {
+        let dir = out.join("layer-cache");
+        let mut cached = ImageOptions::new("bench");
+        cached.layer_cache = Some(LayerCache::new(&dir)?);
+        let fill = out.join("layout-fill");
+        build_image(&warm_prefix, "/opt/conda/envs/bench", &fill, &cached)?;
+        fs::remove_dir_all(&fill)?;
         let layout = out.join(format!("layout-rebuild-{i}"));
         let start = Instant::now();
         let summary = build_image(&rebuild, "/opt/conda/envs/bench", &layout, &cached)?;
         rebuild_times.push(secs(start.elapsed()));
         reused = summary.reused_layers;
         fs::remove_dir_all(&layout)?;
+        fs::remove_dir_all(&dir)?;
     }
-    fs::remove_dir_all(out.join("layer-cache"))?;
     fs::remove_dir_all(&rebuild)?;
     let rebuild_t = median(&rebuild_times);
     let rebuild_mbs = prefix_bytes as f64 / MB / rebuild_t;

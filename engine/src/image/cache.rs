@@ -134,7 +134,12 @@ impl LayerCache {
 
     fn try_put(&self, key: &str, layer: &WrittenLayer, blobs: &Path) -> io::Result<()> {
         let blob = self.blob_path(&layer.digest);
-        if !blob.exists() {
+        // Another key's blob: now used by this one too, so it ages from now.
+        let touched = File::options()
+            .append(true)
+            .open(&blob)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        if touched.is_err() {
             let tmp = tmp_path(&self.dir);
             let copied = fs::copy(blobs.join(layer.digest.digest()), &tmp)
                 .and_then(|_| fs::rename(&tmp, &blob));
