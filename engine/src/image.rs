@@ -868,11 +868,11 @@ fn write_layer(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<WrittenLayer,
 }
 
 /// sha256 over everything a layer's bytes follow from: the format, where the prefix is in the
-/// image (and, for files rewritten, where it was installed), the compression, and each path's (and parent's) kind,
-/// mode, symlink target, and for files size, inode, time (to the nanosecond) and how it
-/// embeds the prefix.
-/// A file's inode and time stand for its contents: installs link a package's files from the
-/// shared package cache, so another environment's copy of the same file has the same ones.
+/// image, the compression, and each path's (and parent's) kind, mode, relocated symlink
+/// target, and for files that embed the install path the digest of their rewritten content,
+/// for other files size, inode and time (to the nanosecond). A file's inode and time stand for
+/// its contents: installs link a package's files from the shared package cache, so another
+/// environment's copy of the same file has the same ones.
 fn layer_key(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<String, ImageError> {
     use std::os::unix::fs::MetadataExt;
     let mut h = Sha256::new();
@@ -880,11 +880,6 @@ fn layer_key(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<String, ImageEr
         "conda-store-image-layer/1\n{}\n{}\n{}\n",
         ctx.image_rel, ctx.level, ctx.keep_dir_modes
     ));
-    // Where the prefix was installed only matters to what is rewritten: each build installs
-    // somewhere else, and the rest of its layers are the same.
-    let from = ctx.relocation.map_or(String::new(), |r| {
-        String::from_utf8_lossy(&r.from).into_owned()
-    });
     if let Some(r) = ctx.relocation {
         h.update(&r.to);
     }
@@ -916,18 +911,26 @@ fn layer_key(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<String, ImageEr
             };
             format!("\0l\0{}", target.display())
         } else if ft.is_file() {
-            let rewritten = match ctx.prefix_files.get(rel) {
-                Some(mode) if ctx.relocation.is_some() => format!("{mode:?} from {from}"),
-                _ => String::new(),
-            };
-            format!(
-                "\0f\0{:o}\0{}\0{}\0{}.{:09}\0{rewritten}",
-                meta.mode() & 0o7777,
-                meta.len(),
-                meta.ino(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-            )
+            match ctx.relocation.zip(ctx.prefix_files.get(rel)) {
+                // Each build installs somewhere else, so a file that embeds the install path is
+                // a new copy every time: what the layer holds is its rewritten content.
+                Some((r, mode)) => {
+                    let data = std::fs::read(&path).map_err(read_err)?;
+                    let digest = relocate(&data, r, *mode).map_or_else(
+                        || "cannot be rewritten".to_string(),
+                        |d| hex(&Sha256::digest(&d)),
+                    );
+                    format!("\0r\0{:o}\0{digest}", meta.mode() & 0o7777)
+                }
+                None => format!(
+                    "\0f\0{:o}\0{}\0{}\0{}.{:09}",
+                    meta.mode() & 0o7777,
+                    meta.len(),
+                    meta.ino(),
+                    meta.mtime(),
+                    meta.mtime_nsec(),
+                ),
+            }
         } else {
             format!("\0d\0{:o}", meta.mode() & 0o7777)
         };

@@ -505,11 +505,13 @@ fn a_layer_cache_changes_no_digest_and_serves_the_next_build() {
         assert_eq!(inspect["Layers"].as_array().unwrap().len(), 4);
     }
 
-    // Another environment of the same package, its files linked from the same place as an
-    // install links them from the package cache: libfoo's layer is reused.
+    // Another environment, installed elsewhere, of the same packages: libfoo's files linked from
+    // the same place as an install links them from the package cache, tool's rewritten for
+    // the new location. Both layers are reused.
     let other = dir.path().join("volume/other");
     install_libfoo(&other);
-    for f in ["lib/libfoo.so.2", "include/foo.h"] {
+    install_tool(&other);
+    for f in ["lib/libfoo.so.2", "include/foo.h", "share/tool/data.txt"] {
         std::fs::remove_file(other.join(f)).unwrap();
         std::fs::hard_link(prefix.join(f), other.join(f)).unwrap();
     }
@@ -520,7 +522,11 @@ fn a_layer_cache_changes_no_digest_and_serves_the_next_build() {
         packages_layer(&cached_other, "libfoo-2.1-h0_0"),
         packages_layer(&plain, "libfoo-2.1-h0_0")
     );
-    assert_eq!(cached_other.reused_layers, 1, "libfoo's");
+    assert_eq!(
+        packages_layer(&cached_other, "tool-1.0-h0_0"),
+        packages_layer(&plain, "tool-1.0-h0_0")
+    );
+    assert_eq!(cached_other.reused_layers, 2, "libfoo's and tool's");
 }
 
 #[test]
