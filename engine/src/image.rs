@@ -859,11 +859,11 @@ fn write_layer(ctx: &LayerContext<'_>, plan: &LayerPlan) -> Result<WrittenLayer,
         return write_new_layer(ctx, plan);
     };
     let key = layer_key(ctx, plan)?;
-    if let Some(layer) = cache.get(&key, ctx.blobs) {
+    if let Some(layer) = cache.layer(&key, ctx.blobs) {
         return Ok(layer);
     }
     let layer = write_new_layer(ctx, plan)?;
-    cache.put(&key, &layer, ctx.blobs);
+    cache.keep_layer(&key, &layer, ctx.blobs);
     Ok(layer)
 }
 

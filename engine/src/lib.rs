@@ -4,7 +4,7 @@
 //! archive of it and `image` an OCI image. `channel` writes and indexes local channels (test
 //! fixtures, benchmark repodata).
 
-mod cache_dir;
+pub mod cache_dir;
 pub mod channel;
 pub mod image;
 pub mod install;

@@ -83,7 +83,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-pub use cache::{PruneSummary, SegmentCache};
+pub use cache::SegmentCache;
 
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
 use crate::relocate::{find_c_string, replace_binary, replace_text};

@@ -528,7 +528,7 @@ fn pack_cached(
 /// The segment files the cache holds.
 fn cached_segments(cache: &pack::SegmentCache) -> Vec<PathBuf> {
     let mut files = Vec::new();
-    for shard in fs::read_dir(cache.dir()).unwrap() {
+    for shard in fs::read_dir(cache.dir().join("segments")).unwrap() {
         let shard = shard.unwrap().path();
         if shard.is_dir() {
             files.extend(fs::read_dir(&shard).unwrap().map(|e| e.unwrap().path()));

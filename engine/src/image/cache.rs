@@ -10,20 +10,16 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
 use super::{HashWriter, WrittenLayer, tmp_path};
-use crate::cache_dir::PruneSummary;
+use crate::cache_dir::CacheDir;
 
 /// Where kept layers live, and how long an unused one stays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerCache {
-    dir: PathBuf,
-    max_age: Duration,
-}
+pub type LayerCache = CacheDir;
 
 #[derive(Serialize, Deserialize)]
 struct Entry {
@@ -32,47 +28,18 @@ struct Entry {
     size: u64,
 }
 
-impl LayerCache {
-    /// Layers unused for this long are removed by [`LayerCache::prune`].
-    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-
-    /// A cache in `dir`, created if missing.
-    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
-        let dir = dir.into();
-        fs::create_dir_all(dir.join("blobs"))?;
-        fs::create_dir_all(dir.join("layers"))?;
-        Ok(LayerCache {
-            dir,
-            max_age: Self::DEFAULT_MAX_AGE,
-        })
-    }
-
-    /// Keeps unused layers for `max_age` instead of [`LayerCache::DEFAULT_MAX_AGE`].
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
+impl CacheDir {
     fn entry_path(&self, key: &str) -> PathBuf {
-        let shard = key.get(..2).unwrap_or("xx");
-        self.dir
-            .join("layers")
-            .join(shard)
-            .join(format!("{key}.json"))
+        self.sharded("layers", key, &format!("{key}.json"))
     }
 
     fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.dir.join("blobs").join(digest.digest())
+        self.dir().join("blobs").join(digest.digest())
     }
 
     /// The kept layer for `key`, copied into the layout's `blobs` directory and checked; `None`
     /// when there is none or it was damaged (then it is removed). Marks it used.
-    pub(super) fn get(&self, key: &str, blobs: &Path) -> Option<WrittenLayer> {
+    pub(super) fn layer(&self, key: &str, blobs: &Path) -> Option<WrittenLayer> {
         let entry_path = self.entry_path(key);
         let entry: Option<Entry> = serde_json::from_slice(&fs::read(&entry_path).ok()?).ok();
         let entry = match entry {
@@ -128,19 +95,20 @@ impl LayerCache {
 
     /// Keeps `layer`, written to the layout's `blobs` directory, as the one `key` gives.
     /// Best effort: a failure only means the next build compresses it again.
-    pub(super) fn put(&self, key: &str, layer: &WrittenLayer, blobs: &Path) {
-        let _ = self.try_put(key, layer, blobs);
+    pub(super) fn keep_layer(&self, key: &str, layer: &WrittenLayer, blobs: &Path) {
+        let _ = self.try_keep_layer(key, layer, blobs);
     }
 
-    fn try_put(&self, key: &str, layer: &WrittenLayer, blobs: &Path) -> io::Result<()> {
+    fn try_keep_layer(&self, key: &str, layer: &WrittenLayer, blobs: &Path) -> io::Result<()> {
         let blob = self.blob_path(&layer.digest);
+        fs::create_dir_all(self.dir().join("blobs"))?;
         // Another key's blob: now used by this one too, so it ages from now.
         let touched = File::options()
             .append(true)
             .open(&blob)
             .and_then(|f| f.set_modified(SystemTime::now()));
         if touched.is_err() {
-            let tmp = tmp_path(&self.dir);
+            let tmp = tmp_path(self.dir());
             let copied = fs::copy(blobs.join(layer.digest.digest()), &tmp)
                 .and_then(|_| fs::rename(&tmp, &blob));
             if copied.is_err() {
@@ -157,7 +125,7 @@ impl LayerCache {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
-        let tmp = tmp_path(&self.dir);
+        let tmp = tmp_path(self.dir());
         let written = serde_json::to_vec(&entry)
             .map_err(io::Error::other)
             .and_then(|bytes| fs::write(&tmp, bytes))
@@ -166,12 +134,6 @@ impl LayerCache {
             let _ = fs::remove_file(&tmp);
         }
         written
-    }
-
-    /// Removes layers and blobs unused for longer than the cache's maximum age, and temporary
-    /// files a stopped build left behind. Files it cannot inspect are kept.
-    pub fn prune(&self) -> io::Result<PruneSummary> {
-        crate::cache_dir::prune(&self.dir, self.max_age)
     }
 }
 

@@ -2,7 +2,7 @@
 //! files copies them instead of compressing them again.
 //!
 //! A segment is stored under its key (see `plan::segment_key`), as
-//! `<dir>/<first two hex digits>/<key>.<tar.zst|tar.gz>`: the compressed bytes, then a trailer
+//! `<dir>/segments/<first two hex digits>/<key>.<tar.zst|tar.gz>`: the compressed bytes, then a trailer
 //! of their sha256 and a magic string. It is written to a temporary file in the cache and
 //! renamed into place: several packs may share the directory (Jobs on a shared volume), and two
 //! that compress the same segment write the same bytes. Before a kept segment is used its
@@ -11,10 +11,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::PathBuf;
+use std::time::SystemTime;
 
-pub use crate::cache_dir::PruneSummary;
+use crate::cache_dir::CacheDir;
 
 use sha2::{Digest, Sha256};
 use tempfile::NamedTempFile;
@@ -22,49 +22,22 @@ use tempfile::NamedTempFile;
 use super::{Compression, HashingWriter};
 
 /// Where kept segments live, and how long an unused one stays.
-#[derive(Debug, Clone)]
-pub struct SegmentCache {
-    dir: PathBuf,
-    max_age: Duration,
-}
+pub type SegmentCache = CacheDir;
 
-impl SegmentCache {
-    /// Segments unused for this long are removed by [`SegmentCache::prune`].
-    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-
-    /// A cache in `dir`, created if missing.
-    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
-        let dir = dir.into();
-        fs::create_dir_all(&dir)?;
-        Ok(SegmentCache {
-            dir,
-            max_age: Self::DEFAULT_MAX_AGE,
-        })
-    }
-
-    /// Keeps unused segments for `max_age` instead of [`SegmentCache::DEFAULT_MAX_AGE`].
-    pub fn with_max_age(mut self, max_age: Duration) -> Self {
-        self.max_age = max_age;
-        self
-    }
-
-    /// The cache directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn path(&self, key: &str, compression: Compression) -> PathBuf {
-        let shard = key.get(..2).unwrap_or("xx");
-        self.dir
-            .join(shard)
-            .join(format!("{key}.{}", compression.extension()))
+impl CacheDir {
+    fn segment_path(&self, key: &str, compression: Compression) -> PathBuf {
+        self.sharded(
+            "segments",
+            key,
+            &format!("{key}.{}", compression.extension()),
+        )
     }
 
     /// The kept segment for `key`, checked and positioned at its start, with the length of
     /// its compressed bytes (the trailer follows them); `None` when there is none or it was
     /// damaged (then it is removed). Marks it used.
-    pub(super) fn get(&self, key: &str, compression: Compression) -> Option<(File, u64)> {
-        let path = self.path(key, compression);
+    pub(super) fn segment(&self, key: &str, compression: Compression) -> Option<(File, u64)> {
+        let path = self.segment_path(key, compression);
         let mut file = File::open(&path).ok()?;
         match verify(&mut file) {
             Ok(len) => {
@@ -80,23 +53,23 @@ impl SegmentCache {
         }
     }
 
-    /// A temporary file in the cache to write a segment into, for [`SegmentCache::put`].
-    pub(super) fn temp(&self) -> io::Result<Pending> {
+    /// A temporary file in the cache to write a segment into, for [`CacheDir::keep_segment`].
+    pub(super) fn segment_temp(&self) -> io::Result<Pending> {
         let file = tempfile::Builder::new()
             .prefix(".segment-")
-            .tempfile_in(&self.dir)?;
+            .tempfile_in(self.dir())?;
         Ok(HashingWriter::new(file))
     }
 
     /// Stores `pending`, written whole, as the segment for `key`; returns it positioned at its
     /// start, with the length of its compressed bytes.
-    pub(super) fn put(
+    pub(super) fn keep_segment(
         &self,
         key: &str,
         compression: Compression,
         mut pending: Pending,
     ) -> io::Result<(File, u64)> {
-        let path = self.path(key, compression);
+        let path = self.segment_path(key, compression);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent)?;
         }
@@ -107,12 +80,6 @@ impl SegmentCache {
         let mut file = pending.inner.persist(&path).map_err(|e| e.error)?;
         file.rewind()?;
         Ok((file, pending.bytes))
-    }
-
-    /// Removes segments unused for longer than the cache's maximum age, and temporary files a
-    /// stopped pack left behind. Files it cannot inspect are kept.
-    pub fn prune(&self) -> io::Result<PruneSummary> {
-        crate::cache_dir::prune(&self.dir, self.max_age)
     }
 }
 

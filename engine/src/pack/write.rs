@@ -167,17 +167,17 @@ fn copy_in_order<W: Write>(
 fn produce(job: &Job, segment: &Segment) -> Result<Ready, PackError> {
     let threads = (segment.bytes > SHARED_BYTES).then(|| job.threads() as u32);
     if let (Some(cache), Some(key)) = (job.cache, &segment.key) {
-        if let Some((file, len)) = cache.get(key, job.compression) {
+        if let Some((file, len)) = cache.segment(key, job.compression) {
             return Ok(Ready {
                 file,
                 len,
                 reused: true,
             });
         }
-        if let Ok(mut pending) = cache.temp() {
+        if let Ok(mut pending) = cache.segment_temp() {
             match compress(job, &segment.entries, None, &mut pending, threads) {
                 Ok(()) => {
-                    if let Ok((file, len)) = cache.put(key, job.compression, pending) {
+                    if let Ok((file, len)) = cache.keep_segment(key, job.compression, pending) {
                         return Ok(Ready {
                             file,
                             len,
