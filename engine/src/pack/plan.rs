@@ -97,6 +97,7 @@ fn read_entry(path: &Path, rel: &Path, embedded: &str) -> Result<Entry, PackErro
         source,
     };
     let meta = fs::symlink_metadata(path).map_err(io_err)?;
+    let modified = meta.modified().ok();
     let ty = meta.file_type();
     if !ty.is_dir() && rel == Path::new("bin") {
         return Err(PackError::Unsupported {
@@ -125,10 +126,8 @@ fn read_entry(path: &Path, rel: &Path, embedded: &str) -> Result<Entry, PackErro
         } else {
             mode_of(&meta)
         },
-        mtime: mtime_of(meta.modified().ok()),
-        mtime_nanos: meta
-            .modified()
-            .ok()
+        mtime: mtime_of(modified),
+        mtime_nanos: modified
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.subsec_nanos()),
         ino: inode(&meta),
