@@ -73,7 +73,7 @@ mod cache;
 mod plan;
 mod write;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -421,7 +421,8 @@ pub fn pack_with_cache(
     }
     let packages = read_installed(prefix_dir)?;
     let entries = plan::walk(prefix_dir, &embedded)?;
-    let rewrite = files_to_rewrite(&packages, &entries)?;
+    let index = plan::index(&entries);
+    let rewrite = files_to_rewrite(&packages, &entries, &index)?;
     let manifest = manifest_text(&embedded, &rewrite);
 
     let mut summary = PackSummary {
@@ -444,7 +445,7 @@ pub fn pack_with_cache(
             }
         }
     }
-    let segments = plan::plan(entries, &packages, &rewrite, &compression.tag());
+    let segments = plan::plan(&entries, &index, &packages, &rewrite, &compression.tag());
     let job = write::Job {
         prefix_dir,
         compression,
@@ -573,20 +574,20 @@ fn new_location(dir: &Path) -> Result<String, PackError> {
 }
 
 /// The files that embed the prefix, by path, after checking that every file the records list
-/// was walked (`entries`). A path two packages list with different modes is treated as binary:
+/// was walked (`entries`, by path in `index`). A path two packages list with different modes is treated as binary:
 /// a binary replacement never changes a file's length, a text one would corrupt a real binary.
 fn files_to_rewrite(
     packages: &[InstalledPackage],
     entries: &[plan::Entry],
+    index: &plan::Index,
 ) -> Result<Vec<(String, FileMode)>, PackError> {
-    let walked: HashMap<&Path, &plan::Kind> =
-        entries.iter().map(|e| (e.rel.as_path(), &e.kind)).collect();
+    let walked = |path: &str| index.get(Path::new(path)).map(|&i| &entries[i].kind);
     let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
     let mut rewrite = BTreeMap::new();
     for pkg in packages {
         for file in &pkg.files {
             let path = Path::new(file.as_str());
-            if !walked.contains_key(path) && !generated.contains(&path) {
+            if walked(file).is_none() && !generated.contains(&path) {
                 return Err(PackError::MissingFile {
                     path: file.clone(),
                     record: pkg.record.clone(),
@@ -594,7 +595,7 @@ fn files_to_rewrite(
             }
         }
         for pf in &pkg.prefix_files {
-            match walked.get(Path::new(pf.path.as_str())) {
+            match walked(&pf.path) {
                 // A symlink's target is rewritten when it is listed itself.
                 Some(plan::Kind::Symlink(_)) => continue,
                 Some(plan::Kind::File(_)) => {}

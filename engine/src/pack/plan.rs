@@ -145,6 +145,18 @@ fn inode(_: &fs::Metadata) -> u64 {
     0
 }
 
+/// The walked entries by path, to their position.
+pub(super) type Index<'a> = HashMap<&'a Path, usize>;
+
+/// Indexes `entries` by path.
+pub(super) fn index(entries: &[Entry]) -> Index<'_> {
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.rel.as_path(), i))
+        .collect()
+}
+
 /// Cuts the walked entries into segments, in archive order:
 ///
 /// 1. every directory (so each exists, with its mode, before anything lands in it);
@@ -154,18 +166,15 @@ fn inode(_: &fs::Metadata) -> u64 {
 /// 3. everything else in walk order: symlinks, files that embed the prefix (their bytes name
 ///    this environment), files of no package (conda-meta records) or of two.
 ///
-/// `tag` names the compression and its settings; it is part of every key.
+/// `index` is [`index`] of `entries`; `tag` names the compression and its settings, part of
+/// every key.
 pub(super) fn plan(
-    entries: Vec<Entry>,
+    entries: &[Entry],
+    index: &Index,
     packages: &[InstalledPackage],
     rewrite: &[(String, FileMode)],
     tag: &str,
 ) -> Vec<Segment> {
-    let index: HashMap<&Path, usize> = entries
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.rel.as_path(), i))
-        .collect();
     let rewrite: HashSet<&Path> = rewrite.iter().map(|(p, _)| Path::new(p.as_str())).collect();
     let mut claims: HashMap<usize, u32> = HashMap::new();
     for pkg in packages {
@@ -190,7 +199,6 @@ pub(super) fn plan(
                 .collect()
         })
         .collect();
-    drop(index);
 
     let mut taken = vec![false; entries.len()];
     let mut segments = Vec::new();
@@ -201,23 +209,23 @@ pub(super) fn plan(
         taken[i] = true;
     }
     if !dirs.is_empty() {
-        segments.push(segment(&entries, &dirs, None));
+        segments.push(segment(entries, &dirs, None));
     }
     for (pkg, files) in packages.iter().zip(&owned) {
         let id = match &pkg.sha256 {
             Some(sha) => format!("sha256:{sha}"),
             None => format!("record:{}", pkg.record),
         };
-        for run in runs(&entries, files) {
+        for run in runs(entries, files) {
             for &i in run {
                 taken[i] = true;
             }
-            segments.push(segment(&entries, run, Some((tag, &id))));
+            segments.push(segment(entries, run, Some((tag, &id))));
         }
     }
     let rest: Vec<usize> = (0..entries.len()).filter(|&i| !taken[i]).collect();
-    for run in runs(&entries, &rest) {
-        segments.push(segment(&entries, run, None));
+    for run in runs(entries, &rest) {
+        segments.push(segment(entries, run, None));
     }
     segments
 }
@@ -316,6 +324,15 @@ mod tests {
         }
     }
 
+    fn plan_of(
+        entries: Vec<Entry>,
+        packages: &[InstalledPackage],
+        rewrite: &[(String, FileMode)],
+        tag: &str,
+    ) -> Vec<Segment> {
+        plan(&entries, &index(&entries), packages, rewrite, tag)
+    }
+
     fn names(s: &Segment) -> Vec<&str> {
         s.entries.iter().map(|e| e.rel.to_str().unwrap()).collect()
     }
@@ -349,7 +366,7 @@ mod tests {
             pkg("b", &["bin/b", "lib/shared"]),
         ];
         let rewrite = [("bin/b".to_string(), FileMode::Text)];
-        let segments = plan(walked(), &packages, &rewrite, "zstd-3");
+        let segments = plan_of(walked(), &packages, &rewrite, "zstd-3");
         let got: Vec<Vec<&str>> = segments.iter().map(names).collect();
         assert_eq!(
             got,
@@ -378,7 +395,7 @@ mod tests {
     fn keys_follow_the_files_metadata_package_and_compression() {
         let packages = [pkg("a", &["bin/a", "lib/liba.so"])];
         let key = |entries: Vec<Entry>, packages: &[InstalledPackage], tag: &str| {
-            plan(entries, packages, &[], tag)[1].key.clone().unwrap()
+            plan_of(entries, packages, &[], tag)[1].key.clone().unwrap()
         };
         let base = key(walked(), &packages, "zstd-3");
         assert_eq!(base, key(walked(), &packages, "zstd-3"), "stable");
@@ -414,7 +431,7 @@ mod tests {
             file("e", 1, 5),
         ];
         let packages = [pkg("p", &["a", "b", "c", "d", "e"])];
-        let segments = plan(entries, &packages, &[], "t");
+        let segments = plan_of(entries, &packages, &[], "t");
         let got: Vec<Vec<&str>> = segments.iter().map(names).collect();
         assert_eq!(got, [vec!["a"], vec!["b"], vec!["c"], vec!["d", "e"]]);
     }
