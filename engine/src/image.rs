@@ -42,6 +42,7 @@ use oci_spec::image::{
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::hashing::HashingWriter;
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
 
 mod cache;
@@ -757,41 +758,9 @@ fn write_layers(
     }
 }
 
-/// Hashes and counts what passes through to `inner`.
-struct HashWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> HashWriter<W> {
-    fn new(inner: W) -> Self {
-        Self {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-
-    fn digest(&self) -> Result<Digest, ImageError> {
-        Ok(Digest::try_from(format!(
-            "sha256:{}",
-            hex(&self.hasher.clone().finalize())
-        ))?)
-    }
-}
-
-impl<W: Write> Write for HashWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
+/// The sha256 of what passed through `w`, as an OCI digest.
+fn digest_of<W>(w: &HashingWriter<W>) -> Result<Digest, ImageError> {
+    Ok(Digest::try_from(format!("sha256:{}", w.hex()))?)
 }
 
 /// Reads exactly `remaining` bytes of a file (the size written in its tar header), remembering
@@ -960,11 +929,11 @@ fn write_layer_to(
         source,
     };
     let file = File::create(tmp).map_err(write_err)?;
-    let compressed = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let compressed = HashingWriter::new(BufWriter::with_capacity(1 << 20, file));
     let gz = GzBuilder::new()
         .operating_system(255)
         .write(compressed, Compression::new(ctx.level));
-    let mut tar = tar::Builder::new(HashWriter::new(gz));
+    let mut tar = tar::Builder::new(HashingWriter::new(gz));
 
     // Every entry with its parents, sorted so the archive does not depend on walk order; a
     // parent sorts before its children since it is their prefix.
@@ -1073,11 +1042,11 @@ fn write_layer_to(
     }
 
     let uncompressed = tar.into_inner().map_err(write_err)?;
-    let diff_id = uncompressed.digest()?;
+    let diff_id = digest_of(&uncompressed)?;
     let gz = uncompressed.inner;
     let mut compressed = gz.finish().map_err(write_err)?;
     compressed.flush().map_err(write_err)?;
-    let digest = compressed.digest()?;
+    let digest = digest_of(&compressed)?;
     let size = compressed.len;
     let file = compressed
         .inner
@@ -1475,13 +1444,13 @@ fn copy_blob(layout: &Path, desc: &Descriptor, blobs: &Path) -> Result<(), Image
     let mut input = File::open(&src).map_err(|e| base_err(format!("cannot read layer: {e}")))?;
     let tmp = tmp_path(blobs);
     let mut out = if same {
-        HashWriter::new(Sink::Discard)
+        HashingWriter::new(Sink::Discard)
     } else {
         let f = File::create(&tmp).map_err(|source| ImageError::Write {
             path: tmp.clone(),
             source,
         })?;
-        HashWriter::new(Sink::To(BufWriter::new(f)))
+        HashingWriter::new(Sink::To(BufWriter::new(f)))
     };
     let copied = copy_checked(&mut input, &mut out).map_err(|(read_side, e)| {
         if read_side {
@@ -1494,7 +1463,7 @@ fn copy_blob(layout: &Path, desc: &Descriptor, blobs: &Path) -> Result<(), Image
         }
     });
     let check = copied.and_then(|()| {
-        if out.digest()?.digest() != desc.digest().digest() || out.len != desc.size() {
+        if digest_of(&out)?.digest() != desc.digest().digest() || out.len != desc.size() {
             return Err(base_err(
                 "layer is corrupt: its content does not match its digest or size".into(),
             ));

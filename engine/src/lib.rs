@@ -6,6 +6,7 @@
 
 pub mod cache_dir;
 pub mod channel;
+mod hashing;
 pub mod image;
 pub mod install;
 pub mod lockfile;

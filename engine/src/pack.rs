@@ -81,10 +81,10 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 pub use cache::SegmentCache;
 
+use crate::hashing::HashingWriter;
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
 use crate::relocate::{find_c_string, replace_binary, replace_text};
 
@@ -752,42 +752,6 @@ impl<R: Read> Read for ExactReader<R> {
         }
         self.remaining -= n as u64;
         Ok(n)
-    }
-}
-
-/// Counts and hashes what passes through to the output.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    bytes: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Flushes the output; returns the byte count and the hex sha256.
-    fn finish(mut self) -> io::Result<(u64, String)> {
-        self.inner.flush()?;
-        Ok((self.bytes, format!("{:x}", self.hasher.finalize())))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -15,8 +15,9 @@ use std::time::SystemTime;
 use oci_spec::image::Digest;
 use serde::{Deserialize, Serialize};
 
-use super::{HashWriter, WrittenLayer, tmp_path};
+use super::{WrittenLayer, digest_of, tmp_path};
 use crate::cache_dir::CacheDir;
+use crate::hashing::HashingWriter;
 
 /// Where kept layers live, and how long an unused one stays.
 pub type LayerCache = CacheDir;
@@ -140,13 +141,11 @@ impl CacheDir {
 /// Copies `blob` to `dest`, hashing it; `Ok(false)` when it is not the layer's digest and size.
 fn copy_checked(blob: &Path, dest: &Path, layer: &WrittenLayer) -> io::Result<bool> {
     let mut src = BufReader::with_capacity(1 << 20, File::open(blob)?);
-    let mut out = HashWriter::new(BufWriter::with_capacity(1 << 20, File::create(dest)?));
+    let mut out = HashingWriter::new(BufWriter::with_capacity(1 << 20, File::create(dest)?));
     io::copy(&mut src, &mut out)?;
     out.flush()?;
-    let matches = out.len == layer.size
-        && out
-            .digest()
-            .is_ok_and(|d| d.digest() == layer.digest.digest());
+    let matches =
+        out.len == layer.size && digest_of(&out).is_ok_and(|d| d.digest() == layer.digest.digest());
     let file = out.inner.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     Ok(matches)

@@ -16,10 +16,11 @@ use std::time::SystemTime;
 
 use crate::cache_dir::CacheDir;
 
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 use tempfile::NamedTempFile;
 
-use super::{Compression, HashingWriter};
+use super::Compression;
+use crate::hashing::HashingWriter;
 
 /// Where kept segments live, and how long an unused one stays.
 pub type SegmentCache = CacheDir;
@@ -79,7 +80,7 @@ impl CacheDir {
         file.write_all(MAGIC)?;
         let mut file = pending.inner.persist(&path).map_err(|e| e.error)?;
         file.rewind()?;
-        Ok((file, pending.bytes))
+        Ok((file, pending.len))
     }
 }
 
@@ -98,27 +99,13 @@ fn verify(file: &mut File) -> io::Result<u64> {
         .checked_sub((32 + MAGIC.len()) as u64)
         .filter(|&n| n > 0)
         .ok_or_else(|| invalid("too short"))?;
-    let mut hasher = Sha256::new();
-    let copied = io::copy(&mut (&mut *file).take(len), &mut HashInto(&mut hasher))?;
+    let mut hashed = HashingWriter::new(io::sink());
+    let copied = io::copy(&mut (&mut *file).take(len), &mut hashed)?;
     let mut trailer = [0; 40];
     file.read_exact(&mut trailer)?;
-    if copied != len || &trailer[32..] != MAGIC || trailer[..32] != hasher.finalize()[..] {
+    if copied != len || &trailer[32..] != MAGIC || trailer[..32] != hashed.hasher.finalize()[..] {
         return Err(invalid("damaged"));
     }
     file.rewind()?;
     Ok(len)
-}
-
-/// Feeds what is written to a hasher.
-struct HashInto<'a>(&'a mut Sha256);
-
-impl Write for HashInto<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
