@@ -162,6 +162,8 @@ impl App {
             writers.specifications,
         );
         let app = self.clone();
+        tokio::spawn(async move { app.keep_revocations().await });
+        let app = self.clone();
         tokio::spawn(async move {
             let _ = app.namespaces.wait_until_ready().await;
             let _ = app.environments.wait_until_ready().await;
@@ -171,6 +173,29 @@ impl App {
             tracing::info!("caches filled");
             app.keep_index().await;
         });
+    }
+
+    /// Reads the revoked tokens every replica recorded, every few seconds.
+    async fn keep_revocations(self: Arc<Self>) {
+        loop {
+            match self
+                .index
+                .revoked_tokens(jiff::Timestamp::now().as_second())
+                .await
+            {
+                Ok(jtis) => self.auth.set_revoked(jtis),
+                Err(e) => tracing::warn!(error = %e, "reading revoked tokens"),
+            }
+            tokio::time::sleep(Duration::from_secs(3)).await;
+        }
+    }
+
+    /// Revokes the token `jti` (valid until `exp`): refused here at once, by every replica
+    /// within seconds.
+    pub async fn revoke(&self, jti: &str, exp: i64) -> ApiResult<()> {
+        self.index.revoke_token(jti, exp).await?;
+        self.auth.revoke_locally(jti);
+        Ok(())
     }
 
     /// Keeps the SQL index up to date: ids for every object, packages of completed builds.
@@ -439,8 +464,23 @@ pub fn artifact_key(b: &Build, kind: ArtifactKind) -> Option<String> {
         .as_ref()?
         .artifacts
         .iter()
-        .find(|a| a.kind == kind)
+        .find(|a| a.kind == kind && owns_key(b, &a.key))
         .map(|a| a.key.clone())
+}
+
+/// Whether `key` lies under the build's own storage prefix (`builds/<namespace>/<build>/`).
+/// Only those keys are served for it, whatever its status says: storage is shared by every
+/// team, and a status is only as trustworthy as whoever could write it.
+pub fn owns_key(b: &Build, key: &str) -> bool {
+    let prefix = format!(
+        "{}/",
+        conda_store_crds::labels::build_key(&b.namespace().unwrap_or_default(), &b.name_any())
+    );
+    key.strip_prefix(&prefix).is_some_and(|rest| {
+        !rest
+            .split('/')
+            .any(|s| s == ".." || s == "." || s.is_empty())
+    })
 }
 
 /// The names list rows are made with, gathered once per rebuild: with a thousand

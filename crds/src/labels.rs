@@ -11,6 +11,9 @@ pub const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGER: &str = "conda-store";
 /// On Jobs (and their pods): the Build's object name.
 pub const BUILD: &str = "conda.store/build";
+/// On Jobs (and their pods): the Build's uid. A Job is trusted as a build's only when it
+/// matches: a name alone can be taken by anyone who may create Jobs there.
+pub const BUILD_UID: &str = "conda.store/build-uid";
 /// On Jobs (and their pods): the step they run.
 pub const STEP: &str = "conda.store/step";
 /// On Kubernetes namespaces: the conda-store Namespace they hold. On Jobs (and their pods):

@@ -129,9 +129,14 @@ fn looks_derived(s: &str) -> bool {
 
 /// The first ten hex digits of the sha256 of `name`: what derived names end with.
 pub fn short_hash(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
+    hash_hex(name, HASH_LEN)
+}
+
+/// The first `len` hex digits of the sha256 of `s`.
+pub fn hash_hex(s: &str, len: usize) -> String {
+    let digest = Sha256::digest(s.as_bytes());
     let mut hex = crate::hex(&digest);
-    hex.truncate(HASH_LEN);
+    hex.truncate(len);
     hex
 }
 

@@ -102,21 +102,22 @@ async fn lockfile_text(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
 }
 
 async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
-    let ns = b.namespace().unwrap_or_default();
     let stored: Vec<String> = b
         .status
         .as_ref()
         .map(|s| {
             s.artifacts
                 .iter()
-                .filter(|a| a.kind == ArtifactKind::Logs)
+                .filter(|a| a.kind == ArtifactKind::Logs && crate::app::owns_key(b, &a.key))
                 .map(|a| a.key.clone())
                 .collect()
         })
         .unwrap_or_default();
-    // Step pods run in the build's namespace or in the operator's shared job namespace:
-    // looked for everywhere, by their labels.
-    let all_pods: Api<Pod> = Api::all(app.client.clone());
+    let jobs = b
+        .status
+        .as_ref()
+        .map(|s| s.jobs.clone())
+        .unwrap_or_default();
     let mut out = String::new();
     for step in BuildStep::ALL {
         let suffix = format!("/logs/{}.log", step.as_str());
@@ -125,34 +126,27 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
                 String::from_utf8_lossy(&app.storage.get_bytes(&Key::new(key)?).await?)
                     .into_owned(),
             )
-        } else if !crate::views::build_phase(b).is_terminal() {
-            // Still running: the step's pod log so far.
-            let selector = format!(
-                "{}={},{}={}",
-                conda_store_crds::labels::BUILD,
-                b.name_any(),
-                conda_store_crds::labels::STEP,
-                step.as_str()
-            );
-            let list = all_pods
-                .list(&ListParams::default().labels(&selector))
+        } else if !crate::views::build_phase(b).is_terminal()
+            && let Some(job) = jobs.iter().find(|j| j.step == step)
+        {
+            // Still running: the log so far of the newest pod that the step's Job (the one
+            // the operator recorded, by uid) controls. Pods are never found by their labels
+            // alone: anyone who may create pods can label one like a build step.
+            let pods: Api<Pod> = Api::namespaced(app.client.clone(), &job.namespace);
+            let list = pods
+                .list(&ListParams::default().labels(&format!("controller-uid={}", job.uid)))
                 .await?;
-            // Pods made before the namespace label run in the build's namespace.
-            let of_build = |p: &&Pod| match p.labels().get(conda_store_crds::labels::NAMESPACE) {
-                Some(n) => *n == ns,
-                None => p.namespace().as_deref() == Some(ns.as_str()),
-            };
             match list
                 .items
                 .iter()
-                .filter(of_build)
+                .filter(|p| {
+                    p.owner_references()
+                        .iter()
+                        .any(|o| o.kind == "Job" && o.controller == Some(true) && o.uid == job.uid)
+                })
                 .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
             {
-                Some(pod) => {
-                    let pods: Api<Pod> =
-                        Api::namespaced(app.client.clone(), &pod.namespace().unwrap_or_default());
-                    pods.logs(&pod.name_any(), &LogParams::default()).await.ok()
-                }
+                Some(pod) => pods.logs(&pod.name_any(), &LogParams::default()).await.ok(),
                 None => None,
             }
         } else {

@@ -161,6 +161,25 @@ pub struct BuildStatus {
     /// specification, the solver's explanation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The Job that runs each started step: the one place its pods (and their logs) are
+    /// looked for. Pods count only when that Job, by uid, controls them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["step"]))]
+    pub jobs: Vec<StepJob>,
+}
+
+/// The Job running one step of a build.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepJob {
+    /// The step it runs.
+    pub step: BuildStep,
+    /// Its Kubernetes namespace (the build's own, or the operator's shared job namespace).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its uid: the `controller-uid` of its pods.
+    pub uid: String,
 }
 
 impl Build {

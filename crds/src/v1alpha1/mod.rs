@@ -9,7 +9,7 @@ mod environment;
 mod namespace;
 mod specification;
 
-pub use build::{Build, BuildPhase, BuildSpec, BuildStatus, BuildStep};
+pub use build::{Build, BuildPhase, BuildSpec, BuildStatus, BuildStep, StepJob};
 pub use common::{Artifact, ArtifactKind, Policy, Retention, RoleBinding};
 pub use environment::{DependencyItem, Environment, EnvironmentSpec, EnvironmentStatus};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use conda_store_crds::{
     Artifact, ArtifactKind, Build, BuildPhase, BuildStatus, BuildStep, Environment, Specification,
+    StepJob,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -52,33 +53,61 @@ fn key(build: &Build) -> String {
     )
 }
 
+/// A Job of the build, as the cache shows it.
+#[derive(Debug, Clone)]
+struct FoundJob {
+    name: String,
+    uid: String,
+    state: JobState,
+}
+
+type Jobs = BTreeMap<BuildStep, FoundJob>;
+
 /// The Jobs the cache shows for the build, by step.
-fn jobs_of(ctx: &Ctx, build: &Build) -> BTreeMap<BuildStep, (String, JobState)> {
-    let ns = build.namespace();
-    let name = build.name_any();
+fn jobs_of(ctx: &Ctx, build: &Build) -> Jobs {
     ctx.jobs
         .state()
         .iter()
         // A Job being deleted (by someone else: the build's own deletions come after it
         // ended) counts as gone; its pods may take a while to stop.
-        .filter(|j| is_job_of(ctx, j, ns.as_deref().unwrap_or_default(), &name))
+        .filter(|j| is_job_of(ctx, j, build))
         .filter(|j| j.metadata.deletion_timestamp.is_none())
         .filter_map(|j| {
             let step = step_of(j.labels())?;
-            Some((step, (j.name_any(), job_state(j))))
+            Some((
+                step,
+                FoundJob {
+                    name: j.name_any(),
+                    uid: j.uid().unwrap_or_default(),
+                    state: job_state(j),
+                },
+            ))
         })
         .collect()
 }
 
-/// Whether `job` runs a step of build `name` in `ns`. Jobs made before the namespace label
-/// existed carry only the build's name, and run in its namespace.
-fn is_job_of(ctx: &Ctx, job: &Job, ns: &str, name: &str) -> bool {
-    job.namespace().as_deref() == Some(ctx.job_namespace(ns).as_str())
-        && job.labels().get(labels::BUILD).map(String::as_str) == Some(name)
-        && job
-            .labels()
+/// Whether `job` runs a step of `build`: in the right namespace, labelled with the build's
+/// namespace, name and uid. Jobs made before the uid label existed are recognised as before
+/// (by name labels; in the build's own namespace, also by their owner reference).
+fn is_job_of(ctx: &Ctx, job: &Job, build: &Build) -> bool {
+    let ns = build.namespace().unwrap_or_default();
+    let uid = build.uid().unwrap_or_default();
+    let labels = job.labels();
+    let in_place = job.namespace().as_deref() == Some(ctx.job_namespace(&ns).as_str())
+        && labels.get(labels::BUILD) == Some(&build.name_any())
+        && labels
             .get(labels::NAMESPACE)
-            .map_or(ctx.cfg.job_namespace.is_none(), |n| n == ns)
+            .map_or(ctx.cfg.job_namespace.is_none(), |n| *n == ns);
+    let owned = || {
+        job.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+    };
+    in_place
+        && match labels.get(labels::BUILD_UID) {
+            Some(u) => *u == uid,
+            None => ctx.cfg.job_namespace.is_some() || owned(),
+        }
 }
 
 /// The step a Job or pod runs, from its label.
@@ -203,7 +232,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     for _ in 0..6 {
         working.status = Some(status.clone());
         let states: BTreeMap<BuildStep, JobState> =
-            jobs.iter().map(|(s, (_, st))| (*s, st.clone())).collect();
+            jobs.iter().map(|(s, j)| (*s, j.state.clone())).collect();
         let starting = phase(&working) == BuildPhase::Queued && may_start(&ctx, &working);
         let action = next_action(&working, &states, &steps, starting);
         tracing::debug!(build = %key(&build), ?action, "build");
@@ -228,11 +257,11 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     // is gone: the running Jobs are checked against the API as well.
                     let running: Vec<BuildStep> = jobs
                         .iter()
-                        .filter(|(_, (_, s))| *s == JobState::Running)
+                        .filter(|(_, j)| j.state == JobState::Running)
                         .map(|(step, _)| *step)
                         .collect();
                     let gone = if running_for >= 10 {
-                        vanished(&ctx, &jobs_api, &ns, &name, &running).await?
+                        vanished(&jobs_api, &jobs, &running).await?
                     } else {
                         Vec::new()
                     };
@@ -337,11 +366,40 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         &ctx.cfg,
                     );
                     let job_name = job.name_any();
-                    match jobs_api.create(&PostParams::default(), &job).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 409 => {}
+                    let created = match jobs_api.create(&PostParams::default(), &job).await {
+                        Ok(j) => j,
+                        // Made by this build before (a restart, a stale cache), or a name
+                        // someone else took: only the build's own Job is waited on.
+                        Err(kube::Error::Api(e)) if e.code == 409 => {
+                            match jobs_api.get_opt(&job_name).await? {
+                                Some(j) if is_job_of(&ctx, &j, &build) => j,
+                                Some(_) => {
+                                    return fail_now(
+                                        &ctx,
+                                        &api,
+                                        &build,
+                                        status,
+                                        &format!(
+                                            "{} failed: the Job name {job_name} is taken by a Job that is not this build's",
+                                            step.as_str()
+                                        ),
+                                    )
+                                    .await;
+                                }
+                                // Deleted in between: created again on the next pass.
+                                None => break 'create Next::Requeue(Duration::from_secs(1)),
+                            }
+                        }
                         Err(e) => return Err(e.into()),
-                    }
+                    };
+                    let uid = created.uid().unwrap_or_default();
+                    status.jobs.retain(|j| j.step != step);
+                    status.jobs.push(StepJob {
+                        step,
+                        namespace: created.namespace().unwrap_or_default(),
+                        name: job_name.clone(),
+                        uid: uid.clone(),
+                    });
                     step_condition(
                         &mut status,
                         step,
@@ -356,14 +414,28 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         format!("{} in Job {job_name}", step.as_str()),
                     )
                     .await;
-                    jobs.insert(step, (job_name, JobState::Running));
+                    jobs.insert(
+                        step,
+                        FoundJob {
+                            name: job_name,
+                            uid,
+                            state: JobState::Running,
+                        },
+                    );
                 }
                 Next::Continue
             }
             BuildAction::Collect(finished) => {
                 for step in finished {
-                    let (job_name, state) = jobs[&step].clone();
-                    let report = read_report(&ctx, &ns, &name, step).await?;
+                    let FoundJob {
+                        name: job_name,
+                        uid,
+                        state,
+                    } = jobs[&step].clone();
+                    let job_ns = ctx.job_namespace(&ns);
+                    let report = read_report(&ctx, &job_ns, &uid, step)
+                        .await?
+                        .map(|r| own_artifacts_only(r, &ns, &name));
                     let outcome = match (&state, &report) {
                         (JobState::Succeeded, Some(r)) if r.ok => Ok(r),
                         (_, Some(r)) if !r.ok => Err(r
@@ -374,7 +446,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                             Err(format!("Job {job_name} succeeded without a report"))
                         }
                         (JobState::Failed(why), _) => Err(format!(
-                            "Job {job_name} failed ({why}); see `kubectl logs -n {ns} job/{job_name}`"
+                            "Job {job_name} failed ({why}); see `kubectl logs -n {job_ns} job/{job_name}`"
                         )),
                         (JobState::Running, _) => continue,
                     };
@@ -435,7 +507,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Next::Continue
             }
             BuildAction::CheckVanished(steps) => {
-                for (step, why) in vanished(&ctx, &jobs_api, &ns, &name, &steps).await? {
+                for (step, why) in vanished(&jobs_api, &jobs, &steps).await? {
                     step_condition(&mut status, step, FALSE, "JobDeleted", why);
                 }
                 Next::Requeue(Duration::from_secs(2))
@@ -554,16 +626,12 @@ async fn fail_now(
 }
 
 /// Deletes the build's Jobs (with their pods); only the running ones when `running_only`.
-async fn delete_jobs(
-    api: &Api<Job>,
-    jobs: &BTreeMap<BuildStep, (String, JobState)>,
-    running_only: bool,
-) -> Result<(), Error> {
-    for (name, state) in jobs.values() {
-        if running_only && *state != JobState::Running {
+async fn delete_jobs(api: &Api<Job>, jobs: &Jobs, running_only: bool) -> Result<(), Error> {
+    for j in jobs.values() {
+        if running_only && j.state != JobState::Running {
             continue;
         }
-        match api.delete(name, &DeleteParams::background()).await {
+        match api.delete(&j.name, &DeleteParams::background()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
@@ -572,28 +640,69 @@ async fn delete_jobs(
     Ok(())
 }
 
-/// The steps among `steps` whose Job is gone or being deleted, asked of the API (the cache
-/// may be behind), with the message that fails them.
+/// The steps among `steps` whose Job is gone, replaced or being deleted, asked of the API
+/// (the cache may be behind), with the message that fails them.
 async fn vanished(
-    ctx: &Ctx,
     api: &Api<Job>,
-    ns: &str,
-    build: &str,
+    jobs: &Jobs,
     steps: &[BuildStep],
 ) -> Result<Vec<(BuildStep, String)>, Error> {
     let mut gone = Vec::new();
     for &step in steps {
-        let job_name = ctx.job_name(ns, build, step.as_str());
-        let current = api.get_opt(&job_name).await?;
-        if current.is_none_or(|j| j.metadata.deletion_timestamp.is_some()) {
-            tracing::debug!(build, job = %job_name, "a running step's Job is gone");
+        let Some(known) = jobs.get(&step) else {
+            continue;
+        };
+        let current = api.get_opt(&known.name).await?;
+        if current.is_none_or(|j| {
+            j.metadata.deletion_timestamp.is_some() || j.uid().as_deref() != Some(&known.uid)
+        }) {
+            tracing::debug!(job = %known.name, "a running step's Job is gone");
             gone.push((
                 step,
-                format!("the Job {job_name} was deleted before it finished"),
+                format!("the Job {} was deleted before it finished", known.name),
             ));
         }
     }
     Ok(gone)
+}
+
+/// The pods the Job with uid `job_uid` controls, in `job_ns`: found by the `controller-uid`
+/// label the Job controller sets and checked against their owner reference, so a pod
+/// someone labelled like a build step's is never read.
+async fn job_pods(ctx: &Ctx, job_ns: &str, job_uid: &str) -> Result<Vec<Pod>, Error> {
+    if job_uid.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), job_ns);
+    let list = pods
+        .list(&ListParams::default().labels(&format!("controller-uid={job_uid}")))
+        .await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.owner_references()
+                .iter()
+                .any(|o| o.kind == "Job" && o.controller == Some(true) && o.uid == job_uid)
+        })
+        .collect())
+}
+
+/// A step's report with only the artifacts under the build's own storage prefix: a report is
+/// the pod's word, and a key elsewhere would hand the build another build's files.
+fn own_artifacts_only(mut r: StepReport, ns: &str, build: &str) -> StepReport {
+    let prefix = format!("{}/", labels::build_key(ns, build));
+    let before = r.artifacts.len();
+    r.artifacts.retain(|a| {
+        a.key.starts_with(&prefix) && !a.key[prefix.len()..].split('/').any(|s| s == "..")
+    });
+    if r.artifacts.len() != before {
+        tracing::warn!(
+            build,
+            "a step reported artifacts outside its build's prefix; dropped"
+        );
+    }
+    r
 }
 
 /// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.
@@ -601,26 +710,20 @@ async fn stuck_steps(
     ctx: &Ctx,
     ns: &str,
     build: &str,
-    jobs: &BTreeMap<BuildStep, (String, JobState)>,
+    jobs: &Jobs,
 ) -> Result<Vec<(BuildStep, String)>, Error> {
-    if !jobs.values().any(|(_, s)| *s == JobState::Running) {
-        return Ok(Vec::new());
-    }
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
-    let selector = ctx.job_selector(ns, build);
     let now = jiff::Timestamp::now();
     let mut stuck = Vec::new();
-    for pod in pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items
-    {
-        let Some(step) = step_of(pod.labels()) else {
-            continue;
-        };
-        if !matches!(jobs.get(&step), Some((_, JobState::Running))) {
-            continue;
+    let mut pods = Vec::new();
+    for (step, j) in jobs {
+        if j.state == JobState::Running {
+            for pod in job_pods(ctx, &ctx.job_namespace(ns), &j.uid).await? {
+                pods.push((*step, pod));
+            }
         }
+    }
+    tracing::trace!(build, pods = pods.len(), "looking for stuck pods");
+    for (step, pod) in pods {
         let age = pod
             .metadata
             .creation_timestamp
@@ -656,24 +759,14 @@ async fn stuck_steps(
     Ok(stuck)
 }
 
-/// The report in the termination message of the step's newest finished pod.
+/// The report in the termination message of the newest finished pod of the step's Job.
 async fn read_report(
     ctx: &Ctx,
-    ns: &str,
-    build: &str,
+    job_ns: &str,
+    job_uid: &str,
     step: BuildStep,
 ) -> Result<Option<StepReport>, Error> {
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(ns));
-    let selector = format!(
-        "{},{}={}",
-        ctx.job_selector(ns, build),
-        labels::STEP,
-        step.as_str()
-    );
-    let mut list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await?
-        .items;
+    let mut list = job_pods(ctx, job_ns, job_uid).await?;
     list.sort_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
     for pod in list.iter().rev() {
         let statuses = pod
