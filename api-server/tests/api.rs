@@ -9,11 +9,8 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use clap::Parser;
 use conda_store_api_server::app::App;
 use conda_store_api_server::auth::jwt::Claims;
-use conda_store_api_server::build_app;
-use conda_store_api_server::config::ServeArgs;
 use conda_store_crds::rbac::Role;
 use conda_store_crds::{
     Artifact, ArtifactKind, Build, BuildPhase, BuildSpec, BuildStatus, Environment,
@@ -21,12 +18,6 @@ use conda_store_crds::{
 };
 use kube::runtime::watcher::Event;
 use serde_json::Value;
-
-#[derive(Parser)]
-struct Args {
-    #[command(flatten)]
-    serve: ServeArgs,
-}
 
 const LOCK: &str = "version: 1
 metadata:
@@ -53,22 +44,7 @@ struct Fixture {
 
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let args = Args::parse_from([
-        "t",
-        "--database-url",
-        &format!("sqlite://{}", dir.path().join("index.db").display()),
-        "--storage-dir",
-        dir.path().join("artifacts").to_str().unwrap(),
-        "--secret-key",
-        "0123456789abcdef0123456789abcdef-test",
-        "--max-body-bytes",
-        "10000",
-        "--build-wait-seconds",
-        "1",
-    ]);
-    let client =
-        kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse().unwrap())).unwrap();
-    let (app, mut w) = build_app(&args.serve, client).await.unwrap();
+    let (app, mut w) = support::gateway(dir.path(), &[]).await;
     let lock_key = "builds/team/env-1234abcd-1/conda-lock.yaml";
     app.storage
         .put_bytes(
@@ -151,7 +127,7 @@ fn token(app: &App, bindings: &[(&str, &str)]) -> String {
             .iter()
             .map(|(p, r)| (p.to_string(), vec![r.to_string()]))
             .collect::<BTreeMap<_, _>>(),
-        session: false,
+        ..Default::default()
     };
     format!("Bearer {}", app.auth.signer.sign(&claims))
 }
@@ -280,12 +256,26 @@ async fn every_endpoint_with_every_role() {
         for (who, auth, role) in &callers {
             let (status, json) = call(app, method, path, auth.as_deref(), *body).await;
             let allowed = role.is_some_and(|r| r >= *least);
-            let denied = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
-            let expected_denial = if auth.is_none() {
+            // A build found by id that the caller may not read answers as one that does not
+            // exist: ids are guessable and must not reveal whose builds they are.
+            let hidden = path.contains("/build/") && role.is_none();
+            let denied = status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::FORBIDDEN
+                || (hidden && status == StatusCode::NOT_FOUND);
+            let expected_denial = if hidden {
+                StatusCode::NOT_FOUND
+            } else if auth.is_none() {
                 StatusCode::UNAUTHORIZED
             } else {
                 StatusCode::FORBIDDEN
             };
+            if hidden && !allowed {
+                let text = json.to_string();
+                assert!(
+                    !text.contains("team") && !text.contains("env"),
+                    "{method} {path} as {who} names what it hides: {text}"
+                );
+            }
             if allowed == denied || (!allowed && status != expected_denial) {
                 wrong.push(format!("{method} {path} as {who}: {status} {json}"));
             }

@@ -32,7 +32,11 @@ fi
 CS() { "$VENV/bin/conda-store" "$@"; }
 
 USERS=$(mktemp)
-printf 'users:\n  - username: demo\n    password: demo\n  - username: alice\n    password: alice-pw\n' >"$USERS"
+API_BIN=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}/debug/conda-store-api-server
+(cd "$ROOT" && cargo build -q --locked -p conda-store-api-server)
+hash_pw() { echo "$1" | "$API_BIN" hash-password; }
+printf 'users:\n  - username: demo\n    password: "%s"\n  - username: alice\n    password: "%s"\n' \
+  "$(hash_pw demo)" "$(hash_pw alice-pw)" >"$USERS"
 CONDA_STORE_LOCAL_USERS=$USERS bash "$ROOT/scripts/local.sh" up >"$STATE.up.log" 2>&1 ||
   { tail -n 30 "$STATE.up.log"; exit 1; }
 rm -f "$USERS"
@@ -99,7 +103,7 @@ check "the ServiceAccount reads what its Namespace opens to it" \
   is "$(status_of -H "Authorization: Bearer $SA_TOKEN" "$API/environment/Demo/Tools/")" 200
 
 # Rights.
-check "anonymous: a build is 401" is "$(status_of "$API/build/$ID/")" 401
+check "anonymous: a build is 404 (its existence not told)" is "$(status_of "$API/build/$ID/")" 404
 check "demo (viewer of Demo) may not cancel: 403" is "$(status_of -u demo:demo -X PUT "$API/build/$ID/cancel/")" 403
 check "demo may not read alice's environment: 403" is "$(status_of -u demo:demo "$API/environment/alice/my_env/")" 403
 VIEWER=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"role_bindings":{"alice/my_env":["viewer"]}}' "$API/token/" | j 'd["data"]["token"]')
@@ -173,6 +177,47 @@ check "a malformed digest is refused" contains DIGEST_INVALID curl -sS -u demo:d
 check "skopeo with a token from /v2/token (login flow)" contains '"Digest"' skopeo inspect \
   --creds alice:alice-pw --tls-verify=false "docker://$REG_HOST/demo/tools:latest"
 
+# Tenant isolation: demo (viewer of Demo, admin of nothing) against alice's environment and
+# against Demo itself, through the REST API and the registry. Every attempt must fail.
+TOOLS_SPEC() { "$CONDA_STORE_KUBECTL" get environment tools -n demo -o 'jsonpath={.spec.dependencies}'; }
+SPEC_BEFORE=$(TOOLS_SPEC)
+DEMO_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"demo","environment_name":"Tools","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [libb]\n"}))' "$CHANNEL")
+check "demo may not write Demo/Tools by spelling the namespace demo" \
+  is "$(status_of -u demo:demo -d "$DEMO_BODY" "$API/specification/" | cut -c1)" 4
+check "nor by spelling it Demo (a viewer): 403" \
+  is "$(status_of -u demo:demo -d "${DEMO_BODY/\"demo\"/\"Demo\"}" "$API/specification/")" 403
+check "Demo/Tools keeps its dependencies" is "$(TOOLS_SPEC)" "$SPEC_BEFORE"
+check "demo may not create environments in the namespace object demo" \
+  is "$(status_of -u demo:demo -d "${DEMO_BODY/Tools/probe}" "$API/specification/" | cut -c1)" 4
+check "and none was created" is "$("$CONDA_STORE_KUBECTL" get environments -n demo -o name | grep -c probe || true)" 0
+hidden_build() { # alice's build, by id, tells demo nothing (as a build that does not exist)
+  local body
+  body=$(curl -s -u demo:demo "$API/build/$NEW/")
+  [[ $(status_of -u demo:demo "$API/build/$NEW/") == 404 ]] || { echo "status not 404: $body"; return 1; }
+  [[ $body != *alice* && $body != *my_env* ]] || { echo "names it: $body"; return 1; }
+}
+check "walking build ids reveals no one else's environment" hidden_build
+for what in logs lockfile yaml archive; do
+  check "demo may not read alice's build $what" is "$(status_of -u demo:demo "$API/build/$NEW/$what/")" 404
+done
+check "demo may not cancel or delete alice's build" \
+  is "$(status_of -u demo:demo -X PUT "$API/build/$NEW/cancel/")$(status_of -u demo:demo -X DELETE "$API/build/$NEW/")" 404404
+ALICE_REPO=$("$CONDA_STORE_KUBECTL" get environments -n alice -o 'jsonpath={.items[0].metadata.name}')
+ALICE_MANIFEST=$(curl -fsS -u alice:alice-pw -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+  -D - -o "$STATE/alice-manifest.json" "$REG/v2/alice/$ALICE_REPO/manifests/latest" |
+  tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')
+ALICE_CONFIG=$(j 'd["config"]["digest"]' <"$STATE/alice-manifest.json")
+check "alice pulls her own manifest and config" \
+  is "$(status_of -u alice:alice-pw "$REG/v2/alice/$ALICE_REPO/blobs/$ALICE_CONFIG")" 200
+for d in "$ALICE_MANIFEST" "$ALICE_CONFIG"; do
+  check "demo cannot pull alice's blob ${d:7:12} through demo/tools (GET)" \
+    is "$(status_of -u demo:demo "$REG/v2/demo/tools/blobs/$d")" 404
+  check "nor learn that it exists (HEAD)" \
+    is "$(status_of -u demo:demo -I "$REG/v2/demo/tools/blobs/$d")" 404
+done
+check "demo may not pull from alice's repository" \
+  is "$(status_of -u demo:demo "$REG/v2/alice/$ALICE_REPO/manifests/latest")" 403
+
 # Dynamic images: a pull of conda-store-dynamic/<spec>/<spec> builds those packages once.
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
 apiVersion: conda.store/v1alpha1
@@ -196,7 +241,7 @@ check "an invalid dynamic name is NAME_INVALID" contains NAME_INVALID \
 # A second gateway on the same cluster and storage where every login is admin everywhere, so the
 # fuzzing reaches past authorisation into every handler.
 eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
-printf 'users:\n  - username: root\n    password: root\n' >"$STATE/root.yaml"
+printf 'users:\n  - username: root\n    password: "%s"\n' "$(hash_pw root)" >"$STATE/root.yaml"
 ST_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 CONDA_STORE_SECRET_KEY=$(cat "$STATE/secret.key") \
   "${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}/debug/conda-store-api-server" serve \

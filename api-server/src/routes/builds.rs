@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::filters::BuildFilter;
 use super::openapi::{Answers, PageParams};
-use crate::app::{App, BuildRow, ListAuthz};
+use crate::app::{App, BuildRow, ListAuthz, denied};
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ack, ok, page};
 use crate::query::{Paging, Params};
@@ -33,16 +33,22 @@ pub fn find(
     id: i64,
     permission: Permission,
 ) -> ApiResult<(Arc<Build>, Option<Arc<Environment>>)> {
-    let b = app
-        .build(id)
-        .ok_or_else(|| ApiError::not_found(format!("build {id} does not exist")))?;
+    // A build the caller may not read answers exactly as one that does not exist: ids are
+    // guessable, and neither the error nor its status may tell whose environment it is.
+    let absent = || ApiError::not_found(format!("build {id} does not exist"));
+    let b = app.build(id).ok_or_else(absent)?;
     let env = app.environment_of(&b);
     let ns = b.namespace().unwrap_or_default();
     let env_name = env
         .as_ref()
         .map(|e| views::environment_name(e))
         .unwrap_or_else(|| b.spec.environment.clone());
-    app.require(caller, permission, &ns, Some(&env_name))?;
+    if !app.may(caller, Permission::EnvironmentRead, &ns, Some(&env_name)) {
+        return Err(absent());
+    }
+    if !app.may(caller, permission, &ns, Some(&env_name)) {
+        return Err(denied(caller, permission, &format!("build {id}")));
+    }
     Ok((b, env))
 }
 

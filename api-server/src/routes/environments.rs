@@ -407,27 +407,52 @@ pub async fn post_specification(
         .unwrap_or_else(|| caller.primary_namespace.clone());
     validate_conda_name(&ns_name).map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
 
-    let ns = match app.namespace(&ns_name) {
-        Some(ns) => ns.name_any(),
+    // The Namespace object the name resolves to (created when missing and allowed): its own
+    // conda name and bindings are what the caller is authorised against.
+    let namespace = match app.namespace(&ns_name) {
+        Some(ns) => (*ns).clone(),
         None => {
             if !caller.may(Permission::NamespaceCreate, &[], &ns_name, None) {
                 return Err(denied(&caller, Permission::NamespaceCreate, &ns_name));
             }
-            create_namespace(&app, &ns_name).await?.name_any()
+            create_namespace(&app, &ns_name).await?
         }
     };
+    let ns = namespace.name_any();
+    let ns_conda = views::namespace_name(&namespace);
     let existing = app.environment(&ns, &env_name);
     let needed = if existing.is_some() {
         Permission::EnvironmentUpdate
     } else {
         Permission::EnvironmentCreate
     };
-    if !caller.may(needed, &app.bindings(&ns), &ns_name, Some(&env_name)) {
-        return Err(denied(&caller, needed, &format!("{ns_name}/{env_name}")));
+    // Authorised against the resolved Namespace (its conda name and bindings), never the
+    // caller's spelling of it: `demo` must not pass for the namespace called `Demo`.
+    if !caller.may(
+        needed,
+        &namespace.spec.role_bindings,
+        &ns_conda,
+        Some(&env_name),
+    ) {
+        return Err(denied(&caller, needed, &format!("{ns_conda}/{env_name}")));
     }
     let obj = match &existing {
         Some(e) => e.name_any(),
-        None => object_name(&env_name).map_err(|e| ApiError::bad_request(e.to_string()))?,
+        None => {
+            let obj = object_name(&env_name).map_err(|e| ApiError::bad_request(e.to_string()))?;
+            // The object name must not belong to another environment (one created with
+            // kubectl under a name that is not derived from its conda name): applying would
+            // overwrite it. Asked of the API, not the cache, which may lag.
+            let api: Api<Environment> = Api::namespaced(app.client.clone(), &ns);
+            if let Some(other) = api.get_opt(&obj).await?
+                && views::environment_name(&other) != env_name
+            {
+                return Err(ApiError::conflict(format!(
+                    "environment {env_name} cannot be created here: its object name {obj} is taken"
+                )));
+            }
+            obj
+        }
     };
     spec["name"] = json!(env_name);
     if let Some(d) = body

@@ -133,7 +133,18 @@ pub async fn create_namespace(app: &App, name: &str) -> ApiResult<Namespace> {
     let api: Api<Namespace> = Api::all(app.client.clone());
     match api.create(&PostParams::default(), &ns).await {
         Ok(created) => Ok(created),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(&obj).await?),
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            // Only the namespace of that very name: an object of this name that people know
+            // by another name (`demo` called `Demo`) is someone else's.
+            let existing = api.get(&obj).await?;
+            if views::namespace_name(&existing) == name {
+                Ok(existing)
+            } else {
+                Err(ApiError::conflict(format!(
+                    "namespace {name} cannot be created: its object name {obj} is taken"
+                )))
+            }
+        }
         Err(e) => Err(e.into()),
     }
 }
