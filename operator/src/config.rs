@@ -72,6 +72,16 @@ pub struct RunArgs {
     #[arg(long, env = "CONDA_STORE_MAX_BUILDS", default_value_t = 4)]
     pub max_builds: usize,
     /// Retries of a failed step's pod before the step fails.
+    /// CPU limit of every build Job's container (Pod Security "restricted" asks for
+    /// bounded pods; a build never needs more than the node's cores).
+    #[arg(long, env = "CONDA_STORE_JOB_CPU_LIMIT", default_value = "2")]
+    pub job_cpu_limit: String,
+    /// Memory limit of every build Job's container (a large solve or pack stays well under).
+    #[arg(long, env = "CONDA_STORE_JOB_MEMORY_LIMIT", default_value = "4Gi")]
+    pub job_memory_limit: String,
+    /// Ephemeral-storage limit of every build Job's container (its emptyDir `/tmp`).
+    #[arg(long, env = "CONDA_STORE_JOB_EPHEMERAL_LIMIT", default_value = "8Gi")]
+    pub job_ephemeral_limit: String,
     #[arg(long, env = "CONDA_STORE_JOB_BACKOFF_LIMIT", default_value_t = 1)]
     pub job_backoff_limit: i32,
     /// Seconds a step's pod may run.

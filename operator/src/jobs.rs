@@ -11,7 +11,7 @@ use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, HostPathVolumeSource,
     PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec,
-    ResourceRequirements, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -52,6 +52,10 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         (labels::BUILD.to_string(), build_name.clone()),
         (labels::STEP.to_string(), step.to_string()),
         (labels::NAMESPACE.to_string(), namespace.clone()),
+        (
+            labels::BUILD_UID.to_string(),
+            i.build.metadata.uid.clone().unwrap_or_default(),
+        ),
     ]);
     if let Some(env) = i
         .build
@@ -173,6 +177,14 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
                 ("cpu".to_string(), Quantity("100m".into())),
                 ("memory".to_string(), Quantity("128Mi".into())),
             ])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity(cfg.job_cpu_limit.clone())),
+                ("memory".to_string(), Quantity(cfg.job_memory_limit.clone())),
+                (
+                    "ephemeral-storage".to_string(),
+                    Quantity(cfg.job_ephemeral_limit.clone()),
+                ),
+            ])),
             ..Default::default()
         }),
         security_context: Some(SecurityContext {
@@ -183,6 +195,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
                 drop: Some(vec!["ALL".into()]),
                 ..Default::default()
             }),
+            seccomp_profile: Some(runtime_default()),
             ..Default::default()
         }),
         ..Default::default()
@@ -219,6 +232,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
                         run_as_group: Some(cfg.job_user),
                         fs_group: Some(cfg.job_user),
                         run_as_non_root: Some(non_root),
+                        seccomp_profile: Some(runtime_default()),
                         ..Default::default()
                     }),
                     ..Default::default()
@@ -227,6 +241,14 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+/// The container runtime's default seccomp profile (Pod Security "restricted" requires one).
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
     }
 }
 
@@ -405,7 +427,7 @@ mod tests {
         assert_eq!(job.metadata.namespace.as_deref(), Some("conda-store"));
         assert_eq!(
             job.metadata.name.as_deref(),
-            Some("team-env-11111111-1-install")
+            Some("team.env-11111111-1-install")
         );
         assert!(job.metadata.owner_references.is_none());
         let labels = job.metadata.labels.as_ref().unwrap();
@@ -541,6 +563,50 @@ mod tests {
             env_of(&job, "CONDA_STORE_S3_ENDPOINT").as_deref(),
             Some("http://s3:9000")
         );
+    }
+
+    /// Every step's Job passes Pod Security "restricted" when its volumes are claims (the
+    /// chart's default); host paths (single-node development) are the one thing it refuses.
+    #[test]
+    fn step_jobs_pass_pod_security_restricted() {
+        let b = build();
+        let claims = Cli::parse_from([
+            "x",
+            "--job-image=img:1",
+            "--envs-volume=pvc:envs",
+            "--storage-volume=pvc:artifacts",
+            "--job-namespace=conda-store",
+        ])
+        .run;
+        for step in BuildStep::ALL {
+            let inputs = JobInputs {
+                build: &b,
+                step,
+                build_id: 1,
+                environment_name: "env",
+                specification_json: "{}",
+                channel_alias: None,
+            };
+            let job = step_job(&inputs, &claims);
+            let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            assert_eq!(
+                crate::pod_security::restricted_violations(pod),
+                Vec::<String>::new(),
+                "{step:?}"
+            );
+            let limits = container(&job)
+                .resources
+                .as_ref()
+                .unwrap()
+                .limits
+                .as_ref()
+                .unwrap();
+            assert!(limits.contains_key("cpu") && limits.contains_key("memory"));
+            let host = step_job(&inputs, &cfg(&[]));
+            let pod = host.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let v = crate::pod_security::restricted_violations(pod);
+            assert!(v.iter().all(|m| m.contains("hostPath")), "{v:?}");
+        }
     }
 
     #[test]

@@ -11,3 +11,4 @@ pub mod jobs;
 pub mod labels;
 pub mod leader;
 pub mod metrics;
+pub mod pod_security;

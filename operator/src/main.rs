@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 use conda_store_crds::Policy;
 use conda_store_crds::naming;
 use conda_store_crds::spec::normalize_yaml;
+use serde::Deserialize;
 
 /// conda-store for Kubernetes: the operator.
 #[derive(Parser)]
@@ -52,6 +53,13 @@ enum Command {
     Unpack {
         /// The directory the archive was extracted into.
         dir: PathBuf,
+    },
+    /// Check every pod template in Kubernetes manifests (YAML, `-` for standard input)
+    /// against the Pod Security Standard "restricted"; exits 1 naming each violation.
+    CheckPodSecurity {
+        /// Manifest files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -236,6 +244,38 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("building the image into {}", args.layout.display()))?;
             emit(&format!("{}\n", serde_json::to_string(&summary)?))?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckPodSecurity { files } => {
+            let mut bad = 0;
+            let mut pods = 0;
+            for f in files {
+                let text = if f.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?
+                };
+                for doc in serde_yaml::Deserializer::from_str(&text) {
+                    let doc = serde_json::Value::deserialize(doc)
+                        .with_context(|| format!("{}: not YAML", f.display()))?;
+                    for (name, spec) in conda_store_operator::pod_security::pod_specs(&doc) {
+                        pods += 1;
+                        let spec: k8s_openapi::api::core::v1::PodSpec =
+                            serde_json::from_value(spec)
+                                .with_context(|| format!("{name}: not a pod spec"))?;
+                        for v in conda_store_operator::pod_security::restricted_violations(&spec) {
+                            println!("{name}: {v}");
+                            bad += 1;
+                        }
+                    }
+                }
+            }
+            println!("{pods} pod templates checked, {bad} violations of \"restricted\"");
+            Ok(if bad == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Crds => {
             let all: String = conda_store_crds::crds()

@@ -87,6 +87,15 @@ check "deploy/kubernetes is what the chart renders (generate-manifests --check)"
 render >"$WORK/defaults.out"
 render "$WORK/production.yaml" >"$WORK/production.out"
 render "$WORK/single-node.yaml" >"$WORK/single-node.out"
+# Kubernetes 1.20 has no Pod Security admission: the profile is checked field by field.
+OPERATOR_BIN=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}/debug/conda-store-operator
+check "defaults: every pod passes Pod Security \"restricted\"" \
+  "$OPERATOR_BIN" check-pod-security "$WORK/defaults.out"
+check "production: every pod passes Pod Security \"restricted\"" \
+  "$OPERATOR_BIN" check-pod-security "$WORK/production.out"
+check "single node: only the host network and paths break \"restricted\"" \
+  bash -c '! "$1" check-pod-security "$2" | grep -v "hostNetwork\|hostPath\|pod templates checked"' _ \
+  "$OPERATOR_BIN" "$WORK/single-node.out"
 check "defaults: claims, both Deployments, RBAC, Service, a generated signing key" \
   python3 - "$WORK/defaults.out" <<'PY'
 import sys, yaml
