@@ -166,7 +166,9 @@ cmd_up() {
   if [[ -n ${CONDA_STORE_LOCAL_USERS:-} ]]; then
     cp "$CONDA_STORE_LOCAL_USERS" "$STATE/users.yaml"
   else
-    printf 'users:\n  - username: demo\n    password: demo\n' >"$STATE/users.yaml"
+    # Passwords are argon2 hashes; the gateway refuses anything else.
+    printf 'users:\n  - username: demo\n    password: "%s"\n' \
+      "$(echo demo | "$CONDA_STORE_API_SERVER_BIN" hash-password)" >"$STATE/users.yaml"
   fi
   k create secret generic conda-store-api-server-secret-key -n conda-store \
     --from-file=secret-key="$STATE/secret.key" --dry-run=client -o yaml | k apply -f - >/dev/null

@@ -94,6 +94,30 @@ impl Index {
         Ok(index)
     }
 
+    /// Records that the token `jti` (valid until `exp`) is revoked.
+    pub async fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO revoked_token (jti, exp) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(jti)
+        .bind(exp)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The revoked tokens that have not expired by `now` (older rows are removed).
+    pub async fn revoked_tokens(&self, now: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query("DELETE FROM revoked_token WHERE exp <= $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query("SELECT jti FROM revoked_token")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| r.try_get(0)).collect()
+    }
+
     /// Whether the index is on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.postgres

@@ -20,7 +20,7 @@ use anyhow::Context;
 use crate::app::App;
 use crate::auth::jwt::Signer;
 use crate::auth::login::Authenticator;
-use crate::auth::users::Users;
+use crate::auth::users::UsersFile;
 use crate::config::ServeArgs;
 
 /// Builds the gateway's state from its settings (caches empty until [`App::watch`]).
@@ -45,10 +45,7 @@ pub async fn build_app(
             key.to_vec()
         }
     };
-    let users = match &args.users_file {
-        Some(p) => Users::load(p)?,
-        None => Users::default(),
-    };
+    let users = UsersFile::open(args.users_file.clone())?;
     let mut auth = Authenticator::new(
         Signer::new(&secret),
         users,

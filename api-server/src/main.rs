@@ -17,6 +17,9 @@ struct Cli {
 enum Command {
     /// Serve the API until SIGTERM or Ctrl-C.
     Serve(Box<ServeArgs>),
+    /// Print the argon2 hash of a password for the users file (the password is read from
+    /// standard input, one line, so it stays out of the shell's history and `ps`).
+    HashPassword,
 }
 
 #[tokio::main]
@@ -36,6 +39,19 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, prefix = %app.prefix, "serving");
             routes::serve(listener, app, shutdown()).await?;
             tracing::info!("stopped");
+            Ok(())
+        }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "no password on standard input");
+            println!(
+                "{}",
+                conda_store_api_server::auth::users::hash_password(password)
+            );
             Ok(())
         }
     }

@@ -12,7 +12,7 @@ pub fn admin_token(app: &App) -> String {
         role_bindings: [("*/*".to_string(), vec!["admin".to_string()])]
             .into_iter()
             .collect(),
-        session: false,
+        ..Default::default()
     };
     app.auth.signer.sign(&claims)
 }

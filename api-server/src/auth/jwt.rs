@@ -27,7 +27,7 @@ pub enum JwtError {
 }
 
 /// The claims of a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// The user the token was issued to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,6 +42,13 @@ pub struct Claims {
     /// A login session: the holder's rights are evaluated afresh on each request.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub session: bool,
+    /// Where the holder's identity came from (`users`: the users file, whose removal of the
+    /// user ends the token); absent for sources that cannot be asked again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<String>,
+    /// The token's id, by which it can be revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// Signs and verifies tokens with one secret.
@@ -130,7 +137,7 @@ mod tests {
             exp,
             primary_namespace: "alice".into(),
             role_bindings: BTreeMap::from([("alice/*".into(), vec!["admin".into()])]),
-            session: false,
+            ..Default::default()
         }
     }
 

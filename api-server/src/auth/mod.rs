@@ -143,6 +143,9 @@ pub struct Caller {
     pub bindings: Vec<(String, Role)>,
     /// When their credentials expire (seconds since the epoch), if they do.
     pub expires: Option<i64>,
+    /// Whether their identity comes from the users file: then every token issued to them
+    /// stops working when they are removed from it.
+    pub from_users_file: bool,
 }
 
 impl Caller {
@@ -154,6 +157,7 @@ impl Caller {
             primary_namespace: "default".into(),
             bindings,
             expires: None,
+            from_users_file: false,
         }
     }
 
@@ -295,6 +299,7 @@ mod tests {
             primary_namespace: "alice".into(),
             bindings: bindings.iter().map(|(p, r)| (p.to_string(), *r)).collect(),
             expires: None,
+            from_users_file: true,
         }
     }
 

@@ -94,8 +94,8 @@ impl Oidc {
             .unwrap_or(false)
     }
 
-    /// The user name of a valid ID token.
-    pub async fn verify(&self, token: &str, now: i64) -> Result<String, OidcError> {
+    /// The user name of a valid ID token and when the token expires.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<(String, i64), OidcError> {
         let mut parts = token.split('.');
         let (Some(h), Some(b), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -165,7 +165,7 @@ impl Oidc {
             .ok_or_else(|| OidcError::Claims(format!("no {} claim", self.username_claim)))?;
         conda_store_crds::naming::validate_conda_name(user)
             .map_err(|e| OidcError::Claims(format!("user name: {e}")))?;
-        Ok(user.to_string())
+        Ok((user.to_string(), exp))
     }
 
     async fn key(&self, kid: &str, refresh: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>, OidcError> {

@@ -142,6 +142,24 @@ fn parse_expiry(v: &Value) -> ApiResult<Option<i64>> {
 }
 
 #[utoipa::path(
+    delete,
+    path = "/api/v1/token",
+    tag = "auth",
+    summary = "Revokes the presented token (or login session) at once, before it expires",
+    responses(Answers)
+)]
+pub async fn revoke_token(State(app): AppState, headers: HeaderMap) -> ApiResult<Response> {
+    let claims = app.auth.presented_claims(&headers).ok_or_else(|| {
+        ApiError::bad_request("present the token to revoke (Bearer or the login cookie)")
+    })?;
+    let jti = claims.jti.ok_or_else(|| {
+        ApiError::bad_request("this token carries no id; it expires at its own time")
+    })?;
+    app.revoke(&jti, claims.exp).await?;
+    Ok(crate::error::ack("the token is revoked"))
+}
+
+#[utoipa::path(
     post,
     path = "/api/v1/token",
     tag = "auth",
@@ -211,6 +229,8 @@ pub async fn token(State(app): AppState, caller: Caller, body: Body) -> ApiResul
         primary_namespace: primary,
         role_bindings: bindings,
         session: false,
+        src: crate::auth::login::Authenticator::source_of(&caller),
+        jti: Some(crate::auth::login::new_token_id()),
     });
     Ok(ok(json!({"token": token})))
 }
@@ -232,15 +252,13 @@ pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiR
     } else {
         json_body(&app, body).await?
     };
-    let caller = app
-        .auth
-        .password_login(&form.username, &form.password)
-        .ok_or_else(|| ApiError::unauthorized("wrong user name or password"))?;
+    let caller = app.auth.password_login(&form.username, &form.password)?;
     let now = jiff::Timestamp::now().as_second();
     let token = app.auth.session_token(
         caller.username.as_deref().unwrap_or_default(),
         &caller.primary_namespace,
         now,
+        None,
     );
     let cookie = format!(
         "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
@@ -280,7 +298,15 @@ pub async fn login_form() -> Response {
     .into_response()
 }
 
-pub async fn logout() -> Response {
+pub async fn logout(State(app): AppState, headers: HeaderMap) -> Response {
+    // The session ends here, not only in this browser: a copied cookie stops working too.
+    if let Some(c) = app.auth.presented_claims(&headers)
+        && c.session
+        && let Some(jti) = &c.jti
+        && let Err(e) = app.revoke(jti, c.exp).await
+    {
+        return e.into_response();
+    }
     let mut resp = crate::error::ack("logged out");
     resp.headers_mut().insert(
         SET_COOKIE,

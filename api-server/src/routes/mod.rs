@@ -132,7 +132,7 @@ fn api_routes() -> OpenApiRouter<Arc<App>> {
     OpenApiRouter::new()
         .routes(routes!(misc::root))
         .routes(routes!(misc::permission))
-        .routes(routes!(misc::token))
+        .routes(routes!(misc::token, misc::revoke_token))
         .routes(routes!(misc::usage))
         .routes(routes!(misc::channels))
         .routes(routes!(misc::packages))

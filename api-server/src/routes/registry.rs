@@ -67,12 +67,34 @@ impl IntoResponse for RegistryError {
 
 type RegResult<T> = Result<T, RegistryError>;
 
+/// The token endpoint's URL for the challenge, from the request's Host (only host and port
+/// characters pass; anything else would let a caller write into the header) and the scheme a
+/// TLS-terminating proxy says it used.
 fn realm(headers: &HeaderMap) -> String {
     let host = headers
         .get("host")
         .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        })
         .unwrap_or("localhost");
-    format!("http://{host}/v2/token")
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .map(|p| {
+            p.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        }) {
+        Some(p) if p == "https" => "https",
+        _ => "http",
+    };
+    format!("{scheme}://{host}/v2/token")
 }
 
 fn unauthorized(headers: &HeaderMap, scope: Option<&str>, message: &str) -> RegistryError {
@@ -267,29 +289,44 @@ pub async fn base(State(app): AppState, headers: HeaderMap) -> Response {
     }
 }
 
-/// The token endpoint of the token auth flow: Basic credentials (or a token) in, a bearer
-/// token out that the registry accepts.
+/// The token endpoint of the token auth flow: credentials in, a bearer token out that the
+/// registry accepts. It never extends a credential: a gateway token or login session comes
+/// back as it is (with its own expiry), a Kubernetes or OpenID Connect token too (each pull
+/// checks it again), and only a password login makes a new session.
 pub async fn token(State(app): AppState, headers: HeaderMap) -> Response {
     match app.auth.caller(&headers).await {
         Ok(c) if c.authenticated() => {
             let now = jiff::Timestamp::now().as_second();
-            let token = match c.via {
-                // An API token keeps its own (narrower) rights.
-                crate::auth::Via::Token => headers
-                    .get("authorization")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.split_once(' ').map(|(_, t)| t.trim().to_string()))
-                    .unwrap_or_default(),
-                _ => app.auth.session_token(
-                    c.username.as_deref().unwrap_or_default(),
-                    &c.primary_namespace,
-                    now,
+            let presented = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split_once(' '))
+                .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
+                .map(|(_, t)| t.trim().to_string())
+                .or_else(|| {
+                    crate::auth::login::cookie(&headers, crate::auth::login::COOKIE_NAME)
+                        .map(str::to_string)
+                });
+            let (token, expires) = match (c.via, presented) {
+                (crate::auth::Via::Login, None) => (
+                    app.auth.session_token(
+                        c.username.as_deref().unwrap_or_default(),
+                        &c.primary_namespace,
+                        now,
+                        None,
+                    ),
+                    now + app.auth.session_seconds,
                 ),
+                (_, Some(t)) => (t, c.expires.unwrap_or(now + app.auth.session_seconds)),
+                (_, None) => {
+                    return unauthorized(&headers, None, "present a token or a password")
+                        .into_response();
+                }
             };
             axum::Json(json!({
                 "token": token,
                 "access_token": token,
-                "expires_in": app.auth.session_seconds,
+                "expires_in": (expires - now).max(0),
                 "issued_at": jiff::Timestamp::now().to_string(),
             }))
             .into_response()
@@ -488,14 +525,70 @@ pub async fn blob(
     Path((ns, env, digest)): Path<(String, String, String)>,
 ) -> RegResult<Response> {
     let caller = caller(&app, &headers).await?;
-    repository(&app, &caller, &headers, &ns, &env)?;
-    serve_blob(&app, &method, &headers, &digest).await
+    let e = repository(&app, &caller, &headers, &ns, &env)?;
+    serve_blob(&app, &method, &headers, &e, &digest).await
+}
+
+/// Digest → the digests its manifest references (config and layers). Manifests are
+/// content-addressed, so an entry never goes stale; the map is only bounded.
+type ManifestRefs = std::sync::Mutex<std::collections::HashMap<String, Arc<Vec<String>>>>;
+static MANIFEST_REFS: std::sync::OnceLock<ManifestRefs> = std::sync::OnceLock::new();
+const MANIFEST_REFS_MAX: usize = 4096;
+
+/// The blobs (hex digests) the images of `env` are made of: each imaged build's manifest,
+/// its config and its layers. Only these may be pulled through the repository: storage is
+/// shared by every team, and a digest alone proves nothing about who may read it.
+async fn repository_blobs(app: &App, env: &Environment) -> RegResult<Vec<String>> {
+    let refs = MANIFEST_REFS.get_or_init(Default::default);
+    let mut out = Vec::new();
+    for (_, b) in imaged_builds(app, env) {
+        let Some(d) = image_digest(&b) else { continue };
+        let Ok(hex) = parse_digest(&d, "MANIFEST_INVALID") else {
+            continue;
+        };
+        let known = refs.lock().expect("not poisoned").get(&hex).cloned();
+        let listed = match known {
+            Some(l) => l,
+            None => {
+                let Some(bytes) = read_blob(app, &hex).await? else {
+                    continue;
+                };
+                if hex::encode(Sha256::digest(&bytes)) != hex {
+                    continue;
+                }
+                let m: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let mut l: Vec<String> = Vec::new();
+                let mut push = |v: &Value| {
+                    if let Some(h) = v["digest"].as_str().and_then(|d| d.strip_prefix("sha256:")) {
+                        l.push(h.to_string());
+                    }
+                };
+                push(&m["config"]);
+                m["layers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .for_each(&mut push);
+                let l = Arc::new(l);
+                let mut map = refs.lock().expect("not poisoned");
+                if map.len() >= MANIFEST_REFS_MAX {
+                    map.clear();
+                }
+                map.insert(hex.clone(), l.clone());
+                l
+            }
+        };
+        out.push(hex);
+        out.extend(listed.iter().cloned());
+    }
+    Ok(out)
 }
 
 async fn serve_blob(
     app: &App,
     method: &Method,
     headers: &HeaderMap,
+    env: &Environment,
     digest: &str,
 ) -> RegResult<Response> {
     let hex = parse_digest(digest, "DIGEST_INVALID")?;
@@ -509,6 +602,11 @@ async fn serve_blob(
             format!("blob {digest} is not known"),
         )
     };
+    // A blob no image of this repository references answers as a missing one (HEAD too), so
+    // the registry is no oracle for what other teams' images hold.
+    if !repository_blobs(app, env).await?.contains(&hex) {
+        return Err(unknown());
+    }
     let unavailable = |e: conda_store_storage::StorageError| match e {
         conda_store_storage::StorageError::NotFound(_) => unknown(),
         e => RegistryError::new(
@@ -855,7 +953,7 @@ pub async fn dynamic(
         Want::Manifest(reference) => {
             serve_manifest(&app, &method, &headers, &env, &repo, &reference).await
         }
-        Want::Blob(digest) => serve_blob(&app, &method, &headers, &digest).await,
+        Want::Blob(digest) => serve_blob(&app, &method, &headers, &env, &digest).await,
         Want::Tags => serve_tags(&app, &env, &repo, &params),
     }
 }
