@@ -29,10 +29,14 @@ pub struct JobInputs<'a> {
     pub build_id: i64,
     /// The environment's name as people know it (the image's name, the YAML export's).
     pub environment_name: &'a str,
-    /// The normalised specification as JSON (the solve step's input).
-    pub specification_json: &'a str,
     /// The channel alias from the namespace's policy.
     pub channel_alias: Option<&'a str>,
+}
+
+/// The storage key of a build's normalised specification, the solve step's input: written by
+/// the operator before the solve Job starts, read by the Job (no size limit but storage's).
+pub fn spec_key(namespace: &str, build: &str) -> String {
+    format!("{}/specification.json", labels::build_key(namespace, build))
 }
 
 /// The installed prefix of a build, as the Jobs see it.
@@ -80,7 +84,10 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
     match i.step {
         BuildStep::Solve => {
             args.extend(["--name".into(), i.environment_name.to_string()]);
-            env.push(env_var("CONDA_STORE_SPECIFICATION", i.specification_json));
+            env.push(env_var(
+                "CONDA_STORE_SPECIFICATION_KEY",
+                &spec_key(&namespace, &build_name),
+            ));
             if let Some(alias) = i.channel_alias {
                 env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
             }
@@ -419,7 +426,6 @@ mod tests {
                 step: BuildStep::Install,
                 build_id: 12,
                 environment_name: "env",
-                specification_json: "{}",
                 channel_alias: None,
             },
             &cfg(&["--job-namespace=conda-store"]),
@@ -449,7 +455,6 @@ mod tests {
                 step: BuildStep::Solve,
                 build_id: 12,
                 environment_name: "My Env",
-                specification_json: "{\"dependencies\":[\"python\"]}",
                 channel_alias: Some("http://mirror/"),
             },
             &cfg(&[]),
@@ -469,10 +474,9 @@ mod tests {
             env_of(&job, "CONDA_STORE_BUILD_KEY").as_deref(),
             Some("builds/team/env-11111111-1")
         );
-        assert!(
-            env_of(&job, "CONDA_STORE_SPECIFICATION")
-                .unwrap()
-                .contains("python")
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_SPECIFICATION_KEY").as_deref(),
+            Some("builds/team/env-11111111-1/specification.json")
         );
         assert_eq!(
             env_of(&job, "CONDA_STORE_CHANNEL_ALIAS").as_deref(),
@@ -513,7 +517,6 @@ mod tests {
                     step,
                     build_id: 12,
                     environment_name: "env",
-                    specification_json: "{}",
                     channel_alias: None,
                 },
                 &c,
@@ -526,7 +529,7 @@ mod tests {
             ];
             want.extend(extra);
             assert_eq!(container(&job).args.as_ref().unwrap(), &want);
-            assert_eq!(env_of(&job, "CONDA_STORE_SPECIFICATION"), None);
+            assert_eq!(env_of(&job, "CONDA_STORE_SPECIFICATION_KEY"), None);
         }
     }
 
@@ -544,7 +547,6 @@ mod tests {
                 step: BuildStep::Pack,
                 build_id: 1,
                 environment_name: "env",
-                specification_json: "{}",
                 channel_alias: None,
             },
             &c,
@@ -584,7 +586,6 @@ mod tests {
                 step,
                 build_id: 1,
                 environment_name: "env",
-                specification_json: "{}",
                 channel_alias: None,
             };
             let job = step_job(&inputs, &claims);

@@ -382,3 +382,44 @@ fn a_lockfile_specification_is_stored_and_installed_without_a_solve() {
     let out = Command::new(prefix.join("bin/tool")).output().unwrap();
     assert!(String::from_utf8(out.stdout).unwrap().contains("tool data"));
 }
+
+/// A specification of 60,000 dependencies (about 800 KB, under the API server's 1 MiB object
+/// limit) reaches the solver through storage. The environment variable the operator used to
+/// pass it in is refused by the kernel (`argument list too long`) at that size.
+#[test]
+fn a_specification_of_any_size_reaches_the_solve_step_through_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let channel =
+        conda_store_engine::channel::write_test_channel(&dir.path().join("channel")).unwrap();
+    let deps: Vec<String> = (0..60_000).map(|i| format!("dep-number-{i}")).collect();
+    let spec = conda_store_crds::spec::NormalizedSpec {
+        channels: vec![channel.url.clone()],
+        dependencies: deps,
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&spec).unwrap();
+    assert!(json.len() > 700_000, "{}", json.len());
+
+    // The old way: the variable alone is past what execve takes.
+    let spawned = Command::new(OPERATOR)
+        .env("CONDA_STORE_SPECIFICATION", &json)
+        .arg("--version")
+        .output();
+    assert!(
+        spawned.is_err(),
+        "a {} byte variable was accepted",
+        json.len()
+    );
+
+    let key = "builds/team-a/data-science-1/specification.json";
+    std::fs::create_dir_all(storage.join("builds/team-a/data-science-1")).unwrap();
+    std::fs::write(storage.join(key), &json).unwrap();
+    let run = step(&["solve", "--specification-key", key], &storage, &term);
+    // It gets as far as solving: the packages are not in the channel.
+    assert_eq!(run.code, 1);
+    let msg = run.report["message"].as_str().unwrap();
+    assert!(msg.contains("dep-number-"), "{msg}");
+    assert!(!msg.contains("argument list"), "{msg}");
+}

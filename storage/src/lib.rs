@@ -8,6 +8,7 @@
 pub mod args;
 mod key;
 mod local;
+pub mod retry;
 mod s3;
 #[cfg(feature = "testing")]
 pub mod testing;

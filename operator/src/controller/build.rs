@@ -337,8 +337,13 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         .await;
                     }
                 };
-                let spec_json = serde_json::to_string(&spec.spec.spec)
-                    .map_err(|e| Error::Other(e.to_string()))?;
+                let spec_json =
+                    serde_json::to_vec(&spec.spec.spec).map_err(|e| Error::Other(e.to_string()))?;
+                if to_create.contains(&BuildStep::Solve) {
+                    // The solve Job's input, in storage: no argument or variable size limit.
+                    let key = conda_store_storage::Key::new(&crate::jobs::spec_key(&ns, &name))?;
+                    ctx.store.put_bytes(&key, spec_json.into()).await?;
+                }
                 let display = env
                     .as_ref()
                     .and_then(|e| e.spec.name.clone())
@@ -360,7 +365,6 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                             step,
                             build_id: status.id.unwrap_or_default(),
                             environment_name: &display,
-                            specification_json: &spec_json,
                             channel_alias: policy.channel_alias.as_deref(),
                         },
                         &ctx.cfg,

@@ -34,6 +34,10 @@ pub struct StepArgs {
     /// Artifact storage.
     #[command(flatten)]
     pub storage: StorageArgs,
+    /// How long a storage operation that fails with an I/O or backend error is retried (with
+    /// backoff) before the step fails: an outage shorter than this costs a build nothing.
+    #[arg(long, env = "CONDA_STORE_STORAGE_RETRY_SECONDS", default_value_t = 120)]
+    pub storage_retry_seconds: u64,
 }
 
 /// A step's log: printed to stderr as it goes (so `kubectl logs` follows it) and kept for
@@ -90,7 +94,18 @@ where
     let started = Instant::now();
     let log = StepLog::default();
     log.line(format!("step {name} starting"));
-    let store = args.storage.open();
+    let store = args.storage.open().map(|inner| {
+        let heard = log.clone();
+        let policy = conda_store_storage::retry::RetryPolicy {
+            max_elapsed: std::time::Duration::from_secs(args.storage_retry_seconds),
+            ..Default::default()
+        };
+        Arc::new(conda_store_storage::retry::Retrying::new(
+            inner,
+            policy,
+            move |m| heard.line(m),
+        )) as Arc<dyn ArtifactStore>
+    });
     let result = match &store {
         Ok(store) => body(store.clone(), log.clone(), args.clone()).await,
         Err(e) => Err(anyhow::anyhow!("{e:#}")),

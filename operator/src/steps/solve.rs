@@ -24,15 +24,24 @@ pub const LOCKFILE: &str = "conda-lock.yaml";
 #[derive(Debug, Clone, Args)]
 pub struct SolveArgs {
     /// The specification file: a normalised spec as JSON or an environment.yaml.
-    #[arg(long, required_unless_present = "specification_json")]
+    #[arg(long, required_unless_present_any = ["specification_json", "specification_key"])]
     pub specification: Option<PathBuf>,
-    /// The normalised specification itself, as JSON (what the operator gives its Jobs).
+    /// The normalised specification itself, as JSON.
     #[arg(
         long,
         env = "CONDA_STORE_SPECIFICATION",
         conflicts_with = "specification"
     )]
     pub specification_json: Option<String>,
+    /// The storage key of the normalised specification as JSON: what the operator gives its
+    /// Jobs (an environment variable or argument is limited by the kernel's argument size; a
+    /// lockfile Environment of hundreds of packages comes close to it).
+    #[arg(
+        long,
+        env = "CONDA_STORE_SPECIFICATION_KEY",
+        conflicts_with_all = ["specification", "specification_json"]
+    )]
+    pub specification_key: Option<String>,
     /// Policy to apply to an environment.yaml (YAML or JSON).
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -66,7 +75,14 @@ pub struct InstallArgs {
     pub package_cache: PathBuf,
 }
 
-fn read_spec(args: &SolveArgs) -> anyhow::Result<NormalizedSpec> {
+async fn read_spec(args: &SolveArgs, store: &dyn ArtifactStore) -> anyhow::Result<NormalizedSpec> {
+    if let Some(key) = &args.specification_key {
+        let bytes = store
+            .get_bytes(&conda_store_storage::Key::new(key)?)
+            .await
+            .with_context(|| format!("reading the specification {key}"))?;
+        return serde_json::from_slice(&bytes).context("the stored specification is not valid");
+    }
     let text = match (&args.specification_json, &args.specification) {
         (Some(json), _) => {
             return serde_json::from_str(json).context("the specification JSON is not valid");
@@ -96,7 +112,7 @@ pub async fn run_solve(
     store: Arc<dyn ArtifactStore>,
     log: StepLog,
 ) -> anyhow::Result<StepOutput> {
-    let spec = read_spec(&args)?;
+    let spec = read_spec(&args, store.as_ref()).await?;
     if let Some(lock) = &spec.lockfile {
         log.line(format!(
             "the specification is a lockfile of {} packages for {}: no solve",
