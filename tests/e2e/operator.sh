@@ -352,6 +352,40 @@ check "one Job per step after the restart" is 4 job_count "$BR"
 check "the new process holds the leader Lease" wait_for 30 "lease" \
   is e2e-2 jp lease conda-store-operator -n conda-store -o 'jsonpath={.spec.holderIdentity}'
 
+# 10. An Environment follows its build: 50 Environments at once (lockfile only), and the slowest
+# gap between a build's end and its Environment's Ready. Its reconcile must see the Build that
+# woke it, every time (it used to miss it about once in ten and wait for the 300 s requeue).
+for i in $(seq 50); do
+  printf -- '---\napiVersion: conda.store/v1alpha1\nkind: Environment\nmetadata: {name: many-%s, namespace: team}\nspec:\n  channels: ["%s"]\n  artifacts: [lockfile]\n  dependencies: [liba]\n' "$i" "$CHANNEL"
+done | k apply -f - >/dev/null
+all_ready() {
+  [[ $(k get environments -n team -o json | python3 -c '
+import json, sys
+items = [e for e in json.load(sys.stdin)["items"] if e["metadata"]["name"].startswith("many-")]
+ready = [e for e in items if any(c["type"] == "Ready" and c["status"] == "True" for c in e.get("status", {}).get("conditions", []))]
+print(len(ready))') == 50 ]]
+}
+check "50 Environments become Ready" wait_for 600 "50 Ready" all_ready
+ready_gaps() { # the gaps between each build's end and its Environment's Ready, in seconds
+  python3 - <(k get environments -n team -o json) <(k get builds -n team -o json) <<'PY'
+import json, sys
+from datetime import datetime
+t = lambda s: datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").timestamp()
+envs = {e["metadata"]["name"]: e for e in json.load(open(sys.argv[1]))["items"] if e["metadata"]["name"].startswith("many-")}
+ended = {b["status"]["id"]: t(b["status"]["endedOn"]) for b in json.load(open(sys.argv[2]))["items"] if b.get("status", {}).get("endedOn")}
+gaps = []
+for name, e in envs.items():
+    ready = next(c for c in e["status"]["conditions"] if c["type"] == "Ready")
+    gaps.append(t(ready["lastTransitionTime"]) - ended[e["status"]["currentBuild"]])
+gaps.sort()
+print(f"build end -> Environment Ready over {len(gaps)}: median {gaps[len(gaps)//2]:.0f} s, slowest {gaps[-1]:.0f} s (1 s resolution)")
+sys.exit(0 if gaps[-1] <= 2 else 1)
+PY
+}
+check "every Environment is Ready within 2 s of its build's end" ready_gaps
+echo "timing: $(ready_gaps || true)"
+k delete environments -n team $(printf 'many-%s ' $(seq 50)) --wait=false >/dev/null
+
 # A second replica waits while the Lease is held: it never acts.
 LEADER_PID=$OPERATOR_PID
 start_operator 3 "127.0.0.1:$(free_port)"

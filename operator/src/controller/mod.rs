@@ -236,6 +236,9 @@ fn identity(cfg: &RunArgs) -> String {
     })
 }
 
+/// Events a shared store's subscribers may fall behind by before its watch waits for them.
+const SHARED_BUFFER: usize = 1024;
+
 /// Runs the operator until a signal or the loss of leadership.
 pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     let client = Client::try_default().await?;
@@ -270,11 +273,18 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     let watch = watcher::Config::default();
     let managed =
         watcher::Config::default().labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGER));
-    let (namespaces, ns_writer) = reflector::store::<Namespace>();
-    let ns_stream = watcher(Api::<Namespace>::all(client.clone()), watch.clone())
+    //
+    // Namespaces and Builds are shared streams: the Environment reconciler is woken by a change
+    // of either only after the store it reads holds that change. With a watch of its own (as
+    // `owns` makes), it could be woken first, decide on the old Build and wait for its
+    // 300-second requeue: an Environment shown Building minutes after its build completed.
+    let (namespaces, ns_writer) = reflector::store_shared::<Namespace>(SHARED_BUFFER);
+    let ns_for_envs = ns_writer.subscribe().expect("a shared store");
+    let ns_for_self = ns_writer.subscribe().expect("a shared store");
+    let ns_source = watcher(Api::<Namespace>::all(client.clone()), watch.clone())
         .default_backoff()
         .modify(slim)
-        .reflect(ns_writer)
+        .reflect_shared(ns_writer)
         .applied_objects();
     let (environments, env_writer) = reflector::store::<Environment>();
     let env_stream = watcher(Api::<Environment>::all(client.clone()), watch.clone())
@@ -282,11 +292,13 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         .modify(slim)
         .reflect(env_writer)
         .applied_objects();
-    let (builds, build_writer) = reflector::store::<Build>();
-    let build_stream = watcher(Api::<Build>::all(client.clone()), watch.clone())
+    let (builds, build_writer) = reflector::store_shared::<Build>(SHARED_BUFFER);
+    let builds_for_envs = build_writer.subscribe().expect("a shared store");
+    let builds_for_self = build_writer.subscribe().expect("a shared store");
+    let build_source = watcher(Api::<Build>::all(client.clone()), watch.clone())
         .default_backoff()
         .modify(slim)
-        .reflect(build_writer)
+        .reflect_shared(build_writer)
         .applied_objects();
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let job_stream = watcher(jobs_api(&client, &cfg), managed)
@@ -374,26 +386,41 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    // The shared watches run on their own, feeding their stores and subscribers.
+    let sources = async move {
+        futures::join!(
+            ns_source.for_each(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "watching Namespaces");
+                }
+                futures::future::ready(())
+            }),
+            build_source.for_each(|r| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "watching Builds");
+                }
+                futures::future::ready(())
+            }),
+        );
+    };
+    // Not joined with the controllers: those end on a signal, the watches never do.
+    tokio::spawn(sources);
     let env_store = environments.clone();
-    let ns_fut = Controller::for_stream(ns_stream, namespaces)
+    let ns_fut = Controller::for_shared_stream(ns_for_self, namespaces)
         .shutdown_on_signal()
         .run(namespace::reconcile, error_policy("Namespace"), ctx.clone())
         .for_each(|_| futures::future::ready(()));
     let env_fut = Controller::for_stream(env_stream, environments)
-        .owns(Api::<Build>::all(client.clone()), watch.clone())
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watch.clone(),
-            move |ns: Namespace| {
-                let name = ns.name_any();
-                env_store
-                    .state()
-                    .into_iter()
-                    .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
-                    .map(|e| ObjectRef::from_obj(&*e))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .owns_shared_stream(builds_for_envs)
+        .watches_shared_stream(ns_for_envs, move |ns: Arc<Namespace>| {
+            let name = ns.name_any();
+            env_store
+                .state()
+                .into_iter()
+                .filter(|e| e.namespace().as_deref() == Some(name.as_str()))
+                .map(|e| ObjectRef::from_obj(&*e))
+                .collect::<Vec<_>>()
+        })
         .shutdown_on_signal()
         .run(
             environment::reconcile,
@@ -404,7 +431,7 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     // Jobs map to their Build by labels, not owner references: in a shared job namespace
     // the Build (elsewhere) cannot own them. Jobs made before the namespace label run in
     // their build's namespace.
-    let build_fut = Controller::for_stream(build_stream, builds)
+    let build_fut = Controller::for_shared_stream(builds_for_self, builds)
         .watches_stream(job_stream, |job: Job| {
             let build = job.labels().get(labels::BUILD)?.clone();
             let ns = job
