@@ -57,6 +57,12 @@ pub struct App {
     pub dynamic_wait: Duration,
     /// Largest body accepted.
     pub max_body_bytes: usize,
+    /// How long a request's headers (or the next request on an idle connection) may take.
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
     /// Bumped on every change the watches see: list rows are rebuilt when it moved.
     pub generation: std::sync::atomic::AtomicU64,
     /// The list rows of the last generation they were built for.

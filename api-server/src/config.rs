@@ -13,6 +13,16 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "CONDA_STORE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Seconds a connection may take to send a request's headers, and may stay idle between
+    /// requests, before it is closed (slow and idle clients cannot hold connections).
+    #[arg(long, env = "CONDA_STORE_HEADER_TIMEOUT", default_value_t = 15)]
+    pub header_timeout_seconds: u64,
+    /// Seconds a request body may take to arrive.
+    #[arg(long, env = "CONDA_STORE_BODY_TIMEOUT", default_value_t = 60)]
+    pub body_timeout_seconds: u64,
+    /// Connections served at once; more are closed as they come.
+    #[arg(long, env = "CONDA_STORE_MAX_CONNECTIONS", default_value_t = 4096)]
+    pub max_connections: usize,
     /// Path prefix of the conda-store API.
     #[arg(long, env = "CONDA_STORE_URL_PREFIX", default_value = "/conda-store/")]
     pub url_prefix: String,

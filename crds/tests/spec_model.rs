@@ -63,12 +63,66 @@ fn prefix_is_accepted_and_ignored() {
 
 #[test]
 fn channel_urls_are_accepted() {
-    let spec = ok(
-        "channels:\n  - https://conda.example.org/internal/\n  - file:///srv/channel\ndependencies: [numpy]\n",
+    let spec = ok("channels:\n  - https://conda.example.org/internal/\ndependencies: [numpy]\n");
+    assert_eq!(spec.channels, ["https://conda.example.org/internal"]);
+    // A local command's own file may name a directory of the machine it runs on.
+    let local = conda_store_crds::spec::normalize_yaml_local(
+        "channels:\n  - file:///srv/channel\ndependencies: [numpy]\n",
+        &Policy::default(),
+    )
+    .unwrap();
+    assert_eq!(local.channels, ["file:///srv/channel"]);
+}
+
+/// A tenant's specification may not read the build pod's volumes through a `file://` channel
+/// (or a lockfile package URL): only what the deployment's policy names.
+#[test]
+fn local_channels_only_where_the_policy_points() {
+    for text in [
+        "channels: [file:///envs/other-team]\ndependencies: [numpy]\n",
+        "channels: ['FILE:///etc']\ndependencies: [numpy]\n",
+    ] {
+        let e = err(text).to_string();
+        assert!(e.contains("file://") && e.contains("not allowed"), "{e}");
+    }
+    let policy = Policy {
+        allowed_channels: Some(vec!["file:///srv/mirror".into()]),
+        ..Default::default()
+    };
+    assert!(
+        normalize_yaml(
+            "channels: [file:///srv/mirror]\ndependencies: [numpy]\n",
+            &policy
+        )
+        .is_ok()
     );
-    assert_eq!(
-        spec.channels,
-        ["https://conda.example.org/internal", "file:///srv/channel"]
+    let e = err_with(
+        "channels: [file:///srv/other]\ndependencies: [numpy]\n",
+        &policy,
+    )
+    .to_string();
+    assert!(e.contains("not allowed"), "{e}");
+    // A file:// channel alias set by the deployment expands names under it.
+    let alias = Policy {
+        channel_alias: Some("file:///srv/channels".into()),
+        ..Default::default()
+    };
+    let spec = normalize_yaml("channels: [main]\ndependencies: [numpy]\n", &alias).unwrap();
+    assert_eq!(spec.channels, ["main"]);
+    let lock = "version: 1\nmetadata:\n  content_hash: {linux-64: x}\n  channels: [{url: 'file:///envs', used_env_vars: []}]\n  platforms: [linux-64]\n  sources: [environment.yaml]\npackage:\n- name: liba\n  version: '2.0'\n  manager: conda\n  platform: linux-64\n  dependencies: {}\n  url: file:///envs/team-b/secret/liba-2.0-h1_0.conda\n  hash: {md5: 0123456789abcdef0123456789abcdef, sha256: abababababababababababababababababababababababababababababababab}\n  category: main\n  optional: false\n";
+    let spec = conda_store_crds::EnvironmentSpec {
+        lockfile: Some(lock.into()),
+        ..Default::default()
+    };
+    let e = normalize(
+        &RawSpec::from_environment(&spec).unwrap(),
+        &Policy::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("file:///envs/team-b") && e.contains("not allowed"),
+        "{e}"
     );
 }
 

@@ -59,6 +59,7 @@ pub async fn install_records(
             false,
             rattler::validation::ValidationMode::Full,
         ))
+        .with_download_client(crate::http::client())
         .with_target_platform(subdir)
         .with_execute_link_scripts(false)
         .install(prefix, records)

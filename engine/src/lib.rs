@@ -7,6 +7,7 @@
 pub mod cache_dir;
 pub mod channel;
 mod hashing;
+pub mod http;
 pub mod image;
 pub mod install;
 pub mod lockfile;

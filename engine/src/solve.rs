@@ -35,6 +35,9 @@ pub struct SolveRequest {
     /// Base URL channel names (`conda-forge`) expand to, as conda's `channel_alias`. `None`
     /// leaves names unexpanded (and so unsupported while only local channels are).
     pub channel_alias: Option<String>,
+    /// Bound on connecting to a channel and on waiting for its next bytes; `None` means
+    /// [`crate::http::CONNECT_TIMEOUT`] and [`crate::http::IDLE_TIMEOUT`].
+    pub network_timeout: Option<Duration>,
 }
 
 /// The result of a solve.
@@ -237,7 +240,14 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
         platform: String::new(),
         message: format!("creating the repodata cache: {e}"),
     })?;
-    let gateway = Gateway::builder().with_cache_dir(cache.path()).finish();
+    let client = match request.network_timeout {
+        Some(t) => crate::http::client_with(t, t),
+        None => crate::http::client(),
+    };
+    let gateway = Gateway::builder()
+        .with_cache_dir(cache.path())
+        .with_client(client)
+        .finish();
     let mut platforms = BTreeMap::new();
     for platform in &request.platforms {
         let subdir = parse_platform(platform)?;
@@ -248,7 +258,13 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
             .await
             .map_err(|e| SolveError::Repodata {
                 platform: platform.clone(),
-                message: crate::install::error_chain(&e),
+                message: crate::http::describe(
+                    &e,
+                    &channels
+                        .iter()
+                        .map(|c| c.base_url.to_string())
+                        .collect::<Vec<_>>(),
+                ),
             })?;
         let specs = specs.clone();
         let solved = tokio::task::spawn_blocking(move || {

@@ -27,12 +27,17 @@ async fn environment_yaml_to_archive_and_image_through_s3() {
     store.ensure_bucket().await.unwrap();
     let build = "builds/team-a/data-science-1";
 
-    // The person's environment.yaml, normalised as the operator does.
+    // The person's environment.yaml, normalised as the operator does, under a policy that
+    // names the local channel (a tenant may not name file:// channels on their own).
     let yaml = format!(
         "name: data-science\nchannels:\n  - {}\ndependencies:\n  - tool\n",
         channel.url
     );
-    let spec = normalize_yaml(&yaml, &Policy::default()).unwrap();
+    let policy = Policy {
+        allowed_channels: Some(vec![channel.url.clone()]),
+        ..Default::default()
+    };
+    let spec = normalize_yaml(&yaml, &policy).unwrap();
 
     // solve → lockfile and YAML export in storage
     let solution = solve(&SolveRequest {

@@ -319,3 +319,39 @@ async fn channel_names_expand_with_the_channel_alias() {
     assert!(matches!(err, SolveError::UnknownChannel { .. }), "{err:?}");
     assert!(err.to_string().contains("conda-forge"), "{err}");
 }
+
+/// A "channel" that accepts connections and never answers (a tarpit) fails the solve once the
+/// network bound passes, instead of holding the build; and its error reads the same as a port
+/// where nothing listens, so a build's message is no port scanner.
+#[tokio::test]
+async fn unreachable_channels_fail_in_bounded_time_and_alike() {
+    use std::time::{Duration, Instant};
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tarpit_port = tarpit.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for c in tarpit.incoming().take(4) {
+            conns.push(c);
+        }
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let message = |port: u16| async move {
+        let mut r = request(&format!("http://127.0.0.1:{port}/channel"), &["liba"]);
+        r.network_timeout = Some(Duration::from_secs(1));
+        let start = Instant::now();
+        let e = solve(&r).await.unwrap_err().to_string();
+        (e.replace(&port.to_string(), "PORT"), start.elapsed())
+    };
+    let (tarpit_msg, tarpit_took) = message(tarpit_port).await;
+    let (closed_msg, _) = message(closed_port).await;
+    assert!(
+        tarpit_took < Duration::from_secs(30),
+        "took {tarpit_took:?}"
+    );
+    assert!(tarpit_msg.contains("could not be reached"), "{tarpit_msg}");
+    assert_eq!(tarpit_msg, closed_msg);
+    drop(held);
+}

@@ -122,15 +122,33 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         }
     }
 
-    let mut volumes = vec![
-        Volume {
-            name: "tmp".into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        },
-        volume("envs", &cfg.envs_volume),
-    ];
-    let mut mounts = vec![mount("tmp", "/tmp"), mount("envs", &cfg.envs_dir)];
+    // The step sees only what its build needs of the shared volumes, each a sub-path bind
+    // mount: its own prefix and the one cache it uses of the environments volume, its own
+    // build's directory (and, for images, the content-addressed blobs) of the artifact store.
+    // Never another team's prefixes, artifacts or logs.
+    let envs = cfg.envs_dir.trim_end_matches('/');
+    let prefix_sub = format!("{namespace}/{build_name}");
+    let envs_subs: Vec<String> = match i.step {
+        BuildStep::Solve => vec![],
+        BuildStep::Install => vec![prefix_sub.clone(), ".pkgs".into()],
+        BuildStep::Pack => vec![prefix_sub.clone(), ".pack-cache".into()],
+        BuildStep::Image => vec![prefix_sub.clone(), ".image-cache".into()],
+    };
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    }];
+    let mut mounts = vec![mount("tmp", "/tmp")];
+    // What the init container creates (as the Job's user) before the sub-paths are mounted.
+    let mut prepare: Vec<(&str, String)> = Vec::new();
+    if !envs_subs.is_empty() {
+        volumes.push(volume("envs", &cfg.envs_volume));
+        for sub in &envs_subs {
+            mounts.push(sub_mount("envs", &format!("{envs}/{sub}"), sub));
+            prepare.push(("envs", sub.clone()));
+        }
+    }
     let storage = &cfg.storage;
     match storage.storage {
         Backend::Local => {
@@ -139,7 +157,15 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             env.push(env_var("CONDA_STORE_STORAGE_DIR", &dir));
             if let Some(v) = &cfg.storage_volume {
                 volumes.push(volume("artifacts", v));
-                mounts.push(mount("artifacts", &dir));
+                let mut subs = vec![labels::build_key(&namespace, &build_name)];
+                if i.step == BuildStep::Image {
+                    subs.push("blobs".into());
+                }
+                for sub in subs {
+                    let at = format!("{}/{sub}", dir.trim_end_matches('/'));
+                    mounts.push(sub_mount("artifacts", &at, &sub));
+                    prepare.push(("artifacts", sub));
+                }
             }
         }
         Backend::S3 => {
@@ -208,6 +234,26 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         ..Default::default()
     };
 
+    let init_containers = (!prepare.is_empty()).then(|| {
+        let mut args = vec!["mkdirs".to_string()];
+        let mut init_mounts = Vec::new();
+        for name in ["envs", "artifacts"] {
+            if prepare.iter().any(|(v, _)| *v == name) {
+                init_mounts.push(mount(name, &format!("/prepare/{name}")));
+            }
+        }
+        args.extend(prepare.iter().map(|(v, sub)| format!("/prepare/{v}/{sub}")));
+        vec![Container {
+            name: "prepare".into(),
+            args: Some(args),
+            volume_mounts: Some(init_mounts),
+            env: None,
+            termination_message_path: None,
+            termination_message_policy: None,
+            ..container.clone()
+        }]
+    });
+
     // In a shared job namespace the Build cannot own its Jobs (owners are in the same
     // namespace); its finalizer deletes them instead.
     let shared = cfg.job_namespace.is_some();
@@ -232,6 +278,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
                     restart_policy: Some("Never".into()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
+                    init_containers,
                     containers: vec![container],
                     volumes: Some(volumes),
                     security_context: Some(PodSecurityContext {
@@ -278,6 +325,15 @@ fn mount(name: &str, path: &str) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
+        ..Default::default()
+    }
+}
+
+fn sub_mount(name: &str, path: &str, sub_path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        sub_path: Some(sub_path.into()),
         ..Default::default()
     }
 }
@@ -496,7 +552,8 @@ mod tests {
             .iter()
             .map(|v| v.name.as_str())
             .collect();
-        assert_eq!(names, ["tmp", "envs", "artifacts"]);
+        // The solve step reads and writes storage only: no environments volume at all.
+        assert_eq!(names, ["tmp", "artifacts"]);
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[labels::STEP], "solve");
         assert_eq!(labels[labels::ENVIRONMENT], "env");
@@ -530,6 +587,93 @@ mod tests {
             want.extend(extra);
             assert_eq!(container(&job).args.as_ref().unwrap(), &want);
             assert_eq!(env_of(&job, "CONDA_STORE_SPECIFICATION_KEY"), None);
+        }
+    }
+
+    /// Each step mounts only its own build's prefix and artifacts (and the one cache it uses),
+    /// as sub-paths an init container made; never the volumes' roots.
+    #[test]
+    fn steps_mount_only_their_own_build() {
+        let b = build();
+        let c = cfg(&["--envs-dir=/envs/", "--storage-dir=/artifacts"]);
+        for (step, want) in [
+            (
+                BuildStep::Solve,
+                vec![("artifacts", "builds/team/env-11111111-1")],
+            ),
+            (
+                BuildStep::Install,
+                vec![
+                    ("envs", "team/env-11111111-1"),
+                    ("envs", ".pkgs"),
+                    ("artifacts", "builds/team/env-11111111-1"),
+                ],
+            ),
+            (
+                BuildStep::Pack,
+                vec![
+                    ("envs", "team/env-11111111-1"),
+                    ("envs", ".pack-cache"),
+                    ("artifacts", "builds/team/env-11111111-1"),
+                ],
+            ),
+            (
+                BuildStep::Image,
+                vec![
+                    ("envs", "team/env-11111111-1"),
+                    ("envs", ".image-cache"),
+                    ("artifacts", "builds/team/env-11111111-1"),
+                    ("artifacts", "blobs"),
+                ],
+            ),
+        ] {
+            let job = step_job(
+                &JobInputs {
+                    build: &b,
+                    step,
+                    build_id: 1,
+                    environment_name: "env",
+                    channel_alias: None,
+                },
+                &c,
+            );
+            let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            let mounts: Vec<(String, String, String)> = container(&job)
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.name != "tmp")
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        m.sub_path.clone().unwrap_or_default(),
+                        m.mount_path.clone(),
+                    )
+                })
+                .collect();
+            let got: Vec<(&str, &str)> = mounts
+                .iter()
+                .map(|(n, s, _)| (n.as_str(), s.as_str()))
+                .collect();
+            assert_eq!(got, want, "{step:?}");
+            for (name, sub, at) in &mounts {
+                let root = if name == "envs" {
+                    "/envs"
+                } else {
+                    "/artifacts"
+                };
+                assert_eq!(*at, format!("{root}/{sub}"), "{step:?}");
+            }
+            // The init container makes exactly those directories, then the step runs.
+            let init = &pod.init_containers.as_ref().unwrap()[0];
+            let args = init.args.as_ref().unwrap();
+            assert_eq!(args[0], "mkdirs");
+            assert_eq!(args.len(), want.len() + 1, "{args:?}");
+            for (v, sub) in &want {
+                assert!(args.contains(&format!("/prepare/{v}/{sub}")), "{args:?}");
+            }
+            assert_eq!(init.security_context, container(&job).security_context);
         }
     }
 

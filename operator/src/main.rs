@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use conda_store_crds::Policy;
 use conda_store_crds::naming;
-use conda_store_crds::spec::normalize_yaml;
+use conda_store_crds::spec::normalize_yaml_local;
 use serde::Deserialize;
 
 /// conda-store for Kubernetes: the operator.
@@ -53,6 +53,13 @@ enum Command {
     Unpack {
         /// The directory the archive was extracted into.
         dir: PathBuf,
+    },
+    /// Create directories (and their parents) that do not exist yet: what a build Job's init
+    /// container runs, as the Job's user, before the step's sub-path mounts need them.
+    Mkdirs {
+        /// The directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
     },
     /// Check every pod template in Kubernetes manifests (YAML, `-` for standard input)
     /// against the Pod Security Standard "restricted"; exits 1 naming each violation.
@@ -245,6 +252,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             emit(&format!("{}\n", serde_json::to_string(&summary)?))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mkdirs { dirs } => {
+            for d in dirs {
+                std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::CheckPodSecurity { files } => {
             let mut bad = 0;
             let mut pods = 0;
@@ -292,7 +305,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("reading policy {}", p.display()))?,
                 None => Policy::default(),
             };
-            match normalize_yaml(&text, &policy) {
+            match normalize_yaml_local(&text, &policy) {
                 Ok(spec) => {
                     let out = serde_json::json!({ "sha256": spec.sha256(), "spec": spec });
                     emit(&format!("{}\n", serde_json::to_string_pretty(&out)?))?;

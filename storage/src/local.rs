@@ -11,8 +11,10 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::{ArtifactStore, ByteRange, Key, ObjectInfo, ObjectRead, Result, StorageError, hex};
 
-/// Where partial writes go before they are renamed into place; keys never start with `.`.
-const INCOMING: &str = ".incoming";
+/// The name start of partial writes, made beside their object and renamed into place (in the
+/// same directory, so on the same mount: a build pod may see only its build's directory, bind
+/// mounted). No key segment starts with `.`, so they are never listed as objects.
+const INCOMING: &str = ".incoming-";
 
 /// Copy buffer size.
 const CHUNK: usize = 256 * 1024;
@@ -27,7 +29,7 @@ impl LocalStore {
     /// A store rooted at `root`, created when missing.
     pub fn new(root: impl Into<PathBuf>) -> Result<LocalStore> {
         let root = root.into();
-        if let Err(source) = std::fs::create_dir_all(root.join(INCOMING)) {
+        if let Err(source) = std::fs::create_dir_all(&root) {
             // A read-only mount (the gateway only reads) still serves reads; a write then
             // fails with its own error.
             if !root.is_dir() {
@@ -68,10 +70,11 @@ impl LocalStore {
                 .await
                 .map_err(io("creating directory for"))?;
         }
-        let tmp =
-            self.root
-                .join(INCOMING)
-                .join(format!("{}-{}", std::process::id(), unique_suffix()));
+        let tmp = target.with_file_name(format!(
+            "{INCOMING}{}-{}",
+            std::process::id(),
+            unique_suffix()
+        ));
         let file = tokio::fs::File::create(&tmp)
             .await
             .map_err(io("creating"))?;
@@ -197,15 +200,59 @@ impl ArtifactStore for LocalStore {
     }
 
     async fn delete(&self, key: &Key) -> Result<()> {
-        match tokio::fs::remove_file(self.path(key)).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StorageError::Io {
-                op: "deleting",
-                key: key.to_string(),
-                source,
-            }),
+        let path = self.path(key);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StorageError::Io {
+                    op: "deleting",
+                    key: key.to_string(),
+                    source,
+                });
+            }
         }
+        // Directories left empty go too (never the root): deleted builds leave nothing behind.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize> {
+        let objects = self.list(prefix).await?;
+        for o in &objects {
+            self.delete(&Key::new(&o.key)?).await?;
+        }
+        // A whole directory (`builds/<ns>/<build>/`): partial writes a killed step left go too.
+        if let Some(dir) = prefix.strip_suffix('/')
+            && crate::validate_key(dir).is_ok()
+        {
+            let path = self.root.join(dir);
+            match tokio::fs::remove_dir_all(&path).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(StorageError::Io {
+                        op: "deleting",
+                        key: prefix.to_string(),
+                        source,
+                    });
+                }
+            }
+            let mut up = path.parent();
+            while let Some(d) = up {
+                if d == self.root || std::fs::remove_dir(d).is_err() {
+                    break;
+                }
+                up = d.parent();
+            }
+        }
+        Ok(objects.len())
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -254,7 +301,7 @@ fn list_files(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                 continue;
             };
             let Some(rel) = rel.to_str() else { continue };
-            if rel.starts_with('.') {
+            if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             let Ok(meta) = entry.metadata() else { continue };

@@ -207,13 +207,58 @@ async fn local_backend_meets_the_contract() {
             .unwrap(),
         None
     );
-    // nothing is left in the incoming area
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("store/.incoming"))
-            .unwrap()
-            .count(),
-        0
+    // No partial write is left beside any object.
+    let leftovers: Vec<_> = walk(&dir.path().join("store"))
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".incoming")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
+
+/// A deleted build leaves no directory behind, not even one holding a partial write a killed
+/// step left; other builds are untouched.
+#[tokio::test]
+async fn local_deletes_leave_no_empty_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let store = LocalStore::new(&root).unwrap();
+    for k in [
+        "builds/ns/b-1/conda-lock.yaml",
+        "builds/ns/b-1/logs/solve.log",
+        "builds/ns/b-2/x",
+    ] {
+        store
+            .put_bytes(&key(k), Bytes::from_static(b"x"))
+            .await
+            .unwrap();
+    }
+    std::fs::write(root.join("builds/ns/b-1/.incoming-1-2"), b"partial").unwrap();
+    assert_eq!(store.delete_prefix("builds/ns/b-1/").await.unwrap(), 2);
+    assert!(!root.join("builds/ns/b-1").exists());
+    assert!(root.join("builds/ns/b-2/x").exists());
+    store.delete(&key("builds/ns/b-2/x")).await.unwrap();
+    assert!(
+        !root.join("builds/ns").exists(),
+        "empty namespace directory left"
     );
+    assert!(root.is_dir(), "the root stays");
 }
 
 #[tokio::test]

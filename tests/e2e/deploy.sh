@@ -104,6 +104,8 @@ kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 want = ["ClusterRole/conda-store-api-server", "ClusterRole/conda-store-operator",
         "ClusterRoleBinding/conda-store-api-server", "ClusterRoleBinding/conda-store-operator",
         "Deployment/conda-store-api-server", "Deployment/conda-store-operator",
+        "NetworkPolicy/conda-store-api-server", "NetworkPolicy/conda-store-builds",
+        "NetworkPolicy/conda-store-operator",
         "PersistentVolumeClaim/conda-store-artifacts", "PersistentVolumeClaim/conda-store-db",
         "PersistentVolumeClaim/conda-store-envs", "Role/conda-store-operator",
         "RoleBinding/conda-store-operator", "Secret/conda-store-api-server-secret-key",
@@ -118,7 +120,19 @@ assert env["CONDA_STORE_LEADER_ELECTION"] == "true", env
 assert c["livenessProbe"]["httpGet"]["path"] == "/healthz" and c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 assert pod["securityContext"]["runAsNonRoot"] and c["securityContext"]["readOnlyRootFilesystem"]
 assert c["resources"]["limits"]["memory"]
+# Build pods: nothing connects to them; they reach DNS and public 80/443 only, never private
+# ranges or the metadata address.
+np = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "conda-store-builds")
+sel = np["spec"]["podSelector"]
+assert sel["matchLabels"] == {"app.kubernetes.io/managed-by": "conda-store"}, sel
+assert {"key": "conda.store/step", "operator": "Exists"} in sel["matchExpressions"], sel
+assert np["spec"]["ingress"] == [] and set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+blocks = [t["ipBlock"] for r in np["spec"]["egress"] for t in r.get("to", [])]
+assert blocks and all("169.254.0.0/16" in b["except"] and "10.0.0.0/8" in b["except"] for b in blocks), blocks
 PY
+check "jobPlacement build: no build policy in the release namespace (it would select nothing)" \
+  bash -c '! bash "$1/scripts/helm-template.sh" --release conda-store --namespace conda-store \
+    --set operator.jobPlacement=build "$1/charts/conda-store" | grep -q "name: conda-store-builds"' _ "$ROOT"
 check "production: S3 settings and credentials, PostgreSQL URL from its Secret, Ingress with TLS" \
   python3 - "$WORK/production.out" <<'PY'
 import sys, yaml

@@ -30,10 +30,12 @@ if [[ ! -x $VENV/bin/schemathesis ]]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 CS() { "$VENV/bin/conda-store" "$@"; }
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
 
 USERS=$(mktemp)
-API_BIN=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}/debug/conda-store-api-server
-(cd "$ROOT" && cargo build -q --locked -p conda-store-api-server)
+API_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
+# The same build local.sh makes (so its own is a no-op): the hashes need the binary first.
+(cd "$ROOT" && cargo build -q --locked -p conda-store-operator -p conda-store-api-server)
 hash_pw() { echo "$1" | "$API_BIN" hash-password; }
 printf 'users:\n  - username: demo\n    password: "%s"\n  - username: alice\n    password: "%s"\n' \
   "$(hash_pw demo)" "$(hash_pw alice-pw)" >"$USERS"
@@ -202,7 +204,20 @@ for what in logs lockfile yaml archive; do
 done
 check "demo may not cancel or delete alice's build" \
   is "$(status_of -u demo:demo -X PUT "$API/build/$NEW/cancel/")$(status_of -u demo:demo -X DELETE "$API/build/$NEW/")" 404404
-ALICE_REPO=$("$CONDA_STORE_KUBECTL" get environments -n alice -o 'jsonpath={.items[0].metadata.name}')
+# An image of alice's, built from a manifest applied with kubectl (the REST API builds no images).
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: vault, namespace: alice}
+spec:
+  name: Vault
+  channels: ["$CHANNEL"]
+  dependencies: [libb]
+  artifacts: [lockfile, image]
+YAML
+check "alice's image environment is built" \
+  "$CONDA_STORE_KUBECTL" wait --for=condition=Ready environment/vault -n alice --timeout=240s
+ALICE_REPO=vault
 ALICE_MANIFEST=$(curl -fsS -u alice:alice-pw -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
   -D - -o "$STATE/alice-manifest.json" "$REG/v2/alice/$ALICE_REPO/manifests/latest" |
   tr -d '\r' | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: //p')

@@ -260,8 +260,15 @@ pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiR
         now,
         None,
     );
+    // Behind a proxy that terminated TLS the browser spoke https: the cookie must never go
+    // out over plain http then.
+    let secure = if forwarded_https(&headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     let cookie = format!(
-        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         app.auth.session_seconds
     );
     let mut resp = ok(json!({"primary_namespace": caller.primary_namespace}));
@@ -272,6 +279,15 @@ pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiR
             .map_err(|_| ApiError::bad_request("bad cookie"))?,
     );
     Ok(resp)
+}
+
+/// Whether a TLS-terminating proxy says the client used https (`X-Forwarded-Proto`).
+pub fn forwarded_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
 fn serde_urlencoded_form(bytes: &[u8]) -> ApiResult<LoginForm> {

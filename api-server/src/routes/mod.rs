@@ -62,17 +62,30 @@ pub async fn json_body<T: DeserializeOwned>(app: &App, body: Body) -> ApiResult<
 
 /// Reads a body up to the configured limit.
 pub async fn read_body(app: &App, body: Body) -> ApiResult<bytes::Bytes> {
-    axum::body::to_bytes(body, app.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request body is larger than {} bytes",
-                    app.max_body_bytes
-                ),
-            )
-        })
+    // A body that trickles in holds its connection: bounded like the headers are.
+    tokio::time::timeout(
+        app.body_timeout,
+        axum::body::to_bytes(body, app.max_body_bytes),
+    )
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {} s",
+                app.body_timeout.as_secs()
+            ),
+        )
+    })?
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} bytes",
+                app.max_body_bytes
+            ),
+        )
+    })
 }
 
 /// The whole application: the API under its prefix, health and metrics at the root. Paths are
@@ -252,14 +265,53 @@ pub async fn serve(
     app: Arc<App>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use tower::Layer;
-    let service = tower::util::MapRequestLayer::new(normalize).layer(router(app));
-    axum::serve(
-        listener,
-        axum::ServiceExt::<Request>::into_make_service(service),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::{Layer, ServiceExt};
+    let service = tower::util::MapRequestLayer::new(normalize).layer(router(app.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(app.max_connections));
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!(error = %e, "accepting a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Over the limit: closed at once, so a flood of connections cannot exhaust memory.
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let svc = service.clone();
+        let handler = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+            svc.clone().oneshot(req.map(Body::new))
+        });
+        // The header timeout also bounds the wait for the next request on a kept-alive
+        // connection: an idle client is closed as a slow one is.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(app.header_timeout)
+            .serve_connection(TokioIo::new(stream), handler);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(slot);
+        });
+    }
+    // Requests in flight finish (a bounded time); then the listener is gone.
+    if tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after the shutdown signal; closing them");
+    }
+    Ok(())
 }
 
 /// A response with a status and a conda-store envelope around `data`.

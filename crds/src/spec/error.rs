@@ -129,6 +129,12 @@ pub enum SpecErrorKind {
         /// The allowlist, comma-separated.
         allowed: String,
     },
+    /// A `file://` channel the policy does not name: the build pods' volumes are not a place
+    /// for a specification to go looking.
+    #[error(
+        "local channel {0:?} is not allowed: file:// channels must be named in the policy's allowedChannels or defaultChannels, or lie under its channelAlias"
+    )]
+    LocalChannelNotAllowed(String),
     /// A platform conda does not know.
     #[error("{0:?} is not a conda platform (such as linux-64, osx-arm64, win-64)")]
     InvalidPlatform(String),

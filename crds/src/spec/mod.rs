@@ -12,6 +12,7 @@ pub mod yaml;
 pub use error::{Location, SpecError, SpecErrorKind, SpecErrors};
 pub use lockfile::{LockSpec, LockedPackage, parse_lockfile};
 pub use normalize::{
-    NormalizedSpec, canonical_match_spec, normalize, normalize_yaml, package_name,
+    NormalizedSpec, canonical_match_spec, normalize, normalize_yaml, normalize_yaml_local,
+    package_name,
 };
 pub use raw::{Located, MAX_SPEC_BYTES, RawSpec};

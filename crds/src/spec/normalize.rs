@@ -65,9 +65,31 @@ impl NormalizedSpec {
 /// Reports every problem at once, in line order: shape errors found while reading and
 /// validation errors of what could be read.
 pub fn normalize_yaml(text: &str, policy: &Policy) -> Result<NormalizedSpec, SpecErrors> {
+    normalize_yaml_as(text, policy, Origin::Tenant)
+}
+
+/// [`normalize_yaml`] for a file of the person running the command (the CLI's
+/// `--specification`, `spec normalize`): `file://` channels are theirs to name.
+pub fn normalize_yaml_local(text: &str, policy: &Policy) -> Result<NormalizedSpec, SpecErrors> {
+    normalize_yaml_as(text, policy, Origin::Local)
+}
+
+/// Who wrote a specification: a tenant of the deployment (an Environment, the REST API), or the
+/// person running a local command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Tenant,
+    Local,
+}
+
+fn normalize_yaml_as(
+    text: &str,
+    policy: &Policy,
+    origin: Origin,
+) -> Result<NormalizedSpec, SpecErrors> {
     let (raw, mut errors) = RawSpec::parse_yaml(text)?;
     let shape_errors = errors.len();
-    match normalize(&raw, policy) {
+    match normalize_as(&raw, policy, origin) {
         Ok(spec) => return errors.finish(spec),
         Err(more) => {
             for e in more.0 {
@@ -90,8 +112,19 @@ pub fn normalize_yaml(text: &str, policy: &Policy) -> Result<NormalizedSpec, Spe
 /// its location. Policy: channels outside `allowedChannels` are refused, `defaultChannels` fill
 /// an empty channel list, `defaultPackages` are added when no dependency names them, and
 /// `requiredPackages` must be named.
+/// `file://` channels (and lockfile packages) are refused unless the policy names them.
 pub fn normalize(raw: &RawSpec, policy: &Policy) -> Result<NormalizedSpec, SpecErrors> {
+    normalize_as(raw, policy, Origin::Tenant)
+}
+
+fn normalize_as(
+    raw: &RawSpec,
+    policy: &Policy,
+    origin: Origin,
+) -> Result<NormalizedSpec, SpecErrors> {
     let mut errors = Collector::default();
+    let local_ok =
+        |url: &str, alias: &str| origin == Origin::Local || local_allowed(url, alias, policy);
     let alias = policy
         .channel_alias
         .as_deref()
@@ -124,6 +157,12 @@ pub fn normalize(raw: &RawSpec, policy: &Policy) -> Result<NormalizedSpec, SpecE
             continue;
         }
         check_allowed(&c, &ch.loc, alias, &allowed, policy, &mut errors);
+        if !local_ok(&channel_url(&c, alias), alias) {
+            errors.push(
+                ch.loc.clone(),
+                SpecErrorKind::LocalChannelNotAllowed(ch.value.clone()),
+            );
+        }
         if !channels.contains(&c) {
             channels.push(c);
         }
@@ -172,6 +211,12 @@ pub fn normalize(raw: &RawSpec, policy: &Policy) -> Result<NormalizedSpec, SpecE
         match parse_lockfile(&lockfile.value, &lockfile.loc) {
             Ok(lock) => {
                 for (i, pkg) in lock.packages.iter().enumerate() {
+                    if !local_ok(&pkg.url, alias) {
+                        errors.push(
+                            lockfile.loc.child(None, &format!("package[{i}]")),
+                            SpecErrorKind::LocalChannelNotAllowed(pkg.url.clone()),
+                        );
+                    }
                     if pkg.manager == "conda" && !allowed.is_empty() {
                         let ok = allowed
                             .iter()
@@ -367,6 +412,25 @@ fn channel_url(channel: &str, alias: &str) -> String {
     } else {
         format!("{alias}/{c}")
     }
+}
+
+/// Whether `url` may be read: anything but `file://`, and `file://` only where the policy (set
+/// by whoever runs the deployment, never by the specification) points: its allowed or default
+/// channels, or its channel alias. A specification naming `file:///srv/...` would otherwise read
+/// whatever the build pod's volumes hold.
+fn local_allowed(url: &str, alias: &str, policy: &Policy) -> bool {
+    if !url.to_ascii_lowercase().starts_with("file:") {
+        return true;
+    }
+    let url = url.trim_end_matches('/');
+    let named = policy
+        .allowed_channels
+        .iter()
+        .flatten()
+        .chain(policy.default_channels.iter().flatten())
+        .map(|c| channel_url(c.trim_end_matches('/'), alias))
+        .any(|c| url == c || url.starts_with(&format!("{c}/")));
+    named || (alias.starts_with("file:") && url.starts_with(&format!("{alias}/")))
 }
 
 fn check_allowed(

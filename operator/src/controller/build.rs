@@ -261,7 +261,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                         .map(|(step, _)| *step)
                         .collect();
                     let gone = if running_for >= 10 {
-                        vanished(&jobs_api, &jobs, &running).await?
+                        vanished(&jobs_api, &jobs, &status.jobs, &running).await?
                     } else {
                         Vec::new()
                     };
@@ -511,7 +511,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                 Next::Continue
             }
             BuildAction::CheckVanished(steps) => {
-                for (step, why) in vanished(&jobs_api, &jobs, &steps).await? {
+                for (step, why) in vanished(&jobs_api, &jobs, &status.jobs, &steps).await? {
                     step_condition(&mut status, step, FALSE, "JobDeleted", why);
                 }
                 Next::Requeue(Duration::from_secs(2))
@@ -649,21 +649,34 @@ async fn delete_jobs(api: &Api<Job>, jobs: &Jobs, running_only: bool) -> Result<
 async fn vanished(
     api: &Api<Job>,
     jobs: &Jobs,
+    recorded: &[StepJob],
     steps: &[BuildStep],
 ) -> Result<Vec<(BuildStep, String)>, Error> {
     let mut gone = Vec::new();
     for &step in steps {
-        let Some(known) = jobs.get(&step) else {
+        // The Job as the cache shows it, else as the status recorded it when it was created.
+        let known = jobs
+            .get(&step)
+            .map(|j| (j.name.clone(), j.uid.clone()))
+            .or_else(|| {
+                recorded
+                    .iter()
+                    .find(|r| r.step == step)
+                    .map(|r| (r.name.clone(), r.uid.clone()))
+            });
+        let Some((name, uid)) = known else {
+            gone.push((step, "the step's Job is gone".to_string()));
             continue;
         };
-        let current = api.get_opt(&known.name).await?;
+        let current = api.get_opt(&name).await?;
         if current.is_none_or(|j| {
-            j.metadata.deletion_timestamp.is_some() || j.uid().as_deref() != Some(&known.uid)
+            j.metadata.deletion_timestamp.is_some()
+                || (!uid.is_empty() && j.uid().as_deref() != Some(uid.as_str()))
         }) {
-            tracing::debug!(job = %known.name, "a running step's Job is gone");
+            tracing::debug!(job = %name, "a running step's Job is gone");
             gone.push((
                 step,
-                format!("the Job {} was deleted before it finished", known.name),
+                format!("the Job {name} was deleted before it finished"),
             ));
         }
     }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use conda_store_crds::spec::{NormalizedSpec, normalize_yaml};
+use conda_store_crds::spec::{NormalizedSpec, normalize_yaml_local};
 use conda_store_crds::{Artifact, ArtifactKind, Policy};
 use conda_store_engine::install::install_lockfile;
 use conda_store_engine::lockfile::{
@@ -102,7 +102,7 @@ async fn read_spec(args: &SolveArgs, store: &dyn ArtifactStore) -> anyhow::Resul
         .with_context(|| format!("reading policy {}", p.display()))?,
         None => Policy::default(),
     };
-    normalize_yaml(&text, &policy).map_err(|e| anyhow::anyhow!("{e}"))
+    normalize_yaml_local(&text, &policy).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Solves and stores the lockfile and the YAML export.
