@@ -331,6 +331,8 @@ struct ExportedEnvironment<'a> {
     name: &'a str,
     channels: Vec<String>,
     dependencies: Vec<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    variables: &'a BTreeMap<String, String>,
 }
 
 /// An environment.yaml with exact pins (`name=version=build`, sorted) for one platform of
@@ -339,6 +341,17 @@ pub fn export_environment(
     solution: &Solution,
     platform: &str,
     name: &str,
+) -> Result<String, LockfileError> {
+    export_environment_with(solution, platform, name, &BTreeMap::new())
+}
+
+/// [`export_environment`] with the environment's `variables` (as conda's `variables:` key,
+/// which `conda env create` sets on the environment).
+pub fn export_environment_with(
+    solution: &Solution,
+    platform: &str,
+    name: &str,
+    variables: &BTreeMap<String, String>,
 ) -> Result<String, LockfileError> {
     let records = solution
         .platforms
@@ -356,6 +369,7 @@ pub fn export_environment(
         name,
         channels: solution.channels.clone(),
         dependencies,
+        variables,
     };
     serde_yaml::to_string(&env).map_err(|e| LockfileError::Invalid(e.to_string()))
 }

@@ -169,6 +169,44 @@ pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixErro
     Ok(out)
 }
 
+/// The file conda keeps a prefix's own settings in; its `env_vars` are set by `conda activate`.
+pub const STATE_FILE: &str = "conda-meta/state";
+
+/// Records the environment's variables in the prefix, as conda does (`conda env config vars
+/// set`): `conda activate` sets them, and the image step reads them. Nothing is written for none.
+pub fn write_env_vars(
+    prefix: &Path,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> Result<(), PrefixError> {
+    if vars.is_empty() {
+        return Ok(());
+    }
+    let path = prefix.join(STATE_FILE);
+    let text = serde_json::to_string_pretty(&serde_json::json!({ "env_vars": vars }))
+        .expect("strings serialise");
+    std::fs::write(&path, text).map_err(|source| PrefixError::Io { path, source })
+}
+
+/// The variables recorded in the prefix (none when it has no state file).
+pub fn read_env_vars(
+    prefix: &Path,
+) -> Result<std::collections::BTreeMap<String, String>, PrefixError> {
+    let path = prefix.join(STATE_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(source) => return Err(PrefixError::Io { path, source }),
+    };
+    #[derive(Deserialize)]
+    struct State {
+        #[serde(default)]
+        env_vars: std::collections::BTreeMap<String, String>,
+    }
+    serde_json::from_str::<State>(&text)
+        .map(|s| s.env_vars)
+        .map_err(|source| PrefixError::Record { path, source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,6 +39,12 @@ pub fn spec_key(namespace: &str, build: &str) -> String {
     format!("{}/specification.json", labels::build_key(namespace, build))
 }
 
+/// The package cache of a namespace's installs, as the Jobs see it: one per namespace, beside
+/// its prefixes (so installs hard-link from it), shared by that namespace's builds only.
+pub fn package_cache(envs_dir: &str, namespace: &str) -> String {
+    format!("{}/{namespace}/.pkgs", envs_dir.trim_end_matches('/'))
+}
+
 /// The installed prefix of a build, as the Jobs see it.
 pub fn prefix_path(envs_dir: &str, namespace: &str, build: &str) -> String {
     format!("{}/{namespace}/{build}", envs_dir.trim_end_matches('/'))
@@ -96,7 +102,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             args.extend(["--prefix".into(), prefix.clone()]);
             env.push(env_var(
                 "CONDA_STORE_PKGS_DIR",
-                &format!("{}/.pkgs", cfg.envs_dir.trim_end_matches('/')),
+                &package_cache(&cfg.envs_dir, &namespace),
             ));
         }
         BuildStep::Pack => {
@@ -128,9 +134,12 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
     // Never another team's prefixes, artifacts or logs.
     let envs = cfg.envs_dir.trim_end_matches('/');
     let prefix_sub = format!("{namespace}/{build_name}");
+    // The install step mounts its namespace's directory, which holds the namespace's package
+    // cache beside its prefixes: installs hard-link from the cache, and Linux refuses links
+    // across mounts (even of one file system), so the cache and the prefix share one mount.
     let envs_subs: Vec<String> = match i.step {
         BuildStep::Solve => vec![],
-        BuildStep::Install => vec![prefix_sub.clone(), ".pkgs".into()],
+        BuildStep::Install => vec![namespace.clone()],
         BuildStep::Pack => vec![prefix_sub.clone(), ".pack-cache".into()],
         BuildStep::Image => vec![prefix_sub.clone(), ".image-cache".into()],
     };
@@ -604,8 +613,7 @@ mod tests {
             (
                 BuildStep::Install,
                 vec![
-                    ("envs", "team/env-11111111-1"),
-                    ("envs", ".pkgs"),
+                    ("envs", "team"),
                     ("artifacts", "builds/team/env-11111111-1"),
                 ],
             ),

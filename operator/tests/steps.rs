@@ -423,3 +423,85 @@ fn a_specification_of_any_size_reaches_the_solve_step_through_storage() {
     assert!(msg.contains("dep-number-"), "{msg}");
     assert!(!msg.contains("argument list"), "{msg}");
 }
+
+/// An environment.yaml's `variables:` (conda-store keeps them) reach the YAML export, the
+/// prefix's `conda-meta/state` (what `conda activate` sets, and what is packed) and the image's
+/// environment.
+#[test]
+fn variables_reach_the_export_the_prefix_and_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let spec = environment_yaml(
+        dir.path(),
+        "name: demo\nchannels: [",
+        "]\ndependencies: [tool]\nvariables:\n  MY_SETTING: hello world\n  OTHER: '2'\n",
+    );
+    let run = step(
+        &["solve", "--specification", spec.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let yaml = std::fs::read_to_string(
+        storage.join(artifact(&run.report, "yaml")["key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let export: serde_yaml::Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(export["variables"]["MY_SETTING"], "hello world", "{yaml}");
+
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    let cache = dir.path().join("pkgs");
+    let run = step(
+        &[
+            "install",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--package-cache",
+            cache.to_str().unwrap(),
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(prefix.join("conda-meta/state")).unwrap())
+            .unwrap();
+    assert_eq!(state["env_vars"]["MY_SETTING"], "hello world");
+    assert_eq!(state["env_vars"]["OTHER"], "2");
+
+    let run = step(
+        &[
+            "image",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--name",
+            "demo",
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(storage.join("builds/team-a/data-science-1/image.json")).unwrap(),
+    )
+    .unwrap();
+    let config_hex = summary["configDigest"]
+        .as_str()
+        .or(summary["config_digest"].as_str())
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(storage.join(format!("blobs/sha256/{config_hex}"))).unwrap(),
+    )
+    .unwrap();
+    let env: Vec<&str> = config["config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(env.contains(&"MY_SETTING=hello world"), "{env:?}");
+    assert!(env.contains(&"OTHER=2"), "{env:?}");
+}

@@ -102,6 +102,7 @@ import sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 want = ["ClusterRole/conda-store-api-server", "ClusterRole/conda-store-operator",
+        "ClusterRole/conda-store-tenant-edit", "ClusterRole/conda-store-tenant-view",
         "ClusterRoleBinding/conda-store-api-server", "ClusterRoleBinding/conda-store-operator",
         "Deployment/conda-store-api-server", "Deployment/conda-store-operator",
         "NetworkPolicy/conda-store-api-server", "NetworkPolicy/conda-store-builds",
@@ -284,5 +285,51 @@ check "gateway: reviews tokens" can yes create tokenreviews.authentication.k8s.i
 check "gateway: creates no Jobs" can no create jobs conda-store-api-server -n team-a
 check "gateway: reads no Secrets" can no get secrets conda-store-api-server -n conda-store
 check "gateway: does not write Build status" can no patch builds.conda.store conda-store-api-server -n team-a --subresource=status
+
+# Tenants through kubectl, each with its own ServiceAccount bound to Kubernetes' "edit" in its
+# own namespace (the chart's tenant roles aggregate into it). Real requests with each token:
+# its own namespace works, the other team's does not, and nobody forges what the operator owns.
+check "the chart's tenant roles apply" k apply -f "$ROOT/deploy/kubernetes/tenant-rbac.yaml"
+for team in team-a team-b; do
+  k create namespace "$team" >/dev/null 2>&1 || true
+  k create serviceaccount ci -n "$team" >/dev/null
+  k create rolebinding ci-edit -n "$team" --clusterrole=edit --serviceaccount="$team:ci" >/dev/null
+done
+sa_token() { # sa_token NAMESPACE: the ServiceAccount ci's token
+  local secret
+  for _ in $(seq 100); do
+    secret=$(k get sa ci -n "$1" -o 'jsonpath={.secrets[0].name}' 2>/dev/null || true)
+    [[ -n $secret ]] && { k get secret "$secret" -n "$1" -o 'jsonpath={.data.token}' | base64 -d; return; }
+    sleep 0.2
+  done
+}
+A_TOKEN=$(sa_token team-a)
+as_a() { k --token "$A_TOKEN" "$@"; }
+env_doc() { printf 'apiVersion: conda.store/v1alpha1\nkind: Environment\nmetadata: {name: %s, namespace: %s}\nspec: {dependencies: [python]}\n' "$1" "$2"; }
+build_doc() { printf 'apiVersion: conda.store/v1alpha1\nkind: Build\nmetadata: {name: %s-1234abcd-1, namespace: %s}\nspec: {environment: %s, specification: spec-1234abcd}\n' "$1" "$2" "$1"; }
+# What team-b owns (and a Build of team-a's), made by the cluster admin.
+env_doc secret team-b | k apply --validate=false -f - >/dev/null
+build_doc secret team-b | k apply --validate=false -f - >/dev/null
+build_doc own team-a | k apply --validate=false -f - >/dev/null
+own_env() { env_doc own team-a | as_a apply --validate=false -f -; }
+check "team-a manages Environments in its own namespace" own_env
+check "and reads its Builds" as_a get builds -n team-a
+create_in_b() { env_doc x team-b | as_a create --validate=false -f -; }
+refused_for_a() { # refused_for_a KUBECTL-ARGS...: team-a's token is refused (Forbidden)
+  refused Forbidden as_a "$@"
+}
+check "team-a cannot list team-b's Environments" refused_for_a get environments -n team-b
+check "nor read one" refused_for_a get environment secret -n team-b -o yaml
+check "nor change one" refused_for_a patch environment secret -n team-b --type merge -p '{"spec":{"dependencies":["evil"]}}'
+check "nor delete one" refused_for_a delete environment secret -n team-b
+check "nor create one there" refused Forbidden create_in_b
+check "nor list team-b's Builds or Specifications" refused_for_a get builds,specifications -n team-b
+check "nor cancel team-b's Build" refused_for_a patch build secret-1234abcd-1 -n team-b --type merge -p '{"spec":{"cancel":true}}'
+check "team-a cannot forge its own Build's status (the operator's)" \
+  refused_for_a patch build own-1234abcd-1 -n team-a --subresource=status --type merge -p '{"status":{"phase":"Completed"}}'
+check "nor edit its Specifications" refused_for_a patch specification spec-x -n team-a --type merge -p '{"spec":{}}'
+check "nor read the build Jobs, pods or logs in the release namespace" refused_for_a get jobs,pods -n conda-store
+check "nor read Secrets there (S3 credentials, the signing key)" refused_for_a get secrets -n conda-store
+check "nor change conda-store Namespaces (role bindings, policy)" refused_for_a patch condanamespaces team-b --type merge -p '{"spec":{}}'
 
 finish

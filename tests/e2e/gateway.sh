@@ -204,6 +204,55 @@ for what in logs lockfile yaml archive; do
 done
 check "demo may not cancel or delete alice's build" \
   is "$(status_of -u demo:demo -X PUT "$API/build/$NEW/cancel/")$(status_of -u demo:demo -X DELETE "$API/build/$NEW/")" 404404
+# A running build's log comes from its own Job's pod only: a pod in alice's namespace labelled
+# like the build's solve step (whoever may create pods there can make one) is never read.
+GW_HOST=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).hostname)' "$CHANNEL")
+TARPIT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 - "$GW_HOST" "$TARPIT_PORT" >/dev/null 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)  # never answered: the solve stays running
+PY
+TARPIT_PID=$!
+SLOW_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"slow","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [liba]\n"}))' "http://$GW_HOST:$TARPIT_PORT/")
+SLOW=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$SLOW_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+slow_building() { [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/" | j 'd["data"]["status"]') == BUILDING ]]; }
+for _ in $(seq 100); do slow_building && break; sleep 0.3; done
+SLOW_BUILD=$("$CONDA_STORE_KUBECTL" get builds -n alice -l conda.store/environment=slow -o 'jsonpath={.items[0].metadata.name}')
+JOB_IMAGE=$("$CONDA_STORE_KUBECTL" get deployment conda-store-operator -n conda-store -o 'jsonpath={.spec.template.spec.containers[0].image}')
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata:
+  name: spoof
+  namespace: alice
+  labels: {conda.store/build: $SLOW_BUILD, conda.store/step: solve, conda.store/namespace: alice, app.kubernetes.io/managed-by: conda-store}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  containers: [{name: solve, image: "$JOB_IMAGE", imagePullPolicy: Never, args: [spec, name, SPOOFED-LOG-LINE]}]
+YAML
+for _ in $(seq 100); do
+  [[ $("$CONDA_STORE_KUBECTL" get pod spoof -n alice -o 'jsonpath={.status.phase}') == Succeeded ]] && break
+  sleep 0.3
+done
+check "the spoofing pod ran" contains spoofed-log-line "$CONDA_STORE_KUBECTL" logs spoof -n alice
+not_spoofed() {
+  local logs
+  logs=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/logs/")
+  [[ $logs != *spoofed-log-line* ]] || { echo "the build's log is the spoofing pod's: $logs"; return 1; }
+  [[ $logs == *"step solve starting"* ]] || { echo "not the step's own log: $logs"; return 1; }
+}
+check "a running build's log is its own step's, not a look-alike pod's" not_spoofed
+curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/cancel/" >/dev/null || true
+kill "$TARPIT_PID" 2>/dev/null || true
+
 # An image of alice's, built from a manifest applied with kubectl (the REST API builds no images).
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
 apiVersion: conda.store/v1alpha1

@@ -414,6 +414,9 @@ check "deleting the Environment deletes its Builds" wait_for 60 "builds gone" is
 check "and their artifacts" wait_for 30 "artifacts gone" \
   bash -c "! test -e '$STATE/artifacts/builds/team/$B1/conda-lock.yaml' && ! test -e '$STATE/artifacts/builds/team/$B2/conda-lock.yaml'"
 check "and their installed prefixes" bash -c "! test -e '$STATE/envs/team/$B1'"
+check "no current link is left dangling" wait_for 30 "link gone" bash -c "! test -L '$STATE/envs/team/demo'"
+check "no empty build directory is left in storage" \
+  bash -c "! test -e '$STATE/artifacts/builds/team/$B1' && ! test -e '$STATE/artifacts/builds/team/$B2'"
 
 # 12. Image blobs no remaining build references are collected (every 10 s here); the blobs of
 # the images that remain stay.

@@ -757,11 +757,19 @@ async fn stuck_steps(
                 stuck.push((step, format!("pod {}: {why}", pod.name_any())));
             }
         }
-        let statuses = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref());
-        for cs in statuses.into_iter().flatten() {
+        // The init container (which makes the step's directories) first, then the step's own.
+        let status = pod.status.as_ref();
+        let statuses = status
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .into_iter()
+            .flatten()
+            .chain(
+                status
+                    .and_then(|s| s.container_statuses.as_ref())
+                    .into_iter()
+                    .flatten(),
+            );
+        for cs in statuses {
             let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
                 continue;
             };
@@ -839,6 +847,13 @@ async fn cleanup(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
             Err(e) => {
                 tracing::warn!(error = %e, path = %path.display(), "removing a deleted build's prefix")
             }
+        }
+        // The environment's `current` link, if it named this build, would now dangle.
+        let link = dir.join(&ns).join(&build.spec.environment);
+        if std::fs::read_link(&link).is_ok_and(|t| t == path)
+            && let Err(e) = std::fs::remove_file(&link)
+        {
+            tracing::warn!(error = %e, link = %link.display(), "removing a current link");
         }
     }
     tracing::info!(build = %key(&build), objects = removed, "deleted the build's artifacts");

@@ -71,7 +71,10 @@ pub async fn run(
         .unwrap_or_else(|| format!("/opt/conda/envs/{}", args.name));
     let mut options = ImageOptions::new(&args.name);
     options.build_id = args.build_id.clone();
-    options.env = args.env.iter().cloned().collect();
+    // The environment's variables (recorded in the prefix by the install step), then the
+    // ones given here.
+    options.env = conda_store_engine::prefix::read_env_vars(&args.prefix)?;
+    options.env.extend(args.env.iter().cloned());
     options.base = args
         .base_layout
         .clone()

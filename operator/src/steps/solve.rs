@@ -10,7 +10,7 @@ use conda_store_crds::spec::{NormalizedSpec, normalize_yaml_local};
 use conda_store_crds::{Artifact, ArtifactKind, Policy};
 use conda_store_engine::install::install_lockfile;
 use conda_store_engine::lockfile::{
-    LockInput, export_environment, solution_from_locked, write_lockfile,
+    LockInput, export_environment_with, solution_from_locked, write_lockfile,
 };
 use conda_store_engine::solve::{Solution, SolveRequest, solve};
 use conda_store_storage::ArtifactStore;
@@ -140,7 +140,7 @@ pub async fn run_solve(
             }),
         )?;
         let platforms: Vec<String> = solution.platforms.keys().cloned().collect();
-        return store_solution(&solution, &platforms, &args, &step, &store, &log).await;
+        return store_solution(&solution, &platforms, &spec, &args, &step, &store, &log).await;
     }
     let platforms = if spec.platforms.is_empty() {
         args.platforms.clone()
@@ -162,13 +162,14 @@ pub async fn run_solve(
         ..Default::default()
     })
     .await?;
-    store_solution(&solution, &platforms, &args, &step, &store, &log).await
+    store_solution(&solution, &platforms, &spec, &args, &step, &store, &log).await
 }
 
 /// Stores the lockfile and the YAML export of a solution.
 async fn store_solution(
     solution: &Solution,
     platforms: &[String],
+    spec: &NormalizedSpec,
     args: &SolveArgs,
     step: &StepArgs,
     store: &Arc<dyn ArtifactStore>,
@@ -184,7 +185,9 @@ async fn store_solution(
     let lock_info = store
         .put_bytes(&build_key(step, LOCKFILE)?, lock.into())
         .await?;
-    let export = export_environment(solution, &platforms[0], &args.name)?;
+    // The YAML export carries the environment's variables: the install step records them in
+    // the prefix from there (the lockfile has no place for them).
+    let export = export_environment_with(solution, &platforms[0], &args.name, &spec.variables)?;
     let yaml_info = store
         .put_bytes(&build_key(step, "environment.yaml")?, export.into())
         .await?;
@@ -221,6 +224,32 @@ pub async fn run_install(
     let summary =
         install_lockfile(&lock, &args.platform, &args.prefix, &args.package_cache).await?;
     log.line(format!("{} operations", summary.operations));
+    // The environment's variables, from the solve step's YAML export, into conda-meta/state
+    // (what `conda activate` sets, and the image's environment).
+    let vars = match store
+        .get_bytes(&build_key(&step, "environment.yaml")?)
+        .await
+    {
+        Ok(bytes) => {
+            #[derive(serde::Deserialize)]
+            struct Export {
+                #[serde(default)]
+                variables: std::collections::BTreeMap<String, String>,
+            }
+            serde_yaml::from_slice::<Export>(&bytes)
+                .context("the stored environment.yaml is not valid")?
+                .variables
+        }
+        Err(conda_store_storage::StorageError::NotFound(_)) => Default::default(),
+        Err(e) => return Err(e.into()),
+    };
+    conda_store_engine::prefix::write_env_vars(&args.prefix, &vars)?;
+    if !vars.is_empty() {
+        log.line(format!(
+            "recorded {} variables in conda-meta/state",
+            vars.len()
+        ));
+    }
     Ok(StepOutput {
         artifacts: Vec::new(),
         details: serde_json::json!({ "operations": summary.operations }),
