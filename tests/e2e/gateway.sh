@@ -220,6 +220,7 @@ while True:
     held.append(c)  # never answered: the solve stays running
 PY
 TARPIT_PID=$!
+for _ in $(seq 50); do python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)' "$GW_HOST" "$TARPIT_PORT" 2>/dev/null && break; sleep 0.1; done
 SLOW_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"slow","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [liba]\n"}))' "http://$GW_HOST:$TARPIT_PORT/")
 SLOW=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$SLOW_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
 slow_building() { [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/" | j 'd["data"]["status"]') == BUILDING ]]; }
@@ -245,6 +246,7 @@ done
 check "the spoofing pod ran" contains spoofed-log-line "$CONDA_STORE_KUBECTL" logs spoof -n alice
 not_spoofed() {
   local logs
+  slow_building || { curl -sS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/"; return 1; }
   logs=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/logs/")
   [[ $logs != *spoofed-log-line* ]] || { echo "the build's log is the spoofing pod's: $logs"; return 1; }
   [[ $logs == *"step solve starting"* ]] || { echo "not the step's own log: $logs"; return 1; }
@@ -252,6 +254,14 @@ not_spoofed() {
 check "a running build's log is its own step's, not a look-alike pod's" not_spoofed
 curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/cancel/" >/dev/null || true
 kill "$TARPIT_PID" 2>/dev/null || true
+
+# A failed build's log is served: the one a person most needs.
+BAD_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"unsolvable","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [liba >=7]\n"}))' "$CHANNEL")
+BAD=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$BAD_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+bad_failed() { [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$BAD/" | j 'd["data"]["status"]') == FAILED ]]; }
+for _ in $(seq 200); do bad_failed && break; sleep 0.3; done
+check "a failed build's log is served, with the solver's reason" \
+  contains "step solve failed" curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$BAD/logs/"
 
 # An image of alice's, built from a manifest applied with kubectl (the REST API builds no images).
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML

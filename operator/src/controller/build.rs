@@ -457,6 +457,23 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     let seconds = report
                         .as_ref()
                         .map_or(0.0, |r| r.duration_ms as f64 / 1000.0);
+                    // The step's log is stored whether it succeeded or not; a failed step's
+                    // is the one a person most needs.
+                    if report.is_some() {
+                        let log = Artifact {
+                            kind: ArtifactKind::Logs,
+                            key: format!(
+                                "{}/logs/{}.log",
+                                labels::build_key(&ns, &name),
+                                step.as_str()
+                            ),
+                            size: None,
+                            digest: None,
+                        };
+                        if !status.artifacts.iter().any(|o| o.key == log.key) {
+                            status.artifacts.push(log);
+                        }
+                    }
                     match outcome {
                         Ok(r) => {
                             for a in &r.artifacts {
@@ -467,19 +484,6 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                                 {
                                     status.artifacts.push(a.clone());
                                 }
-                            }
-                            let log = Artifact {
-                                kind: ArtifactKind::Logs,
-                                key: format!(
-                                    "{}/logs/{}.log",
-                                    labels::build_key(&ns, &name),
-                                    step.as_str()
-                                ),
-                                size: None,
-                                digest: None,
-                            };
-                            if !status.artifacts.iter().any(|o| o.key == log.key) {
-                                status.artifacts.push(log);
                             }
                             if step == BuildStep::Solve {
                                 status.package_count = r
