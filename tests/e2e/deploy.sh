@@ -266,7 +266,7 @@ check "the upgrade reached the operator's Deployment" \
   is "$(k get deployment helmtest-conda-store-operator -n helmtest -o 'jsonpath={.spec.template.spec.containers[0].env[?(@.name=="CONDA_STORE_MAX_BUILDS")].value}')" 8
 check "the generated signing key survives the upgrade" is "$(key_of)" "$KEY_BEFORE"
 check "helm reports the release deployed at revision 2" \
-  contains '"revision":2' hk status helmtest -n helmtest -o json
+  contains '"version":2,' hk status helmtest -n helmtest -o json
 check "helm uninstall" hk uninstall helmtest -n helmtest
 
 # Least privilege, asked of the API server's authorizer with the chart's own RBAC.
@@ -352,9 +352,9 @@ forge_status() {
     "$server/apis/conda.store/v1alpha1/namespaces/team-a/builds/own-1234abcd-1/status"
 }
 check "team-a cannot forge its own Build's status (the operator's)" is "$(forge_status)" 403
-printf 'apiVersion: conda.store/v1alpha1\nkind: Specification\nmetadata: {name: spec-x, namespace: team-a}\nspec: {sha256: x, spec: {dependencies: [python]}}\n' |
-  k apply --validate=false -f - >/dev/null 2>&1 || true
-check "nor edit its Specifications" refused_for_a patch specification spec-x -n team-a --type merge -p '{"spec":{"sha256":"y"}}'
+printf 'apiVersion: conda.store/v1alpha1\nkind: Specification\nmetadata: {name: spec-x, namespace: team-a}\nspec: {sha256: \"%s\", spec: {dependencies: [python]}}\n' "$(printf '0%.0s' $(seq 64))" |
+  k apply --validate=false -f - >/dev/null
+check "nor edit its Specifications" refused_for_a patch specification spec-x -n team-a --type merge -p '{"spec":{"spec":{"dependencies":["evil"]}}}'
 check "nor read the build Jobs, pods or logs in the release namespace" refused_for_a get jobs,pods -n conda-store
 check "nor read Secrets there (S3 credentials, the signing key)" refused_for_a get secrets -n conda-store
 check "nor change conda-store Namespaces (role bindings, policy)" refused_for_a patch condanamespaces team-b --type merge -p '{"spec":{}}'
