@@ -340,7 +340,7 @@ impl App {
         )
     }
 
-    /// `may`, as a 401 (no credentials) or 403 (not allowed) error.
+    /// `may`, as a 403 error naming the target.
     pub fn require(
         &self,
         caller: &Caller,
@@ -439,7 +439,8 @@ impl App {
     }
 }
 
-/// The 401 or 403 for a caller lacking `permission` on `target`.
+/// The 403 for a caller lacking `permission` on `target`: conda-store answers 403 whether or not
+/// the caller logged in (credentials that are not valid are a 401, elsewhere).
 pub fn denied(caller: &Caller, permission: Permission, target: &str) -> ApiError {
     if caller.authenticated() {
         ApiError::forbidden(format!(
@@ -448,8 +449,8 @@ pub fn denied(caller: &Caller, permission: Permission, target: &str) -> ApiError
             permission.as_str()
         ))
     } else {
-        ApiError::unauthorized(format!(
-            "log in or present a token: anonymous callers may not {} on {target}",
+        ApiError::forbidden(format!(
+            "anonymous callers may not {} on {target}; log in or present a token",
             permission.as_str()
         ))
     }

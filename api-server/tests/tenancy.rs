@@ -110,6 +110,22 @@ async fn fixture() -> Fixture {
         w.environments.apply_watcher_event(&Event::Apply(e));
         w.builds.apply_watcher_event(&Event::Apply(bld));
     }
+    // A build of team-a's still running.
+    let mut running = Build::new(
+        "env-1234abcd-2",
+        BuildSpec {
+            environment: "env".into(),
+            specification: "spec-1234abcd".into(),
+            cancel: false,
+        },
+    );
+    running.metadata.namespace = Some("team-a".into());
+    running.status = Some(BuildStatus {
+        id: Some(3),
+        phase: Some(BuildPhase::Building),
+        ..Default::default()
+    });
+    w.builds.apply_watcher_event(&Event::Apply(running));
     app.sync_index().await.unwrap();
     app.changed_now();
     Fixture {
@@ -209,4 +225,18 @@ async fn a_build_id_tells_nothing_of_a_build_the_caller_may_not_read() {
     // Her own build she reads.
     let (s, _) = call(&f.app, "GET", &format!("{p}/1/"), &alice).await;
     assert_eq!(s, 200);
+}
+
+/// As conda-store: a build still running is not deleted (cancel it first); 400, not a silent
+/// removal of a build whose Jobs still run.
+#[tokio::test]
+async fn an_unfinished_build_is_not_deleted() {
+    let f = fixture().await;
+    let admin = team_a(&f.app, "admin");
+    let (s, v) = call(&f.app, "DELETE", "/conda-store/api/v1/build/3/", &admin).await;
+    assert_eq!(s, 400, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("not finished"),
+        "{v}"
+    );
 }

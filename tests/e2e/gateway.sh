@@ -114,6 +114,13 @@ check "a viewer token may not build: 403" is "$(status_of -H "Authorization: Bea
 check "a token cannot exceed its holder: 400" is "$(status_of -H "Authorization: Bearer $VIEWER" -d '{"role_bindings":{"alice/*":["admin"]}}' "$API/token/")" 400
 check "a forged token is 401" is "$(status_of -H "Authorization: Bearer ${TOKEN%?}x" "$API/environment/alice/my_env/")" 401
 check "wrong password is 401" is "$(status_of -u demo:nope "$API/namespace/")" 401
+anon_token() { # an anonymous caller gets a token (conda-store's), which opens nothing private
+  local t
+  t=$(curl -fsS -X POST -H 'Content-Type: application/json' -d '{}' "$API/token/" | j 'd["data"]["token"]')
+  [[ -n $t ]] || return 1
+  is "$(status_of -H "Authorization: Bearer $t" "$API/environment/alice/my_env/")" 403
+}
+check "an anonymous caller gets a token that opens nothing private" anon_token
 
 # Bad input: 4xx with a conda-store error body, never 5xx.
 check "malformed JSON is 400" contains '"status":"error"' curl -s -H "Authorization: Bearer $TOKEN" -d '{nope' "$API/specification/"
@@ -244,14 +251,21 @@ for _ in $(seq 100); do
   sleep 0.3
 done
 check "the spoofing pod ran" contains spoofed-log-line "$CONDA_STORE_KUBECTL" logs spoof -n alice
-not_spoofed() {
-  local logs
-  slow_building || { curl -sS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/"; return 1; }
-  logs=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/logs/")
-  [[ $logs != *spoofed-log-line* ]] || { echo "the build's log is the spoofing pod's: $logs"; return 1; }
-  [[ $logs == *"step solve starting"* ]] || { echo "not the step's own log: $logs"; return 1; }
+not_spoofed() { # until the step's own log shows (its pod may still be starting), never the spoof's
+  local logs=""
+  for _ in $(seq 60); do
+    slow_building || { curl -sS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/"; return 1; }
+    logs=$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/logs/")
+    [[ $logs != *spoofed-log-line* ]] || { echo "the build's log is the spoofing pod's: $logs"; return 1; }
+    [[ $logs == *"step solve starting"* ]] && return 0
+    sleep 0.5
+  done
+  echo "not the step's own log: $logs"
+  return 1
 }
 check "a running build's log is its own step's, not a look-alike pod's" not_spoofed
+check "a running build cannot be deleted (400, cancel it first)" \
+  is "$(status_of -X DELETE -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/")" 400
 curl -fsS -X PUT -H "Authorization: Bearer $TOKEN" "$API/build/$SLOW/cancel/" >/dev/null || true
 kill "$TARPIT_PID" 2>/dev/null || true
 

@@ -45,8 +45,12 @@ pub enum Permission {
     NamespaceDelete,
     /// See a namespace's role mappings.
     RoleMappingRead,
-    /// Add, change or remove role mappings.
-    RoleMappingWrite,
+    /// Add role mappings.
+    RoleMappingCreate,
+    /// Change role mappings.
+    RoleMappingUpdate,
+    /// Remove role mappings.
+    RoleMappingDelete,
     /// Read settings.
     SettingRead,
     /// Change settings.
@@ -55,7 +59,7 @@ pub enum Permission {
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 15] = [
+    pub const ALL: [Permission; 17] = [
         Permission::EnvironmentRead,
         Permission::EnvironmentCreate,
         Permission::EnvironmentUpdate,
@@ -68,7 +72,9 @@ impl Permission {
         Permission::NamespaceUpdate,
         Permission::NamespaceDelete,
         Permission::RoleMappingRead,
-        Permission::RoleMappingWrite,
+        Permission::RoleMappingCreate,
+        Permission::RoleMappingUpdate,
+        Permission::RoleMappingDelete,
         Permission::SettingRead,
         Permission::SettingUpdate,
     ];
@@ -88,7 +94,9 @@ impl Permission {
             Permission::NamespaceUpdate => "namespace::update",
             Permission::NamespaceDelete => "namespace::delete",
             Permission::RoleMappingRead => "namespace-role-mapping::read",
-            Permission::RoleMappingWrite => "namespace-role-mapping::update",
+            Permission::RoleMappingCreate => "namespace-role-mapping::create",
+            Permission::RoleMappingUpdate => "namespace-role-mapping::update",
+            Permission::RoleMappingDelete => "namespace-role-mapping::delete",
             Permission::SettingRead => "setting::read",
             Permission::SettingUpdate => "setting::update",
         }
@@ -102,7 +110,8 @@ impl Permission {
             EnvironmentCreate | EnvironmentUpdate | EnvironmentSolve | BuildCancel
             | SettingRead => Role::Editor,
             EnvironmentDelete | BuildDelete | NamespaceCreate | NamespaceUpdate
-            | NamespaceDelete | RoleMappingWrite | SettingUpdate => Role::Admin,
+            | NamespaceDelete | RoleMappingCreate | RoleMappingUpdate | RoleMappingDelete
+            | SettingUpdate => Role::Admin,
         }
     }
 }

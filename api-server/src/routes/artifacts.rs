@@ -146,8 +146,16 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
                 })
                 .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
             {
-                Some(pod) => pods.logs(&pod.name_any(), &LogParams::default()).await.ok(),
-                None => None,
+                // A pod whose container has not started yet has no log to give: say so rather
+                // than answer as if the step did not exist.
+                Some(pod) => Some(
+                    pods.logs(&pod.name_any(), &LogParams::default())
+                        .await
+                        .unwrap_or_else(|_| {
+                            format!("(pod {} has not started yet)\n", pod.name_any())
+                        }),
+                ),
+                None => Some("(the step's pod has not been created yet)\n".to_string()),
             }
         } else {
             None

@@ -208,6 +208,12 @@ pub async fn delete(
 ) -> ApiResult<Response> {
     let id = parse_id(&id)?;
     let (b, env) = find(&app, &caller, id, Permission::BuildDelete)?;
+    // As conda-store: a build still queued or building is canceled first.
+    if !views::build_phase(&b).is_terminal() {
+        return Err(ApiError::bad_request(format!(
+            "cannot delete build {id} since it has not finished building; cancel it first"
+        )));
+    }
     if env
         .as_ref()
         .and_then(|e| e.status.as_ref())

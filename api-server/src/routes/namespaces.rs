@@ -116,8 +116,9 @@ pub async fn create(
     if !caller.may(Permission::NamespaceCreate, &[], &name, None) {
         return Err(denied(&caller, Permission::NamespaceCreate, &name));
     }
-    let ns = create_namespace(&app, &name).await?;
-    Ok(ok(app.namespace_view(&ns).await?))
+    create_namespace(&app, &name).await?;
+    // conda-store answers `data: null` here.
+    Ok(ack(format!("namespace {name} created")))
 }
 
 /// Creates the Namespace resource for `name` (an existing one is returned as it is).
@@ -238,11 +239,19 @@ pub async fn update(
         spec.insert("description".into(), json!(description_of(m)?));
     }
     if let Some(r) = &body.role_mappings {
-        app.require(&caller, Permission::RoleMappingWrite, &ns.name_any(), None)?;
+        // conda-store asks for creating and deleting mappings too (all the admin's).
+        for p in [
+            Permission::RoleMappingCreate,
+            Permission::RoleMappingUpdate,
+            Permission::RoleMappingDelete,
+        ] {
+            app.require(&caller, p, &ns.name_any(), None)?;
+        }
         spec.insert("roleBindings".into(), json!(parse_mappings(r)?));
     }
-    let ns = patch_spec(&app, &ns.name_any(), Value::Object(spec)).await?;
-    Ok(ok(app.namespace_view(&ns).await?))
+    patch_spec(&app, &ns.name_any(), Value::Object(spec)).await?;
+    // conda-store answers `data: null` here.
+    Ok(ack(format!("namespace {name} updated")))
 }
 
 #[utoipa::path(
@@ -404,7 +413,7 @@ pub async fn set_role(
         .ok_or_else(|| ApiError::bad_request("role is required"))?
         .parse()
         .map_err(|e| ApiError::bad_request(format!("{e}")))?;
-    let ns = readable(&app, &caller, &name, Permission::RoleMappingWrite)?;
+    let ns = readable(&app, &caller, &name, Permission::RoleMappingCreate)?;
     let mut bindings: Vec<RoleBinding> = ns
         .spec
         .role_bindings
@@ -441,7 +450,7 @@ pub async fn delete_role(
     body: Body,
 ) -> ApiResult<Response> {
     let body: RoleBody = json_body(&app, body).await?;
-    let ns = readable(&app, &caller, &name, Permission::RoleMappingWrite)?;
+    let ns = readable(&app, &caller, &name, Permission::RoleMappingDelete)?;
     let bindings: Vec<RoleBinding> = ns
         .spec
         .role_bindings
@@ -471,7 +480,7 @@ pub async fn delete_roles(
     caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
-    let ns = readable(&app, &caller, &name, Permission::RoleMappingWrite)?;
+    let ns = readable(&app, &caller, &name, Permission::RoleMappingDelete)?;
     let bindings: Vec<RoleBinding> = ns
         .spec
         .role_bindings
