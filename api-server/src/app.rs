@@ -45,6 +45,8 @@ pub struct App {
     pub index: Index,
     /// Artifact storage.
     pub storage: Arc<dyn ArtifactStore>,
+    /// The local artifact directory (for its disk figures), when storage is local.
+    pub storage_dir: Option<std::path::PathBuf>,
     /// Authentication.
     pub auth: Authenticator,
     /// Request metrics.

@@ -79,6 +79,8 @@ pub async fn build_app(
         build_wait: Duration::from_secs(args.build_wait_seconds),
         dynamic_wait: Duration::from_secs(args.dynamic_wait_seconds),
         max_body_bytes: args.max_body_bytes,
+        storage_dir: (args.storage.storage == conda_store_storage::args::Backend::Local)
+            .then(|| args.storage.storage_dir.clone()),
         header_timeout: std::time::Duration::from_secs(args.header_timeout_seconds),
         body_timeout: std::time::Duration::from_secs(args.body_timeout_seconds),
         max_connections: args.max_connections.max(1),

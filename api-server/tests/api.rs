@@ -664,3 +664,50 @@ async fn dynamic_image_names_reach_the_dynamic_route() {
         "{v}"
     );
 }
+
+/// conda-store's `/metrics` lines and `/celery` status, under the prefix as conda-store serves
+/// them (and the metrics at the root too), with this deployment's figures.
+#[tokio::test]
+async fn conda_store_metrics_and_worker_status_under_the_prefix() {
+    let f = fixture().await;
+    for path in ["/conda-store/metrics", "/metrics"] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let svc = tower::util::MapRequestLayer::new(conda_store_api_server::routes::normalize)
+            .layer(conda_store_api_server::routes::router(f.app.clone()));
+        use tower::{Layer, ServiceExt};
+        let resp = svc.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let text = String::from_utf8(
+            axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap()
+                .to_vec(),
+        )
+        .unwrap();
+        let value = |name: &str| -> Option<u64> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .and_then(|v| v.trim().parse().ok())
+        };
+        assert_eq!(value("conda_store_environments"), Some(1), "{text}");
+        assert_eq!(value("conda_store_build_completed"), Some(1), "{text}");
+        assert_eq!(value("conda_store_disk_usage"), Some(10), "{text}");
+        let total = value("conda_store_disk_total").expect("local storage has a disk");
+        assert!(value("conda_store_disk_free").unwrap() <= total);
+    }
+    let (s, v) = call(&f.app, "GET", "/conda-store/celery", None, None).await;
+    assert_eq!(s, 200);
+    for key in [
+        "availability",
+        "stats",
+        "registered_tasks",
+        "active_tasks",
+        "scheduled_tasks",
+    ] {
+        assert!(v.get(key).is_some(), "{key} missing: {v}");
+    }
+    assert_eq!(
+        v["active_tasks"]["conda-store-operator"],
+        serde_json::json!([])
+    );
+}

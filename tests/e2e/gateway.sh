@@ -345,5 +345,8 @@ check "schemathesis finds no server error" "$VENV/bin/schemathesis" run \
 kill "$FUZZ_PID" 2>/dev/null || true
 
 check "/metrics counts requests" contains conda_store_api_requests_total curl -fsS "${URL%/conda-store/}/metrics"
+check "conda-store's metric lines are served under the prefix" \
+  contains "conda_store_build_completed " curl -fsS "${URL}metrics"
+check "and its worker status (celery)" contains '"active_tasks"' curl -fsS "${URL}celery"
 
 finish

@@ -9,6 +9,7 @@ use axum::extract::State;
 use axum::http::header::{CONTENT_TYPE, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use conda_store_crds::BuildPhase;
 use conda_store_crds::rbac::{Role, validate_pattern};
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::openapi::{Answers, PageParams};
 use super::{AppState, json_body, read_body};
+use crate::app::App;
 use crate::auth::jwt::Claims;
 use crate::auth::login::COOKIE_NAME;
 use crate::auth::{Caller, Permission, covers, permissions};
@@ -46,11 +48,80 @@ pub async fn readyz(State(app): AppState) -> Response {
 }
 
 pub async fn metrics(State(app): AppState) -> Response {
-    (
-        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
+    let mut text = app.metrics.render();
+    text.push_str(&conda_store_metrics(&app));
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// conda-store's own metric lines (`conda_store_<name> <value>`, as its `/metrics` writes them),
+/// with what is true here: the artifact directory's disk (local storage only: an S3 bucket has
+/// no disk to report), the bytes of the builds' artifacts, builds by state, environments.
+pub fn conda_store_metrics(app: &App) -> String {
+    let mut out = String::new();
+    if let Some(dir) = &app.storage_dir
+        && let Ok(fs) = rustix::fs::statvfs(dir)
+    {
+        let block = fs.f_frsize.max(1);
+        out.push_str(&format!("conda_store_disk_free {}\n", fs.f_bavail * block));
+        out.push_str(&format!("conda_store_disk_total {}\n", fs.f_blocks * block));
+    }
+    let builds = app.builds.state();
+    let usage: u64 = builds
+        .iter()
+        .filter_map(|b| b.status.as_ref().and_then(|s| s.size))
+        .sum();
+    out.push_str(&format!("conda_store_disk_usage {usage}\n"));
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for b in &builds {
+        *counts
+            .entry(views::build_phase(b).conda_store_name())
+            .or_default() += 1;
+    }
+    for (state, n) in counts {
+        out.push_str(&format!(
+            "conda_store_build_{} {n}\n",
+            state.to_ascii_lowercase()
+        ));
+    }
+    out.push_str(&format!(
+        "conda_store_environments {}\n",
+        app.environments.state().len()
+    ));
+    out
+}
+
+/// conda-store's worker-status endpoint (`{prefix}celery`), in its shape, with what is true of
+/// this deployment's workers, the operator's build Jobs: builds running and waiting, by id and
+/// step (no environment names: the endpoint is open, as conda-store's is).
+pub async fn celery(State(app): AppState) -> Response {
+    let mut active = Vec::new();
+    let mut scheduled = Vec::new();
+    for b in app.builds.state() {
+        let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
+            continue;
+        };
+        let jobs: Vec<&str> = b
+            .status
+            .as_ref()
+            .map(|s| s.jobs.iter().map(|j| j.step.as_str()).collect())
+            .unwrap_or_default();
+        match views::build_phase(&b) {
+            BuildPhase::Building => active.push(json!({"build_id": id, "steps": jobs})),
+            BuildPhase::Queued => scheduled.push(json!({"build_id": id})),
+            _ => {}
+        }
+    }
+    active.sort_by_key(|v| v["build_id"].as_i64());
+    scheduled.sort_by_key(|v| v["build_id"].as_i64());
+    let worker = "conda-store-operator";
+    axum::Json(json!({
+        "availability": {worker: {"ok": "pong"}},
+        "stats": {worker: {"active_builds": active.len(), "queued_builds": scheduled.len()}},
+        "registered_tasks": {worker: ["solve", "install", "pack", "image"]},
+        "active_tasks": {worker: active},
+        "scheduled_tasks": {worker: scheduled},
+    }))
+    .into_response()
 }
 
 fn expiration(exp: Option<i64>) -> Value {

@@ -96,6 +96,9 @@ pub fn router(app: Arc<App>) -> Router {
     let api = api
         .route("/login", post(misc::login).get(misc::login_form))
         .route("/logout", post(misc::logout))
+        // conda-store serves these under its prefix too (monitoring scripts call them there).
+        .route("/metrics", get(misc::metrics))
+        .route("/celery", get(misc::celery))
         .route("/openapi.json", get(openapi))
         .layer(axum::Extension(Arc::new(document(doc, &app.prefix))));
     // The OCI registry (distribution spec, pull side) at the root, as clients expect it.
