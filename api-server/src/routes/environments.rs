@@ -537,7 +537,7 @@ fn decided(
     if status.observed_generation.unwrap_or(0) < generation {
         return None;
     }
-    if status.phase.as_deref() == Some("Invalid") {
+    if status.phase == Some(conda_store_crds::EnvironmentPhase::Invalid) {
         let message = status
             .conditions
             .iter()

@@ -920,7 +920,13 @@ pub async fn dynamic(
             if status.current_build.is_some() && !imaged_builds(&app, &e).is_empty() {
                 return Some(Ok(e));
             }
-            if matches!(status.phase.as_deref(), Some("Failed" | "Invalid")) {
+            if matches!(
+                status.phase,
+                Some(
+                    conda_store_crds::EnvironmentPhase::Failed
+                        | conda_store_crds::EnvironmentPhase::Invalid
+                )
+            ) {
                 let why = status
                     .conditions
                     .iter()

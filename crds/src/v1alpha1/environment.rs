@@ -104,6 +104,37 @@ impl JsonSchema for DependencyItem {
     }
 }
 
+/// Where an Environment stands: `Ready` (its current build is usable), `Building` (a build of
+/// its specification is queued or running), `Failed` or `Canceled` (its latest build failed or
+/// was canceled; a current build, if any, is still usable), `Invalid` (its specification is not
+/// valid; the `Failed` condition says where and why). Unset until the operator first looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum EnvironmentPhase {
+    /// Its current build is usable.
+    Ready,
+    /// A build of its specification is queued or running.
+    Building,
+    /// Its latest build failed (the current build, if any, is still usable).
+    Failed,
+    /// Its latest build was canceled (the current build, if any, is still usable).
+    Canceled,
+    /// Its specification is not valid; the `Failed` condition says where and why.
+    Invalid,
+}
+
+impl EnvironmentPhase {
+    /// The name as written in the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvironmentPhase::Ready => "Ready",
+            EnvironmentPhase::Building => "Building",
+            EnvironmentPhase::Failed => "Failed",
+            EnvironmentPhase::Canceled => "Canceled",
+            EnvironmentPhase::Invalid => "Invalid",
+        }
+    }
+}
+
 /// What the operator observed of an Environment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
@@ -111,10 +142,9 @@ pub struct EnvironmentStatus {
     /// The generation of the spec this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` when the current build is usable, `Building` while a build runs, `Failed` when
-    /// the latest build or the specification failed, `Pending` before the first build.
+    /// Where the environment stands; unset until the operator first looks at it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<EnvironmentPhase>,
     /// Id of the build the environment currently points to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_build: Option<i64>,

@@ -11,7 +11,9 @@ mod specification;
 
 pub use build::{Build, BuildPhase, BuildSpec, BuildStatus, BuildStep, StepJob};
 pub use common::{Artifact, ArtifactKind, Policy, Retention, RoleBinding};
-pub use environment::{DependencyItem, Environment, EnvironmentSpec, EnvironmentStatus};
+pub use environment::{
+    DependencyItem, Environment, EnvironmentPhase, EnvironmentSpec, EnvironmentStatus,
+};
 pub use namespace::{Namespace, NamespaceSpec, NamespaceStatus};
 pub use specification::{Specification, SpecificationSpec};
 

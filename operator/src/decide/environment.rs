@@ -4,7 +4,7 @@
 //! decision taken twice (a restart, a stale cache) names the same Build, so the second create
 //! fails with AlreadyExists instead of making a duplicate.
 
-use conda_store_crds::{Build, BuildPhase, Environment, EnvironmentStatus};
+use conda_store_crds::{Build, BuildPhase, Environment, EnvironmentPhase, EnvironmentStatus};
 
 use super::conditions::{FALSE, TRUE, condition, set};
 
@@ -119,7 +119,7 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                 "InvalidSpecification",
                 message.clone(),
             );
-            status.phase = Some("Invalid".into());
+            status.phase = Some(EnvironmentPhase::Invalid);
         }
         Ok(desired) => {
             let of_spec: Vec<&BuildInfo> = builds
@@ -174,14 +174,14 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                     );
                     cond(&mut status, "Building", TRUE, "Queued", String::new());
                     cond(&mut status, "Failed", FALSE, "Building", String::new());
-                    status.phase = Some("Building".into());
+                    status.phase = Some(EnvironmentPhase::Building);
                 }
                 Some(b) if !b.phase.is_terminal() => {
                     let m = format!("build {} is {:?}", b.id.unwrap_or_default(), b.phase);
                     cond(&mut status, "Ready", FALSE, "Building", m);
                     cond(&mut status, "Building", TRUE, "Building", String::new());
                     cond(&mut status, "Failed", FALSE, "Building", String::new());
-                    status.phase = Some("Building".into());
+                    status.phase = Some(EnvironmentPhase::Building);
                 }
                 Some(b) if b.phase == BuildPhase::Completed => {
                     let m = format!("build {} is current", b.id.unwrap_or_default());
@@ -200,7 +200,7 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                         "BuildCompleted",
                         String::new(),
                     );
-                    status.phase = Some("Ready".into());
+                    status.phase = Some(EnvironmentPhase::Ready);
                 }
                 Some(b) => {
                     let (reason, what) = if b.phase == BuildPhase::Canceled {
@@ -216,9 +216,9 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                     cond(&mut status, "Building", FALSE, reason, String::new());
                     cond(&mut status, "Failed", TRUE, reason, m);
                     status.phase = Some(if b.phase == BuildPhase::Canceled {
-                        "Canceled".into()
+                        EnvironmentPhase::Canceled
                     } else {
-                        "Failed".into()
+                        EnvironmentPhase::Failed
                     });
                 }
             }
@@ -231,13 +231,13 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                 current = Some(b);
                 let m = format!("pinned to build {id}");
                 cond(&mut status, "Ready", TRUE, "Pinned", m);
-                status.phase = Some("Ready".into());
+                status.phase = Some(EnvironmentPhase::Ready);
             }
             None => {
                 let m =
                     format!("the pinned build {id} is not a completed build of this environment");
                 cond(&mut status, "Ready", FALSE, "PinnedBuildUnavailable", m);
-                status.phase = Some("Failed".into());
+                status.phase = Some(EnvironmentPhase::Failed);
             }
         }
     }
@@ -331,7 +331,7 @@ mod tests {
     fn a_new_environment_gets_its_first_build() {
         let p = run(&env(None), desired(S1), &[]);
         assert_eq!(p.create_build.as_deref(), Some("env-11111111-1"));
-        assert_eq!(p.status.phase.as_deref(), Some("Building"));
+        assert_eq!(p.status.phase, Some(EnvironmentPhase::Building));
         assert_eq!(p.status.specification.as_deref(), Some(S1));
         assert_eq!(cond(&p, "Ready").status, FALSE);
         assert_eq!(p.status.observed_generation, Some(3));
@@ -357,7 +357,7 @@ mod tests {
         assert_eq!(p.status.latest_build, Some(4));
         assert_eq!(p.current.as_deref(), Some("env-11111111-1"));
         assert_eq!(cond(&p, "Ready").status, TRUE);
-        assert_eq!(p.status.phase.as_deref(), Some("Ready"));
+        assert_eq!(p.status.phase, Some(EnvironmentPhase::Ready));
     }
 
     #[test]
@@ -389,7 +389,7 @@ mod tests {
         assert_eq!(p.status.latest_build, Some(5));
         assert_eq!(cond(&p, "Failed").status, TRUE);
         assert!(cond(&p, "Ready").message.contains("nothing provides nope"));
-        assert_eq!(p.status.phase.as_deref(), Some("Failed"));
+        assert_eq!(p.status.phase, Some(EnvironmentPhase::Failed));
     }
 
     #[test]
@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(p.create_build, None);
         assert_eq!(cond(&p, "Ready").reason, "InvalidSpecification");
         assert!(cond(&p, "Ready").message.contains("line 3"));
-        assert_eq!(p.status.phase.as_deref(), Some("Invalid"));
+        assert_eq!(p.status.phase, Some(EnvironmentPhase::Invalid));
     }
 
     #[test]
