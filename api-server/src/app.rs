@@ -201,7 +201,9 @@ impl App {
     /// Revokes the token `jti` (valid until `exp`): refused here at once, by every replica
     /// within seconds.
     pub async fn revoke(&self, jti: &str, exp: i64) -> ApiResult<()> {
-        self.index.revoke_token(jti, exp).await?;
+        self.index
+            .revoke_token(jti, exp, jiff::Timestamp::now().as_second())
+            .await?;
         self.auth.revoke_locally(jti);
         Ok(())
     }
@@ -477,19 +479,14 @@ pub fn artifact_key(b: &Build, kind: ArtifactKind) -> Option<String> {
         .map(|a| a.key.clone())
 }
 
-/// Whether `key` lies under the build's own storage prefix (`builds/<namespace>/<build>/`).
-/// Only those keys are served for it, whatever its status says: storage is shared by every
-/// team, and a status is only as trustworthy as whoever could write it.
+/// Whether `key` lies under the build's own storage prefix (`builds/<namespace>/<build>/`):
+/// only those keys are served for it, whatever its status says.
 pub fn owns_key(b: &Build, key: &str) -> bool {
-    let prefix = format!(
-        "{}/",
-        conda_store_crds::labels::build_key(&b.namespace().unwrap_or_default(), &b.name_any())
-    );
-    key.strip_prefix(&prefix).is_some_and(|rest| {
-        !rest
-            .split('/')
-            .any(|s| s == ".." || s == "." || s.is_empty())
-    })
+    conda_store_crds::labels::in_build_prefix(
+        &b.namespace().unwrap_or_default(),
+        &b.name_any(),
+        key,
+    )
 }
 
 /// The names list rows are made with, gathered once per rebuild: with a thousand

@@ -94,8 +94,10 @@ impl Index {
         Ok(index)
     }
 
-    /// Records that the token `jti` (valid until `exp`) is revoked.
-    pub async fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), sqlx::Error> {
+    /// Records that the token `jti` (valid until `exp`) is revoked, and forgets revocations of
+    /// tokens that have expired by `now` (they are refused as expired anyway). The clean-up is
+    /// done here, on the rare write, not on the reads every replica makes every few seconds.
+    pub async fn revoke_token(&self, jti: &str, exp: i64, now: i64) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO revoked_token (jti, exp) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING",
         )
@@ -103,16 +105,17 @@ impl Index {
         .bind(exp)
         .execute(&self.pool)
         .await?;
-        Ok(())
-    }
-
-    /// The revoked tokens that have not expired by `now` (older rows are removed).
-    pub async fn revoked_tokens(&self, now: i64) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query("DELETE FROM revoked_token WHERE exp <= $1")
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let rows = sqlx::query("SELECT jti FROM revoked_token")
+        Ok(())
+    }
+
+    /// The revoked tokens that have not expired by `now`.
+    pub async fn revoked_tokens(&self, now: i64) -> Result<Vec<String>, sqlx::Error> {
+        let rows = sqlx::query("SELECT jti FROM revoked_token WHERE exp > $1")
+            .bind(now)
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| r.try_get(0)).collect()

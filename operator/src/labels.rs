@@ -2,6 +2,7 @@
 
 pub use conda_store_crds::labels::{
     BUILD, BUILD_UID, ENVIRONMENT, MANAGED_BY, MANAGER, NAMESPACE, SPECIFICATION, STEP, build_key,
+    controlled_by_job, in_build_prefix, job_pods_selector,
 };
 
 /// Field manager of every server-side apply the operator makes.

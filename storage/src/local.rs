@@ -53,6 +53,18 @@ impl LocalStore {
         self.root.join(key.as_str())
     }
 
+    /// Removes the directories above `path` that are left empty, up to (never including) the
+    /// root: deleted builds leave nothing behind.
+    fn remove_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) || std::fs::remove_dir(d).is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+
     /// Writes via a temporary file and a rename, so a reader sees the old object or the whole
     /// new one, never a part.
     async fn write_atomically<F, Fut>(&self, key: &Key, fill: F) -> Result<ObjectInfo>
@@ -212,14 +224,7 @@ impl ArtifactStore for LocalStore {
                 });
             }
         }
-        // Directories left empty go too (never the root): deleted builds leave nothing behind.
-        let mut dir = path.parent();
-        while let Some(d) = dir {
-            if d == self.root || !d.starts_with(&self.root) || std::fs::remove_dir(d).is_err() {
-                break;
-            }
-            dir = d.parent();
-        }
+        self.remove_empty_parents(&path);
         Ok(())
     }
 
@@ -244,13 +249,7 @@ impl ArtifactStore for LocalStore {
                     });
                 }
             }
-            let mut up = path.parent();
-            while let Some(d) = up {
-                if d == self.root || std::fs::remove_dir(d).is_err() {
-                    break;
-                }
-                up = d.parent();
-            }
+            self.remove_empty_parents(&path);
         }
         Ok(objects.len())
     }

@@ -39,3 +39,18 @@ finish() {
   echo "e2e: $passed passed, $failed failed"
   [[ $failed -eq 0 ]]
 }
+
+tarpit() { # tarpit HOST PORT: in the background, a "server" that accepts connections and never
+  # answers or closes them (a channel a solve waits on); $! is its pid
+  python3 - "$1" "$2" >/dev/null 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)  # never answered, never closed
+PY
+}

@@ -215,17 +215,7 @@ check "demo may not cancel or delete alice's build" \
 # like the build's solve step (whoever may create pods there can make one) is never read.
 GW_HOST=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlparse(sys.argv[1]).hostname)' "$CHANNEL")
 TARPIT_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-python3 - "$GW_HOST" "$TARPIT_PORT" >/dev/null 2>&1 <<'PY' &
-import socket, sys
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(16)
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)  # never answered: the solve stays running
-PY
+tarpit "$GW_HOST" "$TARPIT_PORT"
 TARPIT_PID=$!
 for _ in $(seq 50); do python3 -c 'import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1)' "$GW_HOST" "$TARPIT_PORT" 2>/dev/null && break; sleep 0.1; done
 SLOW_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"slow","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [liba]\n"}))' "http://$GW_HOST:$TARPIT_PORT/")

@@ -80,17 +80,7 @@ python3 -m http.server --bind "$CONDA_STORE_POD_GATEWAY" --directory "$STATE/cha
 PIDS+=($!)
 CHANNEL=http://$CONDA_STORE_POD_GATEWAY:$CHANNEL_PORT/
 HANG_PORT=$(free_port)
-python3 - "$CONDA_STORE_POD_GATEWAY" "$HANG_PORT" "$STATE/hang.marker" >"$STATE/hang.log" 2>&1 <<'PY' &
-import socket, sys, time
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-held = []
-while True:
-    c, _ = s.accept()
-    held.append(c)  # never answered, never closed
-PY
+tarpit "$CONDA_STORE_POD_GATEWAY" "$HANG_PORT"
 PIDS+=($!)
 HANG=http://$CONDA_STORE_POD_GATEWAY:$HANG_PORT/
 

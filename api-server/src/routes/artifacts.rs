@@ -133,17 +133,12 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
             // the operator recorded, by uid) controls. Pods are never found by their labels
             // alone: anyone who may create pods can label one like a build step.
             let pods: Api<Pod> = Api::namespaced(app.client.clone(), &job.namespace);
-            let list = pods
-                .list(&ListParams::default().labels(&format!("controller-uid={}", job.uid)))
-                .await?;
+            let selector = conda_store_crds::labels::job_pods_selector(&job.uid);
+            let list = pods.list(&ListParams::default().labels(&selector)).await?;
             match list
                 .items
                 .iter()
-                .filter(|p| {
-                    p.owner_references()
-                        .iter()
-                        .any(|o| o.kind == "Job" && o.controller == Some(true) && o.uid == job.uid)
-                })
+                .filter(|p| conda_store_crds::labels::controlled_by_job(&p.metadata, &job.uid))
                 .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0))
             {
                 // A pod whose container has not started yet has no log to give: say so rather

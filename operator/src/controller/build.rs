@@ -688,35 +688,29 @@ async fn vanished(
 }
 
 /// The pods the Job with uid `job_uid` controls, in `job_ns`: found by the `controller-uid`
-/// label the Job controller sets and checked against their owner reference, so a pod
-/// someone labelled like a build step's is never read.
+/// label and checked against their owner reference, so a pod someone labelled like a build
+/// step's is never read.
 async fn job_pods(ctx: &Ctx, job_ns: &str, job_uid: &str) -> Result<Vec<Pod>, Error> {
     if job_uid.is_empty() {
         return Ok(Vec::new());
     }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), job_ns);
     let list = pods
-        .list(&ListParams::default().labels(&format!("controller-uid={job_uid}")))
+        .list(&ListParams::default().labels(&labels::job_pods_selector(job_uid)))
         .await?;
     Ok(list
         .items
         .into_iter()
-        .filter(|p| {
-            p.owner_references()
-                .iter()
-                .any(|o| o.kind == "Job" && o.controller == Some(true) && o.uid == job_uid)
-        })
+        .filter(|p| labels::controlled_by_job(&p.metadata, job_uid))
         .collect())
 }
 
 /// A step's report with only the artifacts under the build's own storage prefix: a report is
 /// the pod's word, and a key elsewhere would hand the build another build's files.
 fn own_artifacts_only(mut r: StepReport, ns: &str, build: &str) -> StepReport {
-    let prefix = format!("{}/", labels::build_key(ns, build));
     let before = r.artifacts.len();
-    r.artifacts.retain(|a| {
-        a.key.starts_with(&prefix) && !a.key[prefix.len()..].split('/').any(|s| s == "..")
-    });
+    r.artifacts
+        .retain(|a| labels::in_build_prefix(ns, build, &a.key));
     if r.artifacts.len() != before {
         tracing::warn!(
             build,

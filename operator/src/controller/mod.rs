@@ -152,11 +152,6 @@ impl Ctx {
             .unwrap_or_else(|| build_ns.to_string())
     }
 
-    /// The name of the Job of `step` of `build` (in `build_ns`).
-    pub fn job_name(&self, build_ns: &str, build: &str, step: &str) -> String {
-        labels::job_name(build_ns, build, step, self.cfg.job_namespace.is_some())
-    }
-
     /// The label selector of a build's Jobs and their pods, in their namespace. In a shared
     /// job namespace the build's name is not enough (builds of two namespaces may share it);
     /// in the build's own namespace it is, and Jobs made before the namespace label have it.
