@@ -226,8 +226,8 @@ cmd_up() {
 Environments ${envs[*]} in namespace demo are built; demo/tools is build $id ($build).
   lockfile:  $art/conda-lock.yaml
              curl -u demo:demo ${url}api/v1/build/$id/lockfile/
-  archive:   $art/archive.tar.zst   (extract anywhere, run bin/conda-unpack)
-             curl -u demo:demo -o tools.tar.zst ${url}api/v1/build/$id/archive/
+  archive:   $art/archive.tar.gz   (extract anywhere, run bin/conda-unpack)
+             curl -u demo:demo -o tools.tar.gz ${url}api/v1/build/$id/archive/
   image:     $art/image.json        (blobs in $STATE/artifacts/blobs/sha256)
              skopeo inspect --tls-verify=false --creds demo:demo docker://$host/demo/tools:$id
   prefix:    $STATE/envs/demo/tools -> $build

@@ -140,6 +140,20 @@ fn test_packages() -> Vec<PackageDef> {
                     executable: false,
                     has_prefix: true,
                 },
+                // What packages do to set variables on activation (conda and conda-pack's
+                // bin/activate source these).
+                Payload {
+                    path: "etc/conda/activate.d/tool.sh",
+                    content: "export TOOL_DATA=\"$CONDA_PREFIX/share/tool/data.txt\"\n".into(),
+                    executable: false,
+                    has_prefix: false,
+                },
+                Payload {
+                    path: "etc/conda/deactivate.d/tool.sh",
+                    content: "unset TOOL_DATA\n".into(),
+                    executable: false,
+                    has_prefix: false,
+                },
             ],
         },
     ]
@@ -151,7 +165,9 @@ fn test_packages() -> Vec<PackageDef> {
 /// - `noarch/libb-1.0-h0_0.tar.bz2` (depends on `liba >=2`)
 /// - `noarch/tool-1.0-h1_0.conda` (depends on `libb`, `liba >=1.5`); holds `bin/tool`, a shell
 ///   script that prints `prefix: <prefix>` then `share/tool/data.txt` read through the prefix, and
-///   `etc/tool/config.txt` (`prefix=<prefix>`); both carry the prefix placeholder.
+///   `etc/tool/config.txt` (`prefix=<prefix>`); both carry the prefix placeholder. Its
+///   `etc/conda/activate.d/tool.sh` sets `TOOL_DATA` (the data file's path) on activation,
+///   and `deactivate.d/tool.sh` unsets it.
 ///
 /// The output is byte-for-byte reproducible.
 pub fn write_test_channel(dir: &Path) -> Result<TestChannel, ChannelError> {

@@ -23,7 +23,7 @@
 //! - Headers: GNU format (long names and link targets use GNU extensions), uid/gid 0 with no
 //!   user or group names, permission bits kept, **mtime preserved** (not fixed): Python
 //!   validates `.pyc` caches against their source's mtime, so resetting times would make every
-//!   import recompile or ignore the caches. The two generated entries below take the newest
+//!   import recompile or ignore the caches. The generated entries below take the newest
 //!   mtime of the prefix, so they are deterministic too.
 //! - Symlinks are stored as symlinks, never followed. Relative targets must stay inside the
 //!   prefix; absolute targets inside the install path are rewritten to relative ones (so they
@@ -55,7 +55,13 @@
 //! - [`UNPACK_SCRIPT_PATH`] (`bin/conda-unpack`, mode 0755): a POSIX sh script running perl
 //!   (perl-base is essential on Debian and Ubuntu). It finds the prefix from its own location.
 //!
-//! A `bin/conda-unpack` or manifest already in the prefix (a prefix packed before) is replaced.
+//! - [`ACTIVATE_SCRIPT_PATH`] and [`DEACTIVATE_SCRIPT_PATH`] (`bin/activate`, `bin/deactivate`):
+//!   conda-pack's activation scripts, sourced from bash or zsh; they set `PATH` and
+//!   `CONDA_PREFIX` and source the environment's `etc/conda/{activate,deactivate}.d/*.sh`.
+//!   `conda-store run` extracts the archive, runs `bin/conda-unpack`, then sources
+//!   `bin/activate` before the command.
+//!
+//! Any of these generated entries already in the prefix (a prefix packed before) is replaced.
 //!
 //! # Unpacking
 //!
@@ -93,6 +99,105 @@ pub const MANIFEST_PATH: &str = "conda-meta/.conda-store-pack.manifest";
 
 /// Where the unpack script lives in the archive, relative to the prefix.
 pub const UNPACK_SCRIPT_PATH: &str = "bin/conda-unpack";
+
+/// Where the activation script lives in the archive, relative to the prefix.
+pub const ACTIVATE_SCRIPT_PATH: &str = "bin/activate";
+
+/// Where the deactivation script lives in the archive, relative to the prefix.
+pub const DEACTIVATE_SCRIPT_PATH: &str = "bin/deactivate";
+
+/// Every entry pack writes itself rather than taking from the prefix (one a prefix already
+/// holds, from an earlier pack or a package, is replaced).
+pub(crate) const GENERATED: [&str; 4] = [
+    MANIFEST_PATH,
+    UNPACK_SCRIPT_PATH,
+    ACTIVATE_SCRIPT_PATH,
+    DEACTIVATE_SCRIPT_PATH,
+];
+
+fn is_generated(rel: &Path) -> bool {
+    GENERATED.iter().any(|g| Path::new(g) == rel)
+}
+
+/// `bin/activate`, sourced (`. env/bin/activate [env]`) from bash or zsh, as conda-pack's is: it puts the environment first on `PATH`, sets `CONDA_PREFIX`, and sources
+/// the environment's `etc/conda/activate.d/*.sh` scripts (packages set variables there).
+/// The environment is the argument when given, else found from the script's own location.
+/// (dash neither tells a sourced script where it is nor passes it arguments: it is refused.)
+const ACTIVATE_SCRIPT: &str = r##"# bin/activate, written by conda-store's pack. Source it to use this environment:
+#     . /path/to/env/bin/activate [/path/to/env]
+# Run bin/conda-unpack once after extracting the archive, before activating.
+_conda_store_activate() {
+    _csa_env=${1:-}
+    if [ -z "$_csa_env" ]; then
+        if [ -n "${BASH_VERSION:-}" ]; then
+            eval '_csa_env=${BASH_SOURCE[0]}'
+        elif [ -n "${ZSH_VERSION:-}" ]; then
+            eval '_csa_env=${(%):-%x}'
+        else
+            echo "activate: this shell does not tell a sourced script where it is; source it from bash or zsh" >&2
+            return 1
+        fi
+        case "$_csa_env" in
+        */*) _csa_env=${_csa_env%/*}/.. ;;
+        *) _csa_env=.. ;;
+        esac
+    fi
+    _csa_env=$(CDPATH='' cd -- "$_csa_env" && pwd) || return 1
+    if [ ! -d "$_csa_env/conda-meta" ]; then
+        echo "activate: $_csa_env is not a conda environment (no conda-meta)" >&2
+        return 1
+    fi
+    if [ -n "${CONDA_PREFIX:-}" ]; then
+        [ "$CONDA_PREFIX" = "$_csa_env" ] && return 0
+        if [ -f "$CONDA_PREFIX/bin/deactivate" ]; then
+            . "$CONDA_PREFIX/bin/deactivate"
+        fi
+    fi
+    _CONDA_STORE_OLD_PATH=$PATH
+    _CONDA_STORE_OLD_PS1=${PS1:-}
+    export CONDA_PREFIX="$_csa_env"
+    export CONDA_DEFAULT_ENV="$_csa_env"
+    export PATH="$_csa_env/bin:$PATH"
+    PS1="(${_csa_env##*/}) ${PS1:-}"
+    hash -r 2>/dev/null || true
+    if [ -d "$_csa_env/etc/conda/activate.d" ]; then
+        for _csa_script in "$_csa_env"/etc/conda/activate.d/*.sh; do
+            if [ -f "$_csa_script" ]; then
+                . "$_csa_script"
+            fi
+        done
+    fi
+    unset _csa_env _csa_script
+    return 0
+}
+_conda_store_activate "$@"
+"##;
+
+/// `bin/deactivate`, sourced: sources the environment's `etc/conda/deactivate.d/*.sh` scripts,
+/// then puts back the `PATH` and prompt that activation replaced.
+const DEACTIVATE_SCRIPT: &str = r##"# bin/deactivate, written by conda-store's pack. Source it to leave the environment
+# that bin/activate entered:   . "$CONDA_PREFIX/bin/deactivate"
+_conda_store_deactivate() {
+    if [ -z "${CONDA_PREFIX:-}" ]; then
+        return 0
+    fi
+    if [ -d "$CONDA_PREFIX/etc/conda/deactivate.d" ]; then
+        for _csd_script in "$CONDA_PREFIX"/etc/conda/deactivate.d/*.sh; do
+            if [ -f "$_csd_script" ]; then
+                . "$_csd_script"
+            fi
+        done
+    fi
+    if [ -n "${_CONDA_STORE_OLD_PATH+set}" ]; then
+        export PATH="$_CONDA_STORE_OLD_PATH"
+        PS1=${_CONDA_STORE_OLD_PS1:-}
+    fi
+    unset CONDA_PREFIX CONDA_DEFAULT_ENV _CONDA_STORE_OLD_PATH _CONDA_STORE_OLD_PS1 _csd_script
+    hash -r 2>/dev/null || true
+    return 0
+}
+_conda_store_deactivate
+"##;
 
 /// The manifest's `format` value; bumped when the layout changes.
 const MANIFEST_FORMAT: &str = "conda-store-pack/1";
@@ -582,12 +687,11 @@ fn files_to_rewrite(
     index: &plan::Index,
 ) -> Result<Vec<(String, FileMode)>, PackError> {
     let walked = |path: &str| index.get(Path::new(path)).map(|&i| &entries[i].kind);
-    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
     let mut rewrite = BTreeMap::new();
     for pkg in packages {
         for file in &pkg.files {
             let path = Path::new(file.as_str());
-            if walked(file).is_none() && !generated.contains(&path) {
+            if walked(file).is_none() && !is_generated(path) {
                 return Err(PackError::MissingFile {
                     path: file.clone(),
                     record: pkg.record.clone(),

@@ -7,7 +7,10 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use conda_store_engine::pack::{self, Compression, MANIFEST_PATH, PackError, UNPACK_SCRIPT_PATH};
+use conda_store_engine::pack::{
+    self, ACTIVATE_SCRIPT_PATH, Compression, DEACTIVATE_SCRIPT_PATH, MANIFEST_PATH, PackError,
+    UNPACK_SCRIPT_PATH,
+};
 use conda_store_engine::prefix::read_installed;
 use sha2::{Digest, Sha256};
 
@@ -398,8 +401,117 @@ fn archive_entries_are_ordered_with_root_owned_headers_and_kept_modes_and_times(
             "conda-meta/tool-1.0-0.json",
             "lib/libfoo.so",
             UNPACK_SCRIPT_PATH,
+            ACTIVATE_SCRIPT_PATH,
+            DEACTIVATE_SCRIPT_PATH,
             MANIFEST_PATH,
         ]
+    );
+}
+
+/// Runs `script` with `shell -c`, with a PATH of the system directories only.
+fn shell(shell: &str, script: &str) -> String {
+    let out = Command::new(shell)
+        .arg("-c")
+        .arg(script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{shell} -c {script:?} failed: {}",
+        stderr(&out)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// conda-pack's contract as the `conda-store run` client uses it: Python's `tarfile` opens the
+/// archive as gzip, `bin/conda-unpack` relocates it, and `. bin/activate PREFIX && exec CMD`
+/// runs a program of the environment with its activation scripts applied.
+#[test]
+fn the_archive_activates_as_conda_pack_does() {
+    let (root, p) = long_prefix();
+    for (dir, name, body) in [
+        (
+            "activate.d",
+            "tool.sh",
+            "export TOOL_HOME=\"$CONDA_PREFIX/share/tool\"\n",
+        ),
+        ("deactivate.d", "tool.sh", "unset TOOL_HOME\n"),
+    ] {
+        fs::create_dir_all(p.join("etc/conda").join(dir)).unwrap();
+        fs::write(p.join("etc/conda").join(dir).join(name), body).unwrap();
+    }
+    // A prefix that has its own (stale) activate script gets ours.
+    fs::write(p.join(ACTIVATE_SCRIPT_PATH), "exit 7\n").unwrap();
+    let (archive, _) = pack_to_vec(&p, GZIP);
+    let file = root.path().join("archive.tar.gz");
+    fs::write(&file, &archive).unwrap();
+    let new = root.path().join("run env");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg("import sys, tarfile; tarfile.open(sys.argv[1], mode='r:gz').extractall(path=sys.argv[2])")
+        .arg(&file)
+        .arg(&new)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tarfile: {}", stderr(&out));
+    let out = conda_unpack_absolute(&new);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let env = new.to_str().unwrap();
+    let q = |s: &str| format!("'{s}'");
+    // ksh and zsh (not installed here) tell a sourced script where it is as bash does.
+    {
+        let sh = "bash";
+        // The client's own command line: activate with the prefix as argument, then exec.
+        let got = shell(
+            sh,
+            &format!(
+                ". {} {} && exec sh -c 'tool; echo \"$CONDA_PREFIX|$TOOL_HOME\"'",
+                q(&format!("{env}/bin/activate")),
+                q(env)
+            ),
+        );
+        assert_eq!(
+            got,
+            format!("prefix is {env}\n{DATA}{env}|{env}/share/tool\n"),
+            "{sh}"
+        );
+        // Deactivate undoes it: PATH back, the package's deactivate.d script run.
+        let got = shell(
+            sh,
+            &format!(
+                "before=$PATH; . {} {}; . \"$CONDA_PREFIX/bin/deactivate\"; \
+                 [ \"$PATH\" = \"$before\" ] && echo \"restored|${{CONDA_PREFIX:-}}|${{TOOL_HOME:-}}\"",
+                q(&format!("{env}/bin/activate")),
+                q(env)
+            ),
+        );
+        assert_eq!(got, "restored||\n", "{sh}");
+    }
+    // bash finds the environment from the script's own location.
+    let got = shell(
+        "bash",
+        &format!(". {} && command -v tool", q(&format!("{env}/bin/activate"))),
+    );
+    assert_eq!(got, format!("{env}/bin/tool\n"));
+    // dash cannot tell where a sourced script is, nor pass it arguments: it says so, and
+    // nothing is changed.
+    let out = Command::new("dash")
+        .arg("-c")
+        .arg(format!(
+            ". {} || echo \"refused|${{CONDA_PREFIX:-}}\"",
+            q(&format!("{env}/bin/activate"))
+        ))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "refused|\n");
+    assert!(
+        stderr(&out).contains("source it from bash or zsh"),
+        "{}",
+        stderr(&out)
     );
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use conda_store_crds::Policy;
 
 use conda_store_storage::args::StorageArgs;
@@ -71,7 +71,6 @@ pub struct RunArgs {
     /// How many builds run at once; the others wait in id order.
     #[arg(long, env = "CONDA_STORE_MAX_BUILDS", default_value_t = 4)]
     pub max_builds: usize,
-    /// Retries of a failed step's pod before the step fails.
     /// CPU limit of every build Job's container (Pod Security "restricted" asks for
     /// bounded pods; a build never needs more than the node's cores).
     #[arg(long, env = "CONDA_STORE_JOB_CPU_LIMIT", default_value = "2")]
@@ -82,8 +81,14 @@ pub struct RunArgs {
     /// Ephemeral-storage limit of every build Job's container (its emptyDir `/tmp`).
     #[arg(long, env = "CONDA_STORE_JOB_EPHEMERAL_LIMIT", default_value = "8Gi")]
     pub job_ephemeral_limit: String,
+    /// Retries of a failed step's pod before the step fails.
     #[arg(long, env = "CONDA_STORE_JOB_BACKOFF_LIMIT", default_value_t = 1)]
     pub job_backoff_limit: i32,
+    /// The archive's compression: gzip (`archive.tar.gz`, conda-pack's format, which the
+    /// `conda-store` client's `run` reads) or zstd (`archive.tar.zst`, smaller and faster to
+    /// pack and unpack, for deployments whose users download archives with their own tools).
+    #[arg(long, env = "CONDA_STORE_ARCHIVE_FORMAT", value_enum, default_value_t = ArchiveFormat::Gzip)]
+    pub archive_format: ArchiveFormat,
     /// Seconds a step's pod may run.
     #[arg(long, env = "CONDA_STORE_JOB_DEADLINE", default_value_t = 3600)]
     pub job_deadline_seconds: i64,
@@ -223,4 +228,14 @@ mod tests {
         assert!(file_args("- a\n- b\n").is_err());
         assert!(file_args("x: {a: 1}\n").is_err());
     }
+}
+
+/// The compression of a build's archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "lower")]
+pub enum ArchiveFormat {
+    /// gzip-compressed tar (`archive.tar.gz`): conda-pack's format, what conda-store serves.
+    Gzip,
+    /// zstd-compressed tar (`archive.tar.zst`).
+    Zstd,
 }

@@ -6,6 +6,8 @@
 
 use std::collections::BTreeMap;
 
+use clap::ValueEnum;
+
 use conda_store_crds::{Artifact, Build, BuildStep};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
@@ -106,7 +108,14 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             ));
         }
         BuildStep::Pack => {
-            args.extend(["--prefix".into(), prefix.clone()]);
+            args.extend(["--prefix".into(), prefix.clone(), "--format".into()]);
+            args.push(
+                cfg.archive_format
+                    .to_possible_value()
+                    .expect("every format has a name")
+                    .get_name()
+                    .to_string(),
+            );
             env.push(env_var(
                 "CONDA_STORE_PACK_CACHE",
                 &format!("{}/.pack-cache", cfg.envs_dir.trim_end_matches('/')),
@@ -574,7 +583,7 @@ mod tests {
         let c = cfg(&["--envs-dir=/envs/"]);
         for (step, extra) in [
             (BuildStep::Install, vec![]),
-            (BuildStep::Pack, vec![]),
+            (BuildStep::Pack, vec!["--format", "gzip"]),
             (BuildStep::Image, vec!["--name", "env", "--build-id", "12"]),
         ] {
             let job = step_job(

@@ -93,7 +93,7 @@ fn pack_step_stores_an_archive_that_unpacks_and_runs_elsewhere() {
     let archive = artifact(&run.report, "archive");
     assert_eq!(
         archive["key"],
-        "builds/team-a/data-science-1/archive.tar.zst"
+        "builds/team-a/data-science-1/archive.tar.gz"
     );
     assert!(archive["digest"].as_str().unwrap().starts_with("sha256:"));
     let log = artifact(&run.report, "logs");
@@ -104,9 +104,9 @@ fn pack_step_stores_an_archive_that_unpacks_and_runs_elsewhere() {
     let elsewhere = dir.path().join("home/alice/my env");
     std::fs::create_dir_all(&elsewhere).unwrap();
     let tar = Command::new("tar")
-        .arg("--zstd")
+        .arg("--gzip")
         .arg("-xf")
-        .arg(storage.join("builds/team-a/data-science-1/archive.tar.zst"))
+        .arg(storage.join("builds/team-a/data-science-1/archive.tar.gz"))
         .arg("-C")
         .arg(&elsewhere)
         .status()
@@ -149,7 +149,7 @@ fn pack_step_failure_reports_why_and_exits_non_zero() {
     artifact(&run.report, "logs");
     assert!(
         !storage
-            .join("builds/team-a/data-science-1/archive.tar.zst")
+            .join("builds/team-a/data-science-1/archive.tar.gz")
             .exists()
     );
 }

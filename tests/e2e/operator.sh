@@ -193,7 +193,7 @@ check "its Ready condition is True" \
 health() { k get environment "$1" -n team -o json | bash "$ROOT/tests/support/argocd-health.sh"; }
 check "Argo CD's health check (examples/argocd-health.md) reads it as Healthy" \
   contains "Healthy: build" health demo
-for a in conda-lock.yaml environment.yaml archive.tar.zst image.json logs/solve.log; do
+for a in conda-lock.yaml environment.yaml archive.tar.gz image.json logs/solve.log; do
   check "artifact $a is in storage" test -s "$STATE/artifacts/builds/team/$B1/$a"
 done
 # The manifest blob of this build's image: only its image.json references it.

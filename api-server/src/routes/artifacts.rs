@@ -193,13 +193,16 @@ async fn build_artifact(
             let key =
                 artifact_key(&b, ArtifactKind::Archive).ok_or_else(|| missing(id, "archive"))?;
             let file = key.rsplit('/').next().unwrap_or("archive").to_string();
-            serve(
-                app,
-                &key,
-                "application/octet-stream",
-                Some(&format!("build-{id}-{file}")),
-            )
-            .await
+            // gzip by default (conda-pack's format, which `conda-store run` opens as such);
+            // zstd where the operator is told to write it.
+            let content_type = if file.ends_with(".gz") {
+                "application/gzip"
+            } else if file.ends_with(".zst") {
+                "application/zstd"
+            } else {
+                "application/octet-stream"
+            };
+            serve(app, &key, content_type, Some(&format!("build-{id}-{file}"))).await
         }
         "docker" => {
             if artifact_key(&b, ArtifactKind::Image).is_none() {

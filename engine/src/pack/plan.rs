@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use walkdir::WalkDir;
 
-use super::{MANIFEST_PATH, PackError, UNPACK_SCRIPT_PATH, mode_of, mtime_of, relocatable_target};
+use super::{PackError, mode_of, mtime_of, relocatable_target};
 use crate::prefix::{FileMode, InstalledPackage};
 
 /// A segment is closed before its files would pass this many bytes (a single larger file gets a
@@ -61,12 +61,11 @@ pub(super) struct Segment {
     pub bytes: u64,
 }
 
-/// Reads the metadata of every path under `prefix_dir` (the generated script and manifest
+/// Reads the metadata of every path under `prefix_dir` (the [`super::GENERATED`] entries
 /// left out), in a depth-first walk with each directory's entries sorted by name bytes.
 /// Refuses what cannot be packed: symlinks leaving the prefix, sockets and devices, a `bin`
 /// that is not a directory.
 pub(super) fn walk(prefix_dir: &Path, embedded: &str) -> Result<Vec<Entry>, PackError> {
-    let generated = [Path::new(MANIFEST_PATH), Path::new(UNPACK_SCRIPT_PATH)];
     let mut entries = Vec::new();
     let walk = WalkDir::new(prefix_dir)
         .follow_links(false)
@@ -83,7 +82,7 @@ pub(super) fn walk(prefix_dir: &Path, embedded: &str) -> Result<Vec<Entry>, Pack
         let Ok(rel) = entry.path().strip_prefix(prefix_dir) else {
             continue;
         };
-        if generated.contains(&rel) {
+        if super::is_generated(rel) {
             continue;
         }
         entries.push(read_entry(entry.path(), rel, embedded)?);

@@ -15,8 +15,9 @@ use std::sync::{Condvar, Mutex, mpsc};
 use super::cache::SegmentCache;
 use super::plan::{Entry, Kind, Segment};
 use super::{
-    Compression, ExactReader, MANIFEST_PATH, PackError, UNPACK_SCRIPT, UNPACK_SCRIPT_PATH,
-    base_header, entry_error,
+    ACTIVATE_SCRIPT, ACTIVATE_SCRIPT_PATH, Compression, DEACTIVATE_SCRIPT, DEACTIVATE_SCRIPT_PATH,
+    ExactReader, MANIFEST_PATH, PackError, UNPACK_SCRIPT, UNPACK_SCRIPT_PATH, base_header,
+    entry_error,
 };
 
 /// A finished segment as a worker hands it over, by index.
@@ -329,6 +330,8 @@ fn tar_entries<W: Write>(
                 generated("bin/", 0o755, b"")?;
             }
             generated(UNPACK_SCRIPT_PATH, 0o755, UNPACK_SCRIPT.as_bytes())?;
+            generated(ACTIVATE_SCRIPT_PATH, 0o644, ACTIVATE_SCRIPT.as_bytes())?;
+            generated(DEACTIVATE_SCRIPT_PATH, 0o644, DEACTIVATE_SCRIPT.as_bytes())?;
             generated(MANIFEST_PATH, 0o644, tail.manifest.as_bytes())?;
         }
         None => tar.get_mut().cut = true,

@@ -4,21 +4,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use conda_store_crds::{Artifact, ArtifactKind};
 use conda_store_engine::pack::{self, Compression, SegmentCache};
+use conda_store_operator::config::ArchiveFormat as Format;
 use conda_store_storage::ArtifactStore;
 
 use super::{StepArgs, StepLog, StepOutput, build_key};
-
-/// Archive format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// zstd-compressed tar (`archive.tar.zst`).
-    Zstd,
-    /// gzip-compressed tar (`archive.tar.gz`), for tools that only read gzip.
-    Gzip,
-}
 
 /// `step pack` arguments.
 #[derive(Debug, Clone, Args)]
@@ -31,7 +23,7 @@ pub struct PackArgs {
     #[arg(long)]
     pub embedded_prefix: Option<String>,
     /// Archive format.
-    #[arg(long, value_enum, default_value_t = Format::Zstd)]
+    #[arg(long, value_enum, default_value_t = Format::Gzip)]
     pub format: Format,
     /// Where the archive is written before upload (default: the system temp dir).
     #[arg(long, env = "CONDA_STORE_WORK_DIR")]
@@ -52,7 +44,8 @@ pub async fn run(
 ) -> anyhow::Result<StepOutput> {
     let compression = match args.format {
         Format::Zstd => Compression::default(),
-        Format::Gzip => Compression::Gzip { level: 6 },
+        // conda-pack's default level.
+        Format::Gzip => Compression::Gzip { level: 4 },
     };
     let key = build_key(&step, &format!("archive.{}", compression.extension()))?;
     let embedded = match &args.embedded_prefix {
