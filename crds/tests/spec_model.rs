@@ -340,17 +340,18 @@ fn invalid_match_spec_names_its_line_and_item() {
 }
 
 #[test]
-fn empty_dependency_list_is_refused() {
-    let e = err("name: x\ndependencies: []\n");
-    let (line, kind) = single(&e);
-    assert_eq!(line, Some(2));
-    assert_eq!(kind, &SpecErrorKind::EmptyDependencies);
-}
-
-#[test]
-fn missing_dependencies_is_refused() {
-    let e = err("name: x\nchannels: [conda-forge]\n");
-    assert_eq!(single(&e).1, &SpecErrorKind::NoSpecification);
+fn an_environment_without_dependencies_is_empty_not_invalid() {
+    for text in [
+        "name: x\ndependencies: []\n",
+        "name: x\nchannels: [conda-forge]\n",
+        "name: x\n",
+    ] {
+        let spec = normalize_yaml(text, &Policy::default()).unwrap();
+        assert!(
+            spec.dependencies.is_empty() && spec.pip.is_empty(),
+            "{text}"
+        );
+    }
 }
 
 #[test]

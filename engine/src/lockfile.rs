@@ -315,12 +315,17 @@ pub fn solution_from_locked<'a>(
 
 /// The records of one platform of a lockfile, ready for the installer.
 pub fn lockfile_records(text: &str, platform: &str) -> Result<Vec<RepoDataRecord>, LockfileError> {
-    let records: Vec<RepoDataRecord> = read_lockfile(text)?
-        .iter()
+    let document = Document::parse(text).map_err(|e| LockfileError::Invalid(e.to_string()))?;
+    let lock = document.into_lock_file();
+    let listed = lock.metadata.platforms.iter().any(|p| p == platform);
+    let records: Vec<RepoDataRecord> = lock
+        .package
+        .into_iter()
         .filter(|p| p.platform == platform)
-        .map(LockedPackage::to_repodata_record)
+        .map(|p| locked_package(p)?.to_repodata_record())
         .collect::<Result<_, _>>()?;
-    if records.is_empty() {
+    // A platform the lockfile lists with no package is an empty environment.
+    if records.is_empty() && !listed {
         return Err(LockfileError::MissingPlatform(platform.to_string()));
     }
     Ok(records)

@@ -191,13 +191,11 @@ fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), Sol
     if !request.pip.is_empty() {
         return Err(SolveError::PipNotSupported(request.pip.clone()));
     }
-    if request.specs.is_empty() {
-        return Err(SolveError::Empty("no specs"));
-    }
     if request.platforms.is_empty() {
         return Err(SolveError::Empty("no platforms"));
     }
-    if request.channels.is_empty() {
+    // No specs is an empty environment (conda-store builds those), which needs no channel.
+    if request.channels.is_empty() && !request.specs.is_empty() {
         return Err(SolveError::Empty("no channels"));
     }
     let specs = request
@@ -232,6 +230,18 @@ fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), Sol
 /// Solve `request` for each of its platforms (one after the other).
 pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
     let (specs, channels) = prepare(request)?;
+    let channel_urls = || channels.iter().map(|c| c.base_url.to_string()).collect();
+    if specs.is_empty() {
+        return Ok(Solution {
+            channels: channel_urls(),
+            specs: Vec::new(),
+            platforms: request
+                .platforms
+                .iter()
+                .map(|p| (p.clone(), Vec::new()))
+                .collect(),
+        });
+    }
     crate::tls::ensure_crypto_provider();
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A fresh gateway per solve: it caches repodata in memory, and channels change. Its disk
@@ -313,7 +323,7 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
         platforms.insert(platform.clone(), records);
     }
     Ok(Solution {
-        channels: channels.iter().map(|c| c.base_url.to_string()).collect(),
+        channels: channel_urls(),
         specs: request.specs.clone(),
         platforms,
     })

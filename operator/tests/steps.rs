@@ -279,6 +279,52 @@ fn solve_then_install_steps_build_a_working_prefix() {
     assert_eq!(again.report["details"]["operations"], 0);
 }
 
+/// conda-store builds `{"name": "x"}`: an environment with no package at all, whose prefix
+/// holds only conda-meta and still packs (and activates).
+#[test]
+fn an_empty_environment_solves_installs_and_packs() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let term = dir.path().join("termination-log");
+    let spec = dir.path().join("environment.yaml");
+    std::fs::write(&spec, "name: empty\n").unwrap();
+    let run = step(
+        &[
+            "solve",
+            "--specification",
+            spec.to_str().unwrap(),
+            "--name",
+            "empty",
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert_eq!(run.report["details"]["packages"]["linux-64"], 0);
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    let cache = dir.path().join("pkgs");
+    let run = step(
+        &[
+            "install",
+            "--prefix",
+            prefix.to_str().unwrap(),
+            "--package-cache",
+            cache.to_str().unwrap(),
+        ],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    assert!(prefix.join("conda-meta").is_dir());
+    let run = step(
+        &["pack", "--prefix", prefix.to_str().unwrap()],
+        &storage,
+        &term,
+    );
+    assert_eq!(run.code, 0, "{}", run.report);
+    artifact(&run.report, "archive");
+}
+
 #[test]
 fn unsolvable_specification_fails_with_the_solver_explanation() {
     let dir = tempfile::tempdir().unwrap();

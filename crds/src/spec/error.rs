@@ -93,12 +93,6 @@ pub enum SpecErrorKind {
     /// A key given twice.
     #[error("duplicate key {0:?}")]
     DuplicateKey(String),
-    /// No conda or pip dependency at all.
-    #[error("the dependency list is empty; list at least one package")]
-    EmptyDependencies,
-    /// Neither dependencies nor a lockfile.
-    #[error("no specification: give dependencies or a lockfile")]
-    NoSpecification,
     /// Both inline dependencies and a lockfile.
     #[error("give either dependencies or a lockfile, not both")]
     SpecAndLockfile,

@@ -88,19 +88,11 @@ fn normalize_yaml_as(
     origin: Origin,
 ) -> Result<NormalizedSpec, SpecErrors> {
     let (raw, mut errors) = RawSpec::parse_yaml(text)?;
-    let shape_errors = errors.len();
     match normalize_as(&raw, policy, origin) {
         Ok(spec) => return errors.finish(spec),
         Err(more) => {
             for e in more.0 {
-                // A dependency list whose items were all refused above is not also "empty".
-                let follows = matches!(
-                    e.kind,
-                    SpecErrorKind::EmptyDependencies | SpecErrorKind::NoSpecification
-                );
-                if !(follows && shape_errors > 0) {
-                    errors.push(e.location, e.kind);
-                }
+                errors.push(e.location, e.kind);
             }
         }
     }
@@ -271,19 +263,8 @@ fn normalize_dependencies(
     spec: &mut NormalizedSpec,
     errors: &mut Collector,
 ) {
-    if raw.conda.is_empty() && raw.pip.is_empty() {
-        let kind = if raw.dependencies_at.is_some() {
-            SpecErrorKind::EmptyDependencies
-        } else {
-            SpecErrorKind::NoSpecification
-        };
-        let at = raw
-            .dependencies_at
-            .clone()
-            .unwrap_or_else(|| Location::path("dependencies"));
-        errors.push(at, kind);
-        return;
-    }
+    // No dependency at all is an empty environment, which conda-store builds too (a prefix
+    // holding only conda-meta; the policy's default packages still apply).
     let mut conda = Vec::new();
     for dep in &raw.conda {
         match canonical_match_spec(&dep.value) {
