@@ -561,15 +561,40 @@ async fn root_health_and_unknown_paths() {
     let (s, v) = call(&f.app, "GET", "/nope", None, None).await;
     assert_eq!(s, 404);
     assert_eq!(v["status"], "error");
+    let viewer = token(&f.app, &[("team/*", "viewer")]);
+    // conda-store 2025.2.2 serves the conda-lock document (as JSON) at lockfile/: the same
+    // document as the YAML at conda-lock.yaml.
     let (s, v) = call(
         &f.app,
         "GET",
         "/conda-store/api/v1/build/1/lockfile/",
-        Some(&token(&f.app, &[("team/*", "viewer")])),
+        Some(&viewer),
         None,
     )
     .await;
     assert_eq!(s, 200, "{v}");
+    let yaml: Value = serde_yaml::from_str(LOCK).unwrap();
+    assert_eq!(v, yaml);
+    assert_eq!(v["version"], 1);
+    let (s, v2) = call(
+        &f.app,
+        "GET",
+        "/conda-store/api/v1/environment/team/env/lockfile/",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!((s, &v2), (StatusCode::OK, &v));
+    // conda's explicit list has its own path.
+    let req = Request::builder()
+        .uri("/conda-store/api/v1/build/1/explicit/")
+        .header("Authorization", &viewer)
+        .body(Body::empty())
+        .unwrap();
+    let (s, text) = support::respond_bytes(&f.app, req).await;
+    assert_eq!(s, 200);
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("@EXPLICIT\n"), "{text}");
 }
 
 /// The /api paths of conda-store 2025.2.2's OpenAPI document.

@@ -14,7 +14,7 @@ use kube::api::{Api, ListParams, LogParams};
 use serde_json::json;
 
 use super::builds::{find, parse_id};
-use super::openapi::{Answers, ArtifactAnswers};
+use super::openapi::ArtifactAnswers;
 use super::{AppState, STREAM_CHUNK};
 use crate::app::{App, artifact_key};
 use crate::auth::{Caller, Permission};
@@ -90,10 +90,33 @@ pub fn explicit_lockfile(conda_lock: &str) -> Result<String, String> {
     Ok(out)
 }
 
-async fn lockfile_text(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+/// The stored conda-lock document of a build, as text.
+async fn conda_lock_text(app: &App, b: &Build, id: i64) -> ApiResult<String> {
     let key = artifact_key(b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
     let bytes = app.storage.get_bytes(&Key::new(&key)?).await?;
-    let text = explicit_lockfile(&String::from_utf8_lossy(&bytes)).map_err(|e| {
+    String::from_utf8(bytes.to_vec()).map_err(|_| {
+        ApiError::unavailable(format!("the stored lockfile of build {id} is not UTF-8"))
+    })
+}
+
+/// The conda-lock document as JSON, as conda-store 2025.2.2 stores and serves it at
+/// `lockfile/`. The same document as the YAML at `conda-lock.yml`: JSON is YAML, so conda-lock
+/// reads either, and either posted back with `is_lockfile: true` builds the same packages.
+async fn lockfile_json(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+    let text = conda_lock_text(app, b, id).await?;
+    let doc: serde_json::Value = serde_yaml::from_str(&text).map_err(|e| {
+        ApiError::unavailable(format!(
+            "the stored lockfile of build {id} is unreadable: {e}"
+        ))
+    })?;
+    let mut body = serde_json::to_string_pretty(&doc).expect("a JSON value serialises");
+    body.push('\n');
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+/// conda's explicit list (`@EXPLICIT`), which `conda create --file` installs.
+async fn explicit_text(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+    let text = explicit_lockfile(&conda_lock_text(app, b, id).await?).map_err(|e| {
         ApiError::unavailable(format!(
             "the stored lockfile of build {id} is unreadable: {e}"
         ))
@@ -177,7 +200,8 @@ async fn build_artifact(
     let id = parse_id(id)?;
     let (b, _) = find(app, caller, id, Permission::EnvironmentRead)?;
     match artifact {
-        "lockfile" => lockfile_text(app, &b, id).await,
+        "lockfile" => lockfile_json(app, &b, id).await,
+        "explicit" => explicit_text(app, &b, id).await,
         "conda-lock.yml" | "conda-lock.yaml" => {
             let key =
                 artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
@@ -248,7 +272,8 @@ macro_rules! build_artifact_routes {
 }
 
 build_artifact_routes! {
-    build_lockfile: "/api/v1/build/{id}/lockfile", "lockfile", "conda's explicit lockfile of a build";
+    build_lockfile: "/api/v1/build/{id}/lockfile", "lockfile", "The conda-lock lockfile of a build, as JSON (conda-store's form)";
+    build_explicit: "/api/v1/build/{id}/explicit", "explicit", "conda's explicit package list of a build (@EXPLICIT, for conda create --file)";
     build_conda_lock_yml: "/api/v1/build/{id}/conda-lock.yml", "conda-lock.yml", "The conda-lock lockfile of a build";
     build_conda_lock_yaml: "/api/v1/build/{id}/conda-lock.yaml", "conda-lock.yaml", "The conda-lock lockfile of a build";
     build_yaml: "/api/v1/build/{id}/yaml", "yaml", "The environment of a build as YAML with exact pins";
@@ -290,13 +315,13 @@ fn env_build(
     get,
     path = "/api/v1/environment/{namespace}/{name}/lockfile",
     tag = "artifact",
-    summary = "The explicit lockfile of the current (or given) build",
+    summary = "The conda-lock lockfile (JSON) of the current (or given) build",
     params(
         ("namespace" = String, Path, description = "Namespace name"),
         ("name" = String, Path, description = "Environment name"),
         ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
     ),
-    responses(Answers)
+    responses(ArtifactAnswers)
 )]
 pub async fn env_lockfile(
     State(app): AppState,
@@ -305,7 +330,29 @@ pub async fn env_lockfile(
     params: Params,
 ) -> ApiResult<Response> {
     let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
-    lockfile_text(&app, &b, id).await
+    lockfile_json(&app, &b, id).await
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/environment/{namespace}/{name}/explicit",
+    tag = "artifact",
+    summary = "conda's explicit package list of the current (or given) build",
+    params(
+        ("namespace" = String, Path, description = "Namespace name"),
+        ("name" = String, Path, description = "Environment name"),
+        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
+    ),
+    responses(ArtifactAnswers)
+)]
+pub async fn env_explicit(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
+    explicit_text(&app, &b, id).await
 }
 
 async fn env_conda_lock(

@@ -174,6 +174,7 @@ fn api_routes() -> OpenApiRouter<Arc<App>> {
             environments::delete
         ))
         .routes(routes!(artifacts::env_lockfile))
+        .routes(routes!(artifacts::env_explicit))
         .routes(routes!(artifacts::env_conda_lock_yml))
         .routes(routes!(artifacts::env_conda_lock_yaml))
         .routes(routes!(environments::post_specification, misc::solve))
@@ -182,6 +183,7 @@ fn api_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(builds::cancel))
         .routes(routes!(builds::packages))
         .routes(routes!(artifacts::build_lockfile))
+        .routes(routes!(artifacts::build_explicit))
         .routes(routes!(artifacts::build_conda_lock_yml))
         .routes(routes!(artifacts::build_conda_lock_yaml))
         .routes(routes!(artifacts::build_yaml))

@@ -13,6 +13,16 @@ use tower::{Layer, ServiceExt};
 /// the status and the body as JSON (`Null` when it is not JSON).
 #[allow(dead_code)]
 pub async fn respond(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Value) {
+    let (status, bytes) = respond_bytes(app, req).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// [`respond`] with the body as it came.
+#[allow(dead_code)]
+pub async fn respond_bytes(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Vec<u8>) {
     let svc =
         tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
     let resp = svc.oneshot(req).await.unwrap();
@@ -20,10 +30,7 @@ pub async fn respond(app: &Arc<App>, req: Request<Body>) -> (StatusCode, Value) 
     let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
         .await
         .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
+    (status, bytes.to_vec())
 }
 
 /// A gateway as `serve` builds it, on a real SQLite index and local storage in `dir`, with a
