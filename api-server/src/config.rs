@@ -80,9 +80,38 @@ pub struct ServeArgs {
     /// Lifetime of login sessions and the default lifetime of API tokens, seconds.
     #[arg(long, env = "CONDA_STORE_SESSION_SECONDS", default_value_t = 86_400)]
     pub session_seconds: i64,
+    /// The global build policy, the operator's (`--policy` there): solves without a build
+    /// follow it, and `GET /api/v1/setting/` shows it.
+    #[arg(long, env = "CONDA_STORE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Channels `GET /api/v1/specification/` may fetch to solve without building, besides
+    /// the global policy's allowed and default channels (comma-separated). No other channel
+    /// is fetched by the gateway: a tenant's channel URL could point anywhere inside the
+    /// cluster, and builds fetch those from their egress-restricted Jobs instead.
+    #[arg(long, env = "CONDA_STORE_SOLVE_CHANNELS", value_delimiter = ',')]
+    pub solve_channels: Vec<String>,
+    /// Solves without building that run at once; more wait up to 30 s, then answer 503.
+    #[arg(long, env = "CONDA_STORE_MAX_SOLVES", default_value_t = 2)]
+    pub max_solves: usize,
     /// Log as JSON lines (for production) instead of text.
     #[arg(long, env = "CONDA_STORE_LOG_JSON")]
     pub log_json: bool,
+}
+
+impl ServeArgs {
+    /// The global policy from `--policy` (the default policy when unset).
+    pub fn global_policy(&self) -> anyhow::Result<conda_store_crds::Policy> {
+        use anyhow::Context;
+        match &self.policy {
+            None => Ok(conda_store_crds::Policy::default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading the policy {}", p.display()))?;
+                serde_yaml::from_str(&text)
+                    .with_context(|| format!("reading the policy {}", p.display()))
+            }
+        }
+    }
 }
 
 /// A role, or none.

@@ -63,6 +63,8 @@ pub async fn build_app(
     auth.anonymous_bindings = args.anonymous_bindings.clone();
     auth.session_seconds = args.session_seconds;
     let (stores, writers) = app::caches();
+    let policy = args.global_policy()?;
+    let solver = routes::solve::Solver::new(&policy, &args.solve_channels, args.max_solves);
     let app = Arc::new(App {
         prefix: config::normalize_prefix(&args.url_prefix),
         client,
@@ -86,6 +88,8 @@ pub async fn build_app(
         max_connections: args.max_connections.max(1),
         generation: Default::default(),
         rows: Default::default(),
+        policy,
+        solver,
     });
     Ok((app, writers))
 }

@@ -40,6 +40,9 @@ pub struct SolveRequest {
     pub network_timeout: Option<Duration>,
 }
 
+/// One solved package: its record, the URL it is fetched from, its channel.
+pub use rattler_conda_types::RepoDataRecord as Record;
+
 /// The result of a solve.
 #[derive(Debug, Clone)]
 pub struct Solution {

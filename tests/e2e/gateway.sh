@@ -30,6 +30,8 @@ if [[ ! -x $VENV/bin/schemathesis ]]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check 'schemathesis==4.32.5'
 fi
 CS() { "$VENV/bin/conda-store" "$@"; }
+COMPAT=${CONDA_STORE_COMPAT_VENV:-$HOME/.cache/conda-store-k8s/compat-venv}
+[[ -x $COMPAT/bin/python ]] || eval "$(bash "$ROOT/scripts/install-test-deps.sh")"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
 
 USERS=$(mktemp)
@@ -43,6 +45,8 @@ CONDA_STORE_LOCAL_USERS=$USERS bash "$ROOT/scripts/local.sh" up >"$STATE.up.log"
   { tail -n 30 "$STATE.up.log"; exit 1; }
 rm -f "$USERS"
 URL=$(cat "$STATE/api.url")
+# The demo channel local.sh serves (the gateway may solve from it: CONDA_STORE_SOLVE_CHANNELS).
+CHANNEL_URL=$(sed -n 's/.*CONDA_STORE_SOLVE_CHANNELS, value: "\(.*\)"}.*/\1/p' "$STATE/deploy/local.yaml")
 API=${URL}api/v1
 export CONDA_STORE_URL=$URL
 
@@ -65,8 +69,37 @@ ID=$(curl -fsS -u demo:demo "$API/environment/Demo/Tools/" | j 'd["data"]["curre
 check "the environment has a current build" test "$ID" -gt 0
 cd "$STATE"
 check "conda-store download of the lockfile" basic demo demo download "Demo/Tools" --output-filename tools.lock
-check "the lockfile is conda's explicit format with the packages" contains liba-2 cat tools.lock
+conda_lock_reads() { # conda-lock's own parser reads the served lockfile, with the packages
+  "$COMPAT/bin/python" - "$1" <<'PY'
+import pathlib, sys
+from conda_lock.lockfile import parse_conda_lock_file
+lock = parse_conda_lock_file(pathlib.Path(sys.argv[1]))
+names = sorted(p.name for p in lock.package)
+assert names == ["liba", "libb", "tool"], names
+assert all(p.hash.sha256 and p.hash.md5 for p in lock.package)
+print(names)
+PY
+}
+check "the lockfile is the conda-lock document (conda-lock parses it)" conda_lock_reads tools.lock
+check "conda's explicit list has its own path" contains '@EXPLICIT' curl -fsS -u demo:demo "$API/build/$ID/explicit/"
 check "conda-store wait on a built environment" basic demo demo wait "Demo/Tools" --timeout 30 --interval 1
+check "conda-store wait --artifact archive" basic demo demo wait "Demo/Tools" --artifact archive --timeout 30 --interval 1
+run_tool() { # conda-store run: the archive extracted, unpacked, activated (activate.d), a program run
+  local out
+  out=$(basic demo demo run --no-cache "Demo/Tools" -- sh -c 'echo "data=$TOOL_DATA"; tool') || return 1
+  echo "$out"
+  python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+m = re.search(r"^prefix: (/\S+)$", out, re.M)
+assert m, "tool did not print its prefix"
+assert f"data={m.group(1)}/share/tool/data.txt" in out, "activate.d did not run in the new prefix"
+assert "tool data" in out, "tool did not read its data through the relocated prefix"
+PY
+}
+check "conda-store run runs a program of the environment from its archive" run_tool
+printf 'channels: ["%s"]\ndependencies: [tool]\n' "$CHANNEL_URL" >solve.yaml
+check "conda-store solve lists the solved packages" contains '"libb"' basic demo demo solve solve.yaml --output json
 check "conda-lock.yml is served" contains 'version: 1' curl -fsS -u demo:demo "$API/build/$ID/conda-lock.yml"
 check "the build's packages are indexed" contains '"liba"' curl -fsS -u demo:demo "$API/build/$ID/packages/"
 check "the package catalog lists them" contains '"tool"' curl -fsS "$API/package/?search=too"
@@ -85,6 +118,24 @@ check "conda-store wait on the new build" env CONDA_STORE_AUTH=token CONDA_STORE
 check "alice's environment is listed for her" contains my_env env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
   "$VENV/bin/conda-store" list environment --output json
 check "the same spec again reuses the build" is "$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$BODY" "$API/specification/" | j 'd["data"]["build_id"]')" "$NEW"
+
+# A lockfile round trip: the downloaded conda-lock document posted back builds the same.
+ROUND_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"relocked","is_lockfile":True,"specification":open(sys.argv[1]).read()}))' tools.lock)
+RELOCKED=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$ROUND_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+check "the downloaded lockfile posted back (is_lockfile) builds" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" wait "$RELOCKED" --timeout 240 --interval 1
+check "into an identical lockfile" is "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$RELOCKED/lockfile/" | sha256sum)" \
+  "$(sha256sum <tools.lock)"
+pkgs() { # pkgs AUTH-HEADER BUILD: the build's installed packages
+  curl -fsS -H "$1" "$API/build/$2/packages/" |
+    python3 -c 'import json,sys; print(sorted((p["name"],p["version"],p["build"],p["sha256"]) for p in json.load(sys.stdin)["data"]))'
+}
+check "with the same packages installed" is "$(pkgs "Authorization: Bearer $TOKEN" "$RELOCKED")" \
+  "$(pkgs "Authorization: Basic $(printf demo:demo | base64)" "$ID")"
+# An environment with no dependencies builds (an empty prefix), as in conda-store.
+EMPTY=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"namespace":"alice","specification":"name: empty\n"}' "$API/specification/" | j 'd["data"]["build_id"]')
+check "an environment with no dependencies builds" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" wait "$EMPTY" --timeout 240 --interval 1
 
 # A pipeline's Kubernetes ServiceAccount token, checked by TokenReview.
 eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
@@ -266,6 +317,9 @@ bad_failed() { [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$BAD
 for _ in $(seq 200); do bad_failed && break; sleep 0.3; done
 check "a failed build's log is served, with the solver's reason" \
   contains "step solve failed" curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$BAD/logs/"
+check "and the client downloads it" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" download "$BAD" --artifact logs --output-filename bad.log
+check "with the reason in it" contains "step solve failed" cat bad.log
 
 # An image of alice's, built from a manifest applied with kubectl (the REST API builds no images).
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
@@ -314,6 +368,10 @@ check "one Environment serves both names" \
   is "$("$CONDA_STORE_KUBECTL" get environments -n conda-store-dynamic -o name | wc -l)" 1
 check "an invalid dynamic name is NAME_INVALID" contains NAME_INVALID \
   curl -sS -u demo:demo "$REG/v2/conda-store-dynamic/Bad!!/manifests/latest"
+
+# Every answer validates against conda-store 2025.2.2's own response models (pydantic).
+check "the answers validate against conda-store's response models" \
+  env PYTHONPATH="$ROOT/tests/e2e/compat" "$COMPAT/bin/python" "$ROOT/tests/e2e/compat/validate.py" "$API" "$TOKEN" "$ID" "$NEW"
 
 # schemathesis against the served OpenAPI document: no request it makes gets a server error.
 # A second gateway on the same cluster and storage where every login is admin everywhere, so the

@@ -513,23 +513,3 @@ pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Respons
         .collect();
     Ok(page(data, paging.page, paging.size, count))
 }
-
-/// Solving without building is not offered: builds solve in the cluster.
-#[utoipa::path(
-    get,
-    path = "/api/v1/specification",
-    tag = "specification",
-    summary = "Solving without building (refused: builds solve in the cluster)",
-    params(
-        ("channel" = Option<Vec<String>>, Query, description = "Channels"),
-        ("conda" = Option<Vec<String>>, Query, description = "Conda match specs"),
-        ("pip" = Option<Vec<String>>, Query, description = "pip requirements"),
-    ),
-    responses(Answers)
-)]
-pub async fn solve() -> Response {
-    ApiError::bad_request(
-        "this server solves only as part of a build: POST /api/v1/specification/ to build an environment",
-    )
-    .into_response()
-}

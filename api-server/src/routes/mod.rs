@@ -10,6 +10,7 @@ mod namespaces;
 mod openapi;
 mod registry;
 mod settings;
+pub mod solve;
 
 use std::sync::Arc;
 
@@ -177,7 +178,7 @@ fn api_routes() -> OpenApiRouter<Arc<App>> {
         .routes(routes!(artifacts::env_explicit))
         .routes(routes!(artifacts::env_conda_lock_yml))
         .routes(routes!(artifacts::env_conda_lock_yaml))
-        .routes(routes!(environments::post_specification, misc::solve))
+        .routes(routes!(environments::post_specification, solve::solve))
         .routes(routes!(builds::list))
         .routes(routes!(builds::get_one, builds::rebuild, builds::delete))
         .routes(routes!(builds::cancel))

@@ -1,5 +1,6 @@
 //! `/api/v1/setting/...`: conda-store's settings at three levels. Here the build policy: the
-//! global level is the operator's configuration (read-only through the API), a namespace's is
+//! global level is the operator's `--policy` (given to the gateway too; read-only through the
+//! API), a namespace's is
 //! its Namespace's `policy`; environments take their namespace's.
 
 use std::sync::Arc;
@@ -83,13 +84,11 @@ fn namespace(app: &App, caller: &Caller, name: &str, p: Permission) -> ApiResult
     get,
     path = "/api/v1/setting",
     tag = "setting",
-    summary = "Global settings: the operator's configuration, not known to the gateway",
+    summary = "Global settings: the operator's build policy (its --policy), read-only here",
     responses((status = 200, description = "the settings"))
 )]
-pub async fn get_global() -> Response {
-    let mut v = view(&Policy::default());
-    v["note"] = json!("global settings are the operator's configuration (--config)");
-    ok(v)
+pub async fn get_global(State(app): AppState) -> Response {
+    ok(view(&app.policy))
 }
 
 #[utoipa::path(

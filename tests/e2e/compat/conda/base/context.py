@@ -1,0 +1,5 @@
+class _Context:
+    subdir = "linux-64"
+
+
+context = _Context()
