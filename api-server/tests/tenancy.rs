@@ -240,3 +240,54 @@ async fn an_unfinished_build_is_not_deleted() {
         "{v}"
     );
 }
+
+/// Creating a namespace is authorised before its existence is checked: a caller who may not
+/// create it learns nothing from the answer (409 would say it exists).
+#[tokio::test]
+async fn creating_a_namespace_tells_nothing_of_one_that_exists() {
+    let f = fixture().await;
+    let admin = team_a(&f.app, "admin");
+    let (s1, v1) = call(
+        &f.app,
+        "POST",
+        "/conda-store/api/v1/namespace/team-b/",
+        &admin,
+    )
+    .await;
+    let (s2, _) = call(
+        &f.app,
+        "POST",
+        "/conda-store/api/v1/namespace/team-zz/",
+        &admin,
+    )
+    .await;
+    assert_eq!(
+        (s1, s2),
+        (StatusCode::FORBIDDEN, StatusCode::FORBIDDEN),
+        "{v1}"
+    );
+    assert!(!v1.to_string().contains("exists"), "{v1}");
+}
+
+/// A followed log is authorised as a plain one: another team's build is not found.
+#[tokio::test]
+async fn following_another_teams_log_is_a_404() {
+    let f = fixture().await;
+    let viewer = team_a(&f.app, "viewer");
+    let (s, v) = call(
+        &f.app,
+        "GET",
+        "/conda-store/api/v1/build/2/logs/?follow=true",
+        &viewer,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, _) = call(
+        &f.app,
+        "GET",
+        "/conda-store/api/v1/build/99/logs/?follow=true",
+        &viewer,
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

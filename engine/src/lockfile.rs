@@ -278,7 +278,16 @@ pub fn solution_from_locked<'a>(
             version: p.version.to_string(),
             manager: Manager::Conda,
             platform: p.platform.to_string(),
-            dependencies: p.dependencies.clone(),
+            // "No constraint" as this crate writes it (`""`): a lockfile posted back then
+            // gives the same lockfile, whichever of `""` and `*` it says.
+            dependencies: p
+                .dependencies
+                .iter()
+                .map(|(k, v)| {
+                    let v = if v.trim() == "*" { "" } else { v.trim() };
+                    (k.clone(), v.to_string())
+                })
+                .collect(),
             url: p.url.to_string(),
             hash: Hashes {
                 md5: p.md5.map(str::to_string),

@@ -262,3 +262,39 @@ async fn a_channel_over_http_solves_and_installs() {
     .to_string();
     assert!(err.contains("missing"), "{err}");
 }
+
+/// A lockfile given back as an environment's specification (read by the specification model,
+/// as the operator does, which keeps "no constraint" as `*`) locks to the same bytes: the
+/// conda-store round trip of download, then POST with `is_lockfile`.
+#[tokio::test]
+async fn a_lockfile_given_back_locks_to_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = tool_lockfile(dir.path()).await;
+    let spec = conda_store_crds::spec::lockfile::parse_lockfile(
+        &lock,
+        &conda_store_crds::spec::error::Location::path("lockfile"),
+    )
+    .unwrap();
+    assert!(
+        spec.packages
+            .iter()
+            .any(|p| p.dependencies.values().any(|v| v == "*")),
+        "the model keeps no constraint as *"
+    );
+    let solution = conda_store_engine::lockfile::solution_from_locked(
+        &spec.channels,
+        spec.packages
+            .iter()
+            .map(|p| conda_store_engine::lockfile::LockInput {
+                platform: &p.platform,
+                name: &p.name,
+                version: &p.version,
+                url: &p.url,
+                md5: p.md5.as_deref(),
+                sha256: p.sha256.as_deref(),
+                dependencies: &p.dependencies,
+            }),
+    )
+    .unwrap();
+    assert_eq!(write_lockfile(&solution).unwrap(), lock);
+}

@@ -136,6 +136,19 @@ check "with the same packages installed" is "$(pkgs "Authorization: Bearer $TOKE
 EMPTY=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"namespace":"alice","specification":"name: empty\n"}' "$API/specification/" | j 'd["data"]["build_id"]')
 check "an environment with no dependencies builds" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
   "$VENV/bin/conda-store" wait "$EMPTY" --timeout 240 --interval 1
+# Live logs: ?follow=true streams each step's log as it is written and ends with the build.
+FOLLOW_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"followed","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [libb]\n"}))' "$CHANNEL")
+FOLLOWED=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$FOLLOW_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+follow_log() {
+  local out
+  out=$(timeout 240 curl -fsSN -H "Authorization: Bearer $TOKEN" "$API/build/$FOLLOWED/logs/?follow=true") ||
+    { echo "the stream did not end with the build: $out"; return 1; }
+  for want in "==> solve <==" "==> install <==" "==> pack <==" "step pack succeeded"; do
+    [[ $out == *"$want"* ]] || { echo "no '$want' in: $out"; return 1; }
+  done
+  [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$FOLLOWED/" | j 'd["data"]["status"]') == COMPLETED ]]
+}
+check "logs/?follow=true streams the build's steps until it ends" follow_log
 
 # A pipeline's Kubernetes ServiceAccount token, checked by TokenReview.
 eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"

@@ -124,7 +124,9 @@ async fn explicit_text(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
 }
 
-async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+/// Each step's log so far, in step order: the stored log of a step that ended, else (while the
+/// build runs) its pod's.
+async fn log_sections(app: &App, b: &Build) -> ApiResult<Vec<(BuildStep, String)>> {
     let stored: Vec<String> = b
         .status
         .as_ref()
@@ -141,7 +143,7 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
         .as_ref()
         .map(|s| s.jobs.clone())
         .unwrap_or_default();
-    let mut out = String::new();
+    let mut sections = Vec::new();
     for step in BuildStep::ALL {
         let suffix = format!("/logs/{}.log", step.as_str());
         let text = if let Some(key) = stored.iter().find(|k| k.ends_with(&suffix)) {
@@ -179,16 +181,113 @@ async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
             None
         };
         if let Some(text) = text {
-            out.push_str(&format!("==> {} <==\n{text}", step.as_str()));
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
+            sections.push((step, text));
         }
     }
+    Ok(sections)
+}
+
+fn section(step: BuildStep, text: &str) -> String {
+    let mut out = format!("==> {} <==\n{text}", step.as_str());
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out
+}
+
+async fn logs(app: &App, b: &Build, id: i64) -> ApiResult<Response> {
+    let out: String = log_sections(app, b)
+        .await?
+        .iter()
+        .map(|(step, text)| section(*step, text))
+        .collect();
     if out.is_empty() {
         return Err(missing(id, "logs yet"));
     }
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], out).into_response())
+}
+
+/// How often a followed log looks for more when nothing woke it.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `logs/?follow=true`: the log so far, then what each step adds as it comes, until the build
+/// ends (or is deleted). A step whose stored log differs from what its pod printed is sent
+/// again whole once it ends, under its own header.
+fn follow_logs(app: std::sync::Arc<App>, id: i64) -> Response {
+    struct State {
+        app: std::sync::Arc<App>,
+        id: i64,
+        sent: Vec<(BuildStep, String)>,
+        done: bool,
+    }
+    let start = State {
+        app,
+        id,
+        sent: Vec::new(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(start, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let app = st.app.clone();
+            let woken = app.changed.notified();
+            let Some(b) = app.build(st.id) else {
+                st.done = true;
+                return Some((
+                    Ok::<_, std::io::Error>("(the build was deleted)\n".to_string()),
+                    st,
+                ));
+            };
+            let terminal = crate::views::build_phase(&b).is_terminal();
+            let sections = match log_sections(&app, &b).await {
+                Ok(s) => s,
+                Err(e) => {
+                    st.done = true;
+                    return Some((Ok(format!("(the log cannot be read: {})\n", e.message)), st));
+                }
+            };
+            let mut chunk = String::new();
+            for (step, text) in sections {
+                match st.sent.iter_mut().find(|(s, _)| *s == step) {
+                    None => {
+                        chunk.push_str(&section(step, &text));
+                        st.sent.push((step, text));
+                    }
+                    Some((_, sent)) if text.starts_with(sent.as_str()) => {
+                        chunk.push_str(&text[sent.len()..]);
+                        *sent = text;
+                    }
+                    Some((_, sent)) if *sent != text => {
+                        chunk.push_str(&format!("==> {} (as stored) <==\n", step.as_str()));
+                        chunk.push_str(&text);
+                        if !text.ends_with('\n') {
+                            chunk.push('\n');
+                        }
+                        *sent = text;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if terminal {
+                st.done = true;
+                return Some((Ok(chunk), st));
+            }
+            if !chunk.is_empty() {
+                return Some((Ok(chunk), st));
+            }
+            let _ = tokio::time::timeout(FOLLOW_POLL, woken).await;
+        }
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        "text/plain; charset=utf-8"
+            .parse()
+            .expect("a valid content type"),
+    );
+    resp
 }
 
 async fn build_artifact(
@@ -277,10 +376,34 @@ build_artifact_routes! {
     build_conda_lock_yml: "/api/v1/build/{id}/conda-lock.yml", "conda-lock.yml", "The conda-lock lockfile of a build";
     build_conda_lock_yaml: "/api/v1/build/{id}/conda-lock.yaml", "conda-lock.yaml", "The conda-lock lockfile of a build";
     build_yaml: "/api/v1/build/{id}/yaml", "yaml", "The environment of a build as YAML with exact pins";
-    build_logs: "/api/v1/build/{id}/logs", "logs", "The logs of a build (live while a step runs)";
     build_archive: "/api/v1/build/{id}/archive", "archive", "The relocatable archive of a build";
     build_docker: "/api/v1/build/{id}/docker", "docker", "The image names of a build";
     build_installer: "/api/v1/build/{id}/installer", "installer", "Installers (not built by this server)";
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/build/{id}/logs",
+    tag = "artifact",
+    summary = "The logs of a build (live while a step runs; `follow=true` streams until it ends)",
+    params(
+        ("id" = i64, Path, description = "Build id"),
+        ("follow" = Option<bool>, Query, description = "Keep the answer open and send what the steps print until the build ends"),
+    ),
+    responses(ArtifactAnswers)
+)]
+pub async fn build_logs(
+    State(app): AppState,
+    caller: Caller,
+    Path(id): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    if params.bool("follow")?.unwrap_or(false) {
+        let id = parse_id(&id)?;
+        find(&app, &caller, id, Permission::EnvironmentRead)?;
+        return Ok(follow_logs(app.clone(), id));
+    }
+    build_artifact(&app, &caller, &id, "logs").await
 }
 
 /// The current (or `build_id`) build of an environment.

@@ -108,13 +108,15 @@ pub async fn create(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     validate_conda_name(&name).map_err(|e| ApiError::bad_request(format!("namespace: {e}")))?;
+    // Authorised before the existence check, as conda-store does: a 409 to a caller who may
+    // not create it would tell them a namespace of that name exists.
+    if !caller.may(Permission::NamespaceCreate, &[], &name, None) {
+        return Err(denied(&caller, Permission::NamespaceCreate, &name));
+    }
     if app.namespace(&name).is_some() {
         return Err(ApiError::conflict(format!(
             "namespace {name} already exists"
         )));
-    }
-    if !caller.may(Permission::NamespaceCreate, &[], &name, None) {
-        return Err(denied(&caller, Permission::NamespaceCreate, &name));
     }
     create_namespace(&app, &name).await?;
     // conda-store answers `data: null` here.
