@@ -69,6 +69,8 @@ pub struct App {
     pub policy: conda_store_crds::Policy,
     /// Solving without building: the channels it may fetch, and its slots.
     pub solver: crate::routes::solve::Solver,
+    /// The channels the package catalog indexes.
+    pub catalog: crate::catalog::CatalogConfig,
     /// Bumped on every change the watches see: list rows are rebuilt when it moved.
     pub generation: std::sync::atomic::AtomicU64,
     /// The list rows of the last generation they were built for.
@@ -175,6 +177,11 @@ impl App {
         );
         let app = self.clone();
         tokio::spawn(async move { app.keep_revocations().await });
+        if !self.catalog.interval.is_zero() && !self.catalog.channels.is_empty() {
+            let app = self.clone();
+            let cfg = self.catalog.clone();
+            tokio::spawn(crate::catalog::run(app, cfg));
+        }
         let app = self.clone();
         tokio::spawn(async move {
             let _ = app.namespaces.wait_until_ready().await;
@@ -234,41 +241,47 @@ impl App {
             self.index.id(Kind::Environment, &key(&*env)).await?;
         }
         for b in self.builds.state() {
-            let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
-                continue;
-            };
-            if views::build_phase(&b) != BuildPhase::Completed
-                || self.index.build_indexed(id).await?
-            {
-                continue;
+            self.index_completed_build(&b).await?;
+        }
+        Ok(())
+    }
+
+    /// Records a completed build's packages from its lockfile, unless they are already: the
+    /// keeper does it as builds complete, and a read of the packages that comes first does it
+    /// then (it must not find a completed build empty).
+    pub async fn index_completed_build(&self, b: &Build) -> Result<(), ApiError> {
+        let Some(id) = b.status.as_ref().and_then(|s| s.id) else {
+            return Ok(());
+        };
+        if views::build_phase(b) != BuildPhase::Completed || self.index.build_indexed(id).await? {
+            return Ok(());
+        }
+        let Some(lock) = artifact_key(b, ArtifactKind::Lockfile) else {
+            return Ok(());
+        };
+        let text = match self.storage.get_bytes(&Key::new(&lock)?).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(build = id, error = %e, "reading a lockfile to index");
+                return Ok(());
             }
-            let Some(lock) = artifact_key(&b, ArtifactKind::Lockfile) else {
-                continue;
-            };
-            let text = match self.storage.get_bytes(&Key::new(&lock)?).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::warn!(build = id, error = %e, "reading a lockfile to index");
-                    continue;
-                }
-            };
-            let text = String::from_utf8_lossy(&text);
-            match conda_store_crds::spec::lockfile::parse_lockfile(
-                &text,
-                &conda_store_crds::spec::error::Location::path("lockfile"),
-            ) {
-                Ok(lock) => {
-                    self.index
-                        .index_build(
-                            id,
-                            &b.namespace().unwrap_or_default(),
-                            &b.name_any(),
-                            &lock.packages,
-                        )
-                        .await?
-                }
-                Err(e) => tracing::warn!(build = id, error = %e, "an unreadable lockfile"),
+        };
+        let text = String::from_utf8_lossy(&text);
+        match conda_store_crds::spec::lockfile::parse_lockfile(
+            &text,
+            &conda_store_crds::spec::error::Location::path("lockfile"),
+        ) {
+            Ok(lock) => {
+                self.index
+                    .index_build(
+                        id,
+                        &b.namespace().unwrap_or_default(),
+                        &b.name_any(),
+                        &lock.packages,
+                    )
+                    .await?
             }
+            Err(e) => tracing::warn!(build = id, error = %e, "an unreadable lockfile"),
         }
         Ok(())
     }
@@ -313,6 +326,11 @@ impl App {
     pub fn environment_of(&self, b: &Build) -> Option<Arc<Environment>> {
         self.environments
             .get(&ObjectRef::new(&b.spec.environment).within(&b.namespace().unwrap_or_default()))
+    }
+
+    /// The Namespace object named `ns` (its object name, not its conda name).
+    pub fn namespace_object(&self, ns: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.get(&ObjectRef::new(ns))
     }
 
     /// The role bindings of the Namespace object `ns` (none when it does not exist).

@@ -93,6 +93,22 @@ pub struct ServeArgs {
     /// Solves without building that run at once; more wait up to 30 s, then answer 503.
     #[arg(long, env = "CONDA_STORE_MAX_SOLVES", default_value_t = 2)]
     pub max_solves: usize,
+    /// Channels whose repodata the package catalog indexes (`GET /api/v1/package/`,
+    /// conda-store's `conda_indexed_channels`; comma-separated). Unset: the channels solving
+    /// may fetch (the global policy's allowed and default channels, `--solve-channels`).
+    #[arg(long, env = "CONDA_STORE_CATALOG_CHANNELS", value_delimiter = ',')]
+    pub catalog_channels: Option<Vec<String>>,
+    /// Subdirs of each catalog channel.
+    #[arg(
+        long,
+        env = "CONDA_STORE_CATALOG_SUBDIRS",
+        value_delimiter = ',',
+        default_value = "linux-64,noarch"
+    )]
+    pub catalog_subdirs: Vec<String>,
+    /// Seconds between two catalog passes (0: no catalog of channels, only built packages).
+    #[arg(long, env = "CONDA_STORE_CATALOG_INTERVAL", default_value_t = 3600)]
+    pub catalog_interval_seconds: u64,
     /// Log as JSON lines (for production) instead of text.
     #[arg(long, env = "CONDA_STORE_LOG_JSON")]
     pub log_json: bool,

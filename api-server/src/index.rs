@@ -57,6 +57,18 @@ pub struct PackageRow {
     pub md5: Option<String>,
 }
 
+/// Which packages a catalog listing shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PackageFilter<'a> {
+    /// A substring of the name (the whole name with `exact`).
+    pub search: Option<&'a str>,
+    pub exact: bool,
+    /// A build string pattern (SQL `LIKE`).
+    pub build: Option<&'a str>,
+    /// One row per package name.
+    pub distinct_names: bool,
+}
+
 /// The index.
 pub struct Index {
     pool: AnyPool,
@@ -287,6 +299,102 @@ impl Index {
         tx.commit().await
     }
 
+    /// Adds the packages of one subdir of a channel's repodata that the index does not hold
+    /// yet, [`crate::catalog::BATCH`] per transaction (the lock is held briefly, the runtime
+    /// yields between batches), and marks the channel updated. Returns how many were added.
+    pub async fn add_channel_packages(
+        &self,
+        channel: &str,
+        subdir: &str,
+        packages: &[crate::catalog::CatalogPackage],
+    ) -> Result<usize, sqlx::Error> {
+        let now = jiff::Timestamp::now().to_string();
+        sqlx::query(
+            "INSERT INTO channel (id, name, last_update) \
+             SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM channel WHERE true \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(channel)
+        .bind(&now)
+        .execute(&self.pool)
+        .await?;
+        let channel_id: i64 = sqlx::query("SELECT id FROM channel WHERE name = $1")
+            .bind(channel)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let held: std::collections::HashSet<(String, String, String)> = sqlx::query(
+            "SELECT name, version, build FROM package WHERE channel_id = $1 AND subdir = $2",
+        )
+        .bind(channel_id)
+        .bind(subdir)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
+        let fresh: Vec<&crate::catalog::CatalogPackage> = packages
+            .iter()
+            .filter(|p| !held.contains(&(p.name.clone(), p.version.clone(), p.build.clone())))
+            .collect();
+        // Rows per statement: 9 parameters each, under SQLite's oldest limit of 999.
+        const ROWS: usize = 100;
+        for batch in fresh.chunks(crate::catalog::BATCH) {
+            let mut tx = self.pool.begin().await?;
+            let mut next: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) + 1 FROM package")
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            for rows in batch.chunks(ROWS) {
+                let values: Vec<String> = (0..rows.len())
+                    .map(|i| {
+                        let b = i * 9;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                            b + 1,
+                            b + 2,
+                            b + 3,
+                            b + 4,
+                            b + 5,
+                            b + 6,
+                            b + 7,
+                            b + 8,
+                            b + 9
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO package (id, channel_id, subdir, name, version, build, url, \
+                     sha256, md5) VALUES {} ON CONFLICT DO NOTHING",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(&sql);
+                for p in rows {
+                    q = q
+                        .bind(next)
+                        .bind(channel_id)
+                        .bind(subdir)
+                        .bind(&p.name)
+                        .bind(&p.version)
+                        .bind(&p.build)
+                        .bind(format!("{channel}/{subdir}/{}", p.file_name))
+                        .bind(p.sha256.as_deref())
+                        .bind(p.md5.as_deref());
+                    next += 1;
+                }
+                q.execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            tokio::task::yield_now().await;
+        }
+        sqlx::query("UPDATE channel SET last_update = $1 WHERE id = $2")
+            .bind(&now)
+            .bind(channel_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(fresh.len())
+    }
+
     /// Forgets a deleted build.
     pub async fn forget_build(&self, build_id: i64) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -335,39 +443,59 @@ impl Index {
             .collect()
     }
 
-    /// Packages whose name contains `search` (or equals it with `exact`), optionally one per
-    /// distinct name.
+    /// One page of the packages whose name contains `search` (or equals it with `exact`),
+    /// optionally one per distinct name, ordered by name, version, build (`descending`
+    /// reverses it), and how many there are in all. Paged in SQL: the catalog may hold every
+    /// package of conda-forge.
     pub async fn packages(
         &self,
-        search: Option<&str>,
-        exact: bool,
-        build: Option<&str>,
-        distinct_names: bool,
-    ) -> Result<Vec<PackageRow>, sqlx::Error> {
-        let pattern = match (search, exact) {
+        filter: &PackageFilter<'_>,
+        offset: usize,
+        limit: usize,
+        descending: bool,
+    ) -> Result<(Vec<PackageRow>, usize), sqlx::Error> {
+        let pattern = match (filter.search, filter.exact) {
             (Some(s), true) => s.to_string(),
             (Some(s), false) => format!("%{}%", s.replace(['%', '_'], "")),
             (None, _) => "%".into(),
         };
-        let build = build.map(str::to_string).unwrap_or_else(|| "%".into());
-        let op = if exact && search.is_some() {
+        let build = filter
+            .build
+            .map(str::to_string)
+            .unwrap_or_else(|| "%".into());
+        let op = if filter.exact && filter.search.is_some() {
             "="
         } else {
             "LIKE"
         };
+        let mut cond = format!("p.name {op} $1 AND p.build LIKE $2");
+        if filter.distinct_names {
+            // The first row of each name in the listing's order.
+            cond.push_str(&format!(
+                " AND p.id IN (SELECT MIN(q.id) FROM package q WHERE q.name {} $1 \
+                 AND q.build LIKE $2 GROUP BY q.name)",
+                op
+            ));
+        }
+        let count: i64 = sqlx::query(&format!("SELECT COUNT(*) FROM package p WHERE {cond}"))
+            .bind(&pattern)
+            .bind(&build)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        let dir = if descending { "DESC" } else { "ASC" };
         let rows = sqlx::query(&format!(
-            "{PACKAGE_SELECT} WHERE p.name {op} $1 AND p.build LIKE $2 \
-             ORDER BY p.name, p.version, p.build, p.id"
+            "{PACKAGE_SELECT} WHERE {cond} \
+             ORDER BY p.name {dir}, p.version {dir}, p.build {dir}, p.id {dir} LIMIT $3 OFFSET $4"
         ))
-        .bind(pattern)
-        .bind(build)
+        .bind(&pattern)
+        .bind(&build)
+        .bind(limit as i64)
+        .bind(offset as i64)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: Vec<PackageRow> = rows.iter().map(package_row).collect::<Result<_, _>>()?;
-        if distinct_names {
-            out.dedup_by(|a, b| a.name == b.name);
-        }
-        Ok(out)
+        let out: Vec<PackageRow> = rows.iter().map(package_row).collect::<Result<_, _>>()?;
+        Ok((out, count as usize))
     }
 
     /// Whether the database answers.

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod index;
@@ -65,6 +66,14 @@ pub async fn build_app(
     let (stores, writers) = app::caches();
     let policy = args.global_policy()?;
     let solver = routes::solve::Solver::new(&policy, &args.solve_channels, args.max_solves);
+    let catalog = catalog::CatalogConfig {
+        channels: match &args.catalog_channels {
+            Some(c) => c.iter().filter(|c| !c.is_empty()).cloned().collect(),
+            None => solver.channels(),
+        },
+        subdirs: args.catalog_subdirs.clone(),
+        interval: Duration::from_secs(args.catalog_interval_seconds),
+    };
     let app = Arc::new(App {
         prefix: config::normalize_prefix(&args.url_prefix),
         client,
@@ -90,6 +99,7 @@ pub async fn build_app(
         rows: Default::default(),
         policy,
         solver,
+        catalog,
     });
     Ok((app, writers))
 }

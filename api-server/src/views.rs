@@ -20,7 +20,7 @@ pub fn namespace_name(ns: &Namespace) -> String {
 
 /// The name people use for an Environment (`spec.name`, else the object name).
 pub fn environment_name(env: &Environment) -> String {
-    env.spec.name.clone().unwrap_or_else(|| env.name_any())
+    env.conda_name()
 }
 
 /// The build's conda-store state; a build not yet seen by the operator is queued.

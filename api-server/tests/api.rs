@@ -230,6 +230,12 @@ async fn every_endpoint_with_every_role() {
             Some(r#"{"conda_allowed_channels":["x"]}"#),
             Role::Admin,
         ),
+        (
+            "PUT",
+            format!("{p}/setting/team/env/"),
+            Some(r#"{"conda_default_channels":["x"]}"#),
+            Role::Admin,
+        ),
         ("DELETE", format!("{p}/namespace/team/"), None, Role::Admin),
     ];
     let callers: Vec<(&str, Option<String>, Option<Role>)> = vec![

@@ -65,35 +65,25 @@ async fn exercise(url: &str) {
     with.sort();
     assert_eq!(with, [7, 8]);
     assert_eq!(index.channels().await.unwrap().len(), 1);
-    assert_eq!(
-        index
-            .packages(Some("to"), false, None, false)
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
-    assert_eq!(
-        index
-            .packages(Some("to"), true, None, false)
-            .await
-            .unwrap()
-            .len(),
-        0
-    );
-    assert_eq!(
-        index.packages(None, false, None, true).await.unwrap().len(),
-        2
-    );
+    let n = |search: Option<&'static str>, exact: bool, distinct_names: bool| {
+        let index = &index;
+        async move {
+            let filter = conda_store_api_server::index::PackageFilter {
+                search,
+                exact,
+                build: None,
+                distinct_names,
+            };
+            let (rows, count) = index.packages(&filter, 0, 100, false).await.unwrap();
+            assert_eq!(rows.len(), count);
+            count
+        }
+    };
+    assert_eq!(n(Some("to"), false, false).await, 1);
+    assert_eq!(n(Some("to"), true, false).await, 0);
+    assert_eq!(n(None, false, true).await, 2);
     // A search with SQL wildcards in it matches them literally or not at all, never everything.
-    assert_eq!(
-        index
-            .packages(Some("%"), false, None, false)
-            .await
-            .unwrap()
-            .len(),
-        2
-    );
+    assert_eq!(n(Some("%"), false, false).await, 2);
     index.forget_build(7).await.unwrap();
     assert!(!index.build_indexed(7).await.unwrap());
     assert_eq!(index.builds_with("tool").await.unwrap(), Vec::<i64>::new());

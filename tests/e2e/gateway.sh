@@ -16,6 +16,7 @@ source "$ROOT/tests/e2e/checks.sh"
 
 cleanup() {
   if [[ -n ${FUZZ_PID:-} ]]; then kill "$FUZZ_PID" 2>/dev/null || true; fi
+  if [[ -n ${BB_PID:-} ]]; then kill "$BB_PID" 2>/dev/null || true; fi
   if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
 }
@@ -103,6 +104,16 @@ check "conda-store solve lists the solved packages" contains '"libb"' basic demo
 check "conda-lock.yml is served" contains 'version: 1' curl -fsS -u demo:demo "$API/build/$ID/conda-lock.yml"
 check "the build's packages are indexed" contains '"liba"' curl -fsS -u demo:demo "$API/build/$ID/packages/"
 check "the package catalog lists them" contains '"tool"' curl -fsS "$API/package/?search=too"
+catalog_has_liba1() { # liba 1.0 is in the demo channel but in no build: the channel is indexed
+  for _ in $(seq 60); do
+    [[ $(curl -fsS "$API/package/?search=liba&exact=true" | j '[p["version"] for p in d["data"]]') == *"'1.0'"* ]] && return 0
+    sleep 0.5
+  done
+  curl -fsS "$API/package/?search=liba"
+  return 1
+}
+check "the catalog holds the configured channel's packages, built or not" catalog_has_liba1
+check "and lists the channel" contains "${CHANNEL_URL%/}" curl -fsS "$API/channel/"
 check "logs are served" contains '==> solve <==' curl -fsS -u demo:demo "$API/build/$ID/logs/"
 
 # A token for alice, from the client, then alice builds in her own namespace.
@@ -149,6 +160,16 @@ follow_log() {
   [[ $(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$FOLLOWED/" | j 'd["data"]["status"]') == COMPLETED ]]
 }
 check "logs/?follow=true streams the build's steps until it ends" follow_log
+# Environment settings (/setting/{ns}/{env}/): kept in the Namespace, applied to that
+# environment's builds only; changed only by who may change the namespace's settings.
+check "alice sets my_env's default channels" is "$(status_of -X PUT -H "Authorization: Bearer $TOKEN" \
+  -d "{\"conda_default_channels\": [\"$CHANNEL\"]}" "$API/setting/alice/my_env/")" 200
+check "my_env's settings show them" contains "$CHANNEL" curl -fsS -H "Authorization: Bearer $TOKEN" "$API/setting/alice/my_env/"
+check "its namespace's do not" is "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/setting/alice/" | j 'd["data"]["conda_default_channels"]')" None
+check "demo may not change them (403)" is "$(status_of -X PUT -u demo:demo -d '{}' "$API/setting/alice/my_env/")" 403
+NOCHAN=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"namespace":"alice","environment_name":"my_env","specification":"dependencies: [libb]\n"}' "$API/specification/" | j 'd["data"]["build_id"]')
+check "a build of my_env without channels takes its settings' channel" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" wait "$NOCHAN" --timeout 240 --interval 1
 
 # A pipeline's Kubernetes ServiceAccount token, checked by TokenReview.
 eval "$(CONDA_STORE_LOCAL_DIR=$STATE bash "$ROOT/scripts/local.sh" env)"
@@ -362,6 +383,82 @@ for d in "$ALICE_MANIFEST" "$ALICE_CONFIG"; do
 done
 check "demo may not pull from alice's repository" \
   is "$(status_of -u demo:demo "$REG/v2/alice/$ALICE_REPO/manifests/latest")" 403
+
+# Containerd is a registry client too: the node pulls an environment's image from the gateway
+# (plain HTTP, which containerd allows for loopback hosts) with a pull Secret, and runs a program
+# of the environment. The images have no base, so the environment holds a static busybox.
+BB_TAR=$(bash "$ROOT/tests/e2e/images.sh" build busybox)
+rm -rf "$STATE/bb" && mkdir -p "$STATE/bb/image" "$STATE/bb/rootfs"
+tar -xf "$BB_TAR" -C "$STATE/bb/image"
+tar -xf "$STATE/bb/image/$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["Layers"][0])' "$STATE/bb/image/manifest.json")" \
+  -C "$STATE/bb/rootfs" ./bin/busybox
+python3 "$ROOT/tests/e2e/busybox-channel.py" "$STATE/bb/channel" "$STATE/bb/rootfs/bin/busybox" >/dev/null
+BB_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server --bind "$GW_HOST" --directory "$STATE/bb/channel" "$BB_PORT" >"$STATE/bb/http.log" 2>&1 &
+BB_PID=$!
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: boxed, namespace: alice}
+spec:
+  channels: ["http://$GW_HOST:$BB_PORT/"]
+  dependencies: [busybox]
+  artifacts: [lockfile, image]
+YAML
+check "an environment holding a static busybox is built with its image" \
+  "$CONDA_STORE_KUBECTL" wait --for=condition=Ready environment/boxed -n alice --timeout=240s
+BOXED_ID=$("$CONDA_STORE_KUBECTL" get environment boxed -n alice -o 'jsonpath={.status.currentBuild}')
+"$CONDA_STORE_KUBECTL" create secret docker-registry gateway-pull -n alice --docker-server="$REG_HOST" \
+  --docker-username=alice --docker-password=alice-pw >/dev/null
+"$CONDA_STORE_KUBECTL" create secret docker-registry gateway-pull -n demo --docker-server="$REG_HOST" \
+  --docker-username=demo --docker-password=demo >/dev/null
+registry_pod() { # registry_pod NAMESPACE NAME: a pod of alice's image, pulled with NAMESPACE's secret
+  "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $2, namespace: $1}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  imagePullSecrets: [{name: gateway-pull}]
+  containers:
+    - name: env
+      image: $REG_HOST/alice/boxed:$BOXED_ID
+      imagePullPolicy: Always
+      command: [busybox, sh, -c, 'echo "ran \$(busybox which busybox)"; busybox ls "\$(busybox dirname "\$(busybox which busybox)")/../conda-meta"']
+YAML
+}
+registry_pod alice from-registry
+pod_ran() {
+  local phase=""
+  for _ in $(seq 240); do
+    phase=$("$CONDA_STORE_KUBECTL" get pod from-registry -n alice -o 'jsonpath={.status.phase}')
+    [[ $phase == Succeeded || $phase == Failed ]] && break
+    sleep 0.5
+  done
+  [[ $phase == Succeeded ]] || { "$CONDA_STORE_KUBECTL" describe pod from-registry -n alice | tail -n 15; return 1; }
+  "$CONDA_STORE_KUBECTL" logs from-registry -n alice
+}
+check "the node's containerd pulls it from the gateway and runs the environment's busybox" \
+  contains "busybox-1.35.0-0.json" pod_ran
+check "the pod runs the image the registry serves (same digest)" \
+  is "$("$CONDA_STORE_KUBECTL" get pod from-registry -n alice -o 'jsonpath={.status.containerStatuses[0].imageID}' | sed 's/.*@//')" \
+  "$(skopeo inspect --creds alice:alice-pw --tls-verify=false "docker://$REG_HOST/alice/boxed:$BOXED_ID" | j 'd["Digest"]')"
+registry_pod demo stolen
+pull_refused() { # demo's credentials do not pull alice's image
+  local reason=""
+  for _ in $(seq 120); do
+    reason=$("$CONDA_STORE_KUBECTL" get pod stolen -n demo -o 'jsonpath={.status.containerStatuses[0].state.waiting.reason}')
+    [[ $reason == ErrImagePull || $reason == ImagePullBackOff ]] && return 0
+    [[ $("$CONDA_STORE_KUBECTL" get pod stolen -n demo -o 'jsonpath={.status.phase}') == Pending ]] || break
+    sleep 0.5
+  done
+  "$CONDA_STORE_KUBECTL" describe pod stolen -n demo | tail -n 15
+  return 1
+}
+check "another team's pull secret does not pull alice's image" pull_refused
+"$CONDA_STORE_KUBECTL" delete pod stolen -n demo --wait=false >/dev/null
+kill "$BB_PID" 2>/dev/null || true
 
 # Dynamic images: a pull of conda-store-dynamic/<spec>/<spec> builds those packages once.
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML

@@ -322,6 +322,7 @@ pub async fn packages(
     if views::build_phase(&b) != BuildPhase::Completed {
         return Ok(page(Vec::<Value>::new(), paging.page, paging.size, 0));
     }
+    app.index_completed_build(&b).await?;
     let exact = params.bool("exact")?.unwrap_or(false);
     let search = params.get("search");
     let build = params.get("build");

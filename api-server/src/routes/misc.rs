@@ -450,7 +450,7 @@ pub async fn usage(State(app): AppState, caller: Caller) -> ApiResult<Response> 
     get,
     path = "/api/v1/channel",
     tag = "catalog",
-    summary = "Channels of the indexed builds",
+    summary = "The indexed channels, and those of built packages",
     params(PageParams,),
     responses(Answers)
 )]
@@ -476,7 +476,7 @@ pub async fn channels(State(app): AppState, params: Params) -> ApiResult<Respons
     get,
     path = "/api/v1/package",
     tag = "catalog",
-    summary = "Packages of the indexed builds",
+    summary = "Packages of the indexed channels and builds",
     params(
         ("search" = Option<String>, Query, description = "Substring of the package name"),
         ("exact" = Option<bool>, Query, description = "Match the name exactly"),
@@ -498,18 +498,21 @@ pub async fn packages(State(app): AppState, params: Params) -> ApiResult<Respons
             )));
         }
     };
-    let mut rows = app
+    let filter = crate::index::PackageFilter {
+        search: params.get("search"),
+        exact,
+        build: params.get("build"),
+        distinct_names: distinct,
+    };
+    let (rows, count) = app
         .index
-        .packages(params.get("search"), exact, params.get("build"), distinct)
+        .packages(
+            &filter,
+            (paging.page - 1).saturating_mul(paging.size),
+            paging.size,
+            paging.descending,
+        )
         .await?;
-    if paging.descending {
-        rows.reverse();
-    }
-    let count = rows.len();
-    let data = paging
-        .slice(rows)
-        .into_iter()
-        .map(|p| views::package(&p, false))
-        .collect();
+    let data = rows.iter().map(|p| views::package(p, false)).collect();
     Ok(page(data, paging.page, paging.size, count))
 }

@@ -109,7 +109,7 @@ pub async fn put_global() -> ApiResult<Response> {
     get,
     path = "/api/v1/setting/{namespace}",
     tag = "setting",
-    summary = "A namespace's build policy (null: inherited from the global configuration)",
+    summary = "A namespace's build policy: the global policy overridden by the namespace's",
     params(("namespace" = String, Path, description = "Namespace name")),
     responses((status = 200, description = "the settings"), (status = 401, description = "credentials needed"), (status = 403, description = "not allowed"), (status = 404, description = "not found"))
 )]
@@ -119,7 +119,7 @@ pub async fn get_namespace(
     Path(ns): Path<String>,
 ) -> ApiResult<Response> {
     let n = namespace(&app, &caller, &ns, Permission::SettingRead)?;
-    Ok(ok(view(&n.spec.policy.clone().unwrap_or_default())))
+    Ok(ok(view(&n.effective_policy(&app.policy, None))))
 }
 
 #[utoipa::path(
@@ -157,7 +157,7 @@ pub async fn put_namespace(
     get,
     path = "/api/v1/setting/{namespace}/{environment_name}",
     tag = "setting",
-    summary = "An environment's settings: its namespace's",
+    summary = "An environment's build policy: the global policy, overridden by its namespace's, then by its own",
     params(
         ("namespace" = String, Path, description = "Namespace name"),
         ("environment_name" = String, Path, description = "Environment name"),
@@ -169,25 +169,46 @@ pub async fn get_environment(
     caller: Caller,
     Path((ns, env)): Path<(String, String)>,
 ) -> ApiResult<Response> {
-    super::environments::find(&app, &caller, &ns, &env, Permission::SettingRead)?;
-    let n = namespace(&app, &caller, &ns, Permission::NamespaceRead)?;
-    Ok(ok(view(&n.spec.policy.clone().unwrap_or_default())))
+    let e = super::environments::find(&app, &caller, &ns, &env, Permission::SettingRead)?;
+    let n = app
+        .namespace_object(&e.namespace().unwrap_or_default())
+        .ok_or_else(|| ApiError::not_found(format!("namespace {ns} does not exist")))?;
+    Ok(ok(view(
+        &n.effective_policy(&app.policy, Some(&e.conda_name())),
+    )))
 }
 
 #[utoipa::path(
     put,
     path = "/api/v1/setting/{namespace}/{environment_name}",
     tag = "setting",
-    summary = "Per-environment settings are not kept: set the namespace's",
+    summary = "Change an environment's build policy (kept in its Namespace's environmentPolicies)",
     params(
         ("namespace" = String, Path, description = "Namespace name"),
         ("environment_name" = String, Path, description = "Environment name"),
     ),
     request_body(content = Object, content_type = "application/json"),
-    responses((status = 400, description = "refused"))
+    responses((status = 200, description = "changed"), (status = 400, description = "bad input"), (status = 401, description = "credentials needed"), (status = 403, description = "not allowed"), (status = 404, description = "not found"))
 )]
-pub async fn put_environment(Path((ns, _env)): Path<(String, String)>) -> ApiResult<Response> {
-    Err(ApiError::bad_request(format!(
-        "settings are kept per namespace: PUT /api/v1/setting/{ns}/"
-    )))
+pub async fn put_environment(
+    State(app): AppState,
+    caller: Caller,
+    Path((ns, env)): Path<(String, String)>,
+    body: Body,
+) -> ApiResult<Response> {
+    let body: Value = json_body(&app, body).await?;
+    let body = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
+    let patch = patch_of(body)?;
+    let e = super::environments::find(&app, &caller, &ns, &env, Permission::SettingUpdate)?;
+    let k8s_ns = e.namespace().unwrap_or_default();
+    let api: Api<Namespace> = Api::all(app.client.clone());
+    api.patch(
+        &k8s_ns,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"environmentPolicies": {e.conda_name(): patch}}})),
+    )
+    .await?;
+    Ok(ack(format!("settings of environment {ns}/{env} changed")))
 }

@@ -58,6 +58,11 @@ impl Solver {
         }
     }
 
+    /// The channels it may fetch.
+    pub fn channels(&self) -> Vec<String> {
+        self.trusted.iter().cloned().collect()
+    }
+
     /// Whether `channel` (as the normalised specification names it) may be fetched; a channel
     /// name counts under its expanded URL too.
     fn trusts(&self, channel: &str, alias: Option<&str>) -> bool {
@@ -139,10 +144,7 @@ pub async fn solve(State(app): AppState, caller: Caller, params: Params) -> ApiR
     .map_err(|e| ApiError::bad_request(e.to_string()))?;
     // The policy a build in the caller's primary namespace would have.
     let policy = match app.namespace(&caller.primary_namespace) {
-        Some(ns) => match &ns.spec.policy {
-            Some(p) => app.policy.overridden_by(p),
-            None => app.policy.clone(),
-        },
+        Some(ns) => ns.effective_policy(&app.policy, None),
         None => app.policy.clone(),
     };
     let spec = conda_store_crds::spec::normalize_yaml(&text, &policy)

@@ -166,3 +166,14 @@ pub struct EnvironmentStatus {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
+
+impl Environment {
+    /// The environment's name as people know it in conda-store: `spec.name`, else the
+    /// object's name.
+    pub fn conda_name(&self) -> String {
+        self.spec
+            .name
+            .clone()
+            .unwrap_or_else(|| kube::ResourceExt::name_any(self))
+    }
+}

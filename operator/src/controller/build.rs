@@ -348,7 +348,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
                     .as_ref()
                     .and_then(|e| e.spec.name.clone())
                     .unwrap_or_else(|| build.spec.environment.clone());
-                let policy = ctx.policy_for(&ns);
+                let policy = ctx.policy_for(&ns, &display);
                 // An image step waits while blobs are collected (its uploads would race the
                 // deletions); the others go ahead.
                 let gate = ctx.image_gate.try_step();

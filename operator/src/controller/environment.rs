@@ -38,7 +38,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
              conda.store) to allow environments here"
         )),
         Some(_) => {
-            let policy = ctx.policy_for(&ns);
+            let policy = ctx.policy_for(&ns, &env.conda_name());
             RawSpec::from_environment(&env.spec)
                 .and_then(|raw| normalize(&raw, &policy))
                 .map_err(|e| e.to_string())

@@ -162,13 +162,10 @@ impl Ctx {
         }
     }
 
-    /// The effective policy of a Kubernetes namespace's environments.
-    pub fn policy_for(&self, namespace: &str) -> Policy {
+    /// The effective policy of an environment (by conda name) of a Kubernetes namespace.
+    pub fn policy_for(&self, namespace: &str, environment: &str) -> Policy {
         match self.namespaces.get(&ObjectRef::new(namespace)) {
-            Some(ns) => match &ns.spec.policy {
-                Some(p) => self.policy.overridden_by(p),
-                None => self.policy.clone(),
-            },
+            Some(ns) => ns.effective_policy(&self.policy, Some(environment)),
             None => self.policy.clone(),
         }
     }
