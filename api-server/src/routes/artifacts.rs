@@ -298,23 +298,28 @@ async fn build_artifact(
 ) -> ApiResult<Response> {
     let id = parse_id(id)?;
     let (b, _) = find(app, caller, id, Permission::EnvironmentRead)?;
+    artifact_of(app, &b, id, artifact).await
+}
+
+/// The artifact `artifact` of build `b` (numeric id `id`), which the caller may read.
+async fn artifact_of(app: &App, b: &Build, id: i64, artifact: &str) -> ApiResult<Response> {
     match artifact {
-        "lockfile" => lockfile_json(app, &b, id).await,
-        "explicit" => explicit_text(app, &b, id).await,
+        "lockfile" => lockfile_json(app, b, id).await,
+        "explicit" => explicit_text(app, b, id).await,
         "conda-lock.yml" | "conda-lock.yaml" => {
             let key =
-                artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
+                artifact_key(b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
             serve(app, &key, "text/yaml; charset=utf-8", None).await
         }
         "yaml" => {
             let key =
-                artifact_key(&b, ArtifactKind::Yaml).ok_or_else(|| missing(id, "YAML export"))?;
+                artifact_key(b, ArtifactKind::Yaml).ok_or_else(|| missing(id, "YAML export"))?;
             serve(app, &key, "text/yaml; charset=utf-8", None).await
         }
-        "logs" => logs(app, &b, id).await,
+        "logs" => logs(app, b, id).await,
         "archive" => {
             let key =
-                artifact_key(&b, ArtifactKind::Archive).ok_or_else(|| missing(id, "archive"))?;
+                artifact_key(b, ArtifactKind::Archive).ok_or_else(|| missing(id, "archive"))?;
             let file = key.rsplit('/').next().unwrap_or("archive").to_string();
             // gzip by default (conda-pack's format, which `conda-store run` opens as such);
             // zstd where the operator is told to write it.
@@ -328,10 +333,10 @@ async fn build_artifact(
             serve(app, &key, content_type, Some(&format!("build-{id}-{file}"))).await
         }
         "docker" => {
-            if artifact_key(&b, ArtifactKind::Image).is_none() {
+            if artifact_key(b, ArtifactKind::Image).is_none() {
                 return Err(missing(id, "image"));
             }
-            let env = app.environment_of(&b);
+            let env = app.environment_of(b);
             let env_name = env
                 .as_ref()
                 .map(|e| crate::views::environment_name(e))
@@ -434,100 +439,36 @@ fn env_build(
     Ok(((*b).clone(), id))
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/environment/{namespace}/{name}/lockfile",
-    tag = "artifact",
-    summary = "The conda-lock lockfile (JSON) of the current (or given) build",
-    params(
-        ("namespace" = String, Path, description = "Namespace name"),
-        ("name" = String, Path, description = "Environment name"),
-        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
-    ),
-    responses(ArtifactAnswers)
-)]
-pub async fn env_lockfile(
-    State(app): AppState,
-    caller: Caller,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
-    lockfile_json(&app, &b, id).await
+/// One documented route per artifact of an environment's current (or `build_id`) build.
+macro_rules! env_artifact_routes {
+    ($($name:ident: $path:literal, $artifact:literal, $summary:literal;)*) => {$(
+        #[utoipa::path(
+            get,
+            path = $path,
+            tag = "artifact",
+            summary = $summary,
+            params(
+                ("namespace" = String, Path, description = "Namespace name"),
+                ("name" = String, Path, description = "Environment name"),
+                ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
+            ),
+            responses(ArtifactAnswers)
+        )]
+        pub async fn $name(
+            State(app): AppState,
+            caller: Caller,
+            Path((ns, name)): Path<(String, String)>,
+            params: Params,
+        ) -> ApiResult<Response> {
+            let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
+            artifact_of(&app, &b, id, $artifact).await
+        }
+    )*};
 }
 
-#[utoipa::path(
-    get,
-    path = "/api/v1/environment/{namespace}/{name}/explicit",
-    tag = "artifact",
-    summary = "conda's explicit package list of the current (or given) build",
-    params(
-        ("namespace" = String, Path, description = "Namespace name"),
-        ("name" = String, Path, description = "Environment name"),
-        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
-    ),
-    responses(ArtifactAnswers)
-)]
-pub async fn env_explicit(
-    State(app): AppState,
-    caller: Caller,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    let (b, id) = env_build(&app, &caller, &ns, &name, &params)?;
-    explicit_text(&app, &b, id).await
-}
-
-async fn env_conda_lock(
-    app: &App,
-    caller: &Caller,
-    ns: &str,
-    name: &str,
-    params: &Params,
-) -> ApiResult<Response> {
-    let (b, id) = env_build(app, caller, ns, name, params)?;
-    let key = artifact_key(&b, ArtifactKind::Lockfile).ok_or_else(|| missing(id, "lockfile"))?;
-    serve(app, &key, "text/yaml; charset=utf-8", None).await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/environment/{namespace}/{name}/conda-lock.yml",
-    tag = "artifact",
-    summary = "The conda-lock lockfile of the current (or given) build",
-    params(
-        ("namespace" = String, Path, description = "Namespace name"),
-        ("name" = String, Path, description = "Environment name"),
-        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
-    ),
-    responses(ArtifactAnswers)
-)]
-pub async fn env_conda_lock_yml(
-    State(app): AppState,
-    caller: Caller,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    env_conda_lock(&app, &caller, &ns, &name, &params).await
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/environment/{namespace}/{name}/conda-lock.yaml",
-    tag = "artifact",
-    summary = "The conda-lock lockfile of the current (or given) build",
-    params(
-        ("namespace" = String, Path, description = "Namespace name"),
-        ("name" = String, Path, description = "Environment name"),
-        ("build_id" = Option<i64>, Query, description = "A build other than the current one"),
-    ),
-    responses(ArtifactAnswers)
-)]
-pub async fn env_conda_lock_yaml(
-    State(app): AppState,
-    caller: Caller,
-    Path((ns, name)): Path<(String, String)>,
-    params: Params,
-) -> ApiResult<Response> {
-    env_conda_lock(&app, &caller, &ns, &name, &params).await
+env_artifact_routes! {
+    env_lockfile: "/api/v1/environment/{namespace}/{name}/lockfile", "lockfile", "The conda-lock lockfile (JSON) of the current (or given) build";
+    env_explicit: "/api/v1/environment/{namespace}/{name}/explicit", "explicit", "conda's explicit package list of the current (or given) build";
+    env_conda_lock_yml: "/api/v1/environment/{namespace}/{name}/conda-lock.yml", "conda-lock.yml", "The conda-lock lockfile of the current (or given) build";
+    env_conda_lock_yaml: "/api/v1/environment/{namespace}/{name}/conda-lock.yaml", "conda-lock.yaml", "The conda-lock lockfile of the current (or given) build";
 }

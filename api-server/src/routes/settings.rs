@@ -40,7 +40,10 @@ fn view(p: &Policy) -> Value {
 
 /// The Policy fields a settings body sets (camelCase, for a merge patch), refusing unknown
 /// keys and wrong types.
-fn patch_of(body: &Map<String, Value>) -> ApiResult<Map<String, Value>> {
+fn patch_of(body: &Value) -> ApiResult<Map<String, Value>> {
+    let body = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
     let mut out = Map::new();
     for (k, v) in body {
         let field = match k.as_str() {
@@ -137,11 +140,7 @@ pub async fn put_namespace(
     Path(ns): Path<String>,
     body: Body,
 ) -> ApiResult<Response> {
-    let body: Value = json_body(&app, body).await?;
-    let body = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
-    let patch = patch_of(body)?;
+    let patch = patch_of(&json_body(&app, body).await?)?;
     let n = namespace(&app, &caller, &ns, Permission::SettingUpdate)?;
     let api: Api<Namespace> = Api::all(app.client.clone());
     api.patch(
@@ -196,11 +195,7 @@ pub async fn put_environment(
     Path((ns, env)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult<Response> {
-    let body: Value = json_body(&app, body).await?;
-    let body = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
-    let patch = patch_of(body)?;
+    let patch = patch_of(&json_body(&app, body).await?)?;
     let e = super::environments::find(&app, &caller, &ns, &env, Permission::SettingUpdate)?;
     let k8s_ns = e.namespace().unwrap_or_default();
     let api: Api<Namespace> = Api::all(app.client.clone());
