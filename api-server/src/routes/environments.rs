@@ -538,12 +538,12 @@ fn decided(
         return None;
     }
     if status.phase == Some(conda_store_crds::EnvironmentPhase::Invalid) {
-        let message = status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Failed")
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
+        let message = conda_store_crds::find_condition(
+            &status.conditions,
+            conda_store_crds::ConditionType::Failed,
+        )
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
         return Some(Err(ApiError::bad_request(format!(
             "the specification is not valid: {message}"
         ))));

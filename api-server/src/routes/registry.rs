@@ -927,12 +927,12 @@ pub async fn dynamic(
                         | conda_store_crds::EnvironmentPhase::Invalid
                 )
             ) {
-                let why = status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == "Failed")
-                    .map(|c| c.message.clone())
-                    .unwrap_or_default();
+                let why = conda_store_crds::find_condition(
+                    &status.conditions,
+                    conda_store_crds::ConditionType::Failed,
+                )
+                .map(|c| c.message.clone())
+                .unwrap_or_default();
                 return Some(Err(RegistryError::new(
                     StatusCode::NOT_FOUND,
                     "MANIFEST_UNKNOWN",

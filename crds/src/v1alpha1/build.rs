@@ -102,12 +102,12 @@ impl BuildStep {
     ];
 
     /// The condition type that reports this step.
-    pub fn condition_type(self) -> &'static str {
+    pub fn condition_type(self) -> super::ConditionType {
         match self {
-            BuildStep::Solve => "Solved",
-            BuildStep::Install => "Installed",
-            BuildStep::Pack => "Packed",
-            BuildStep::Image => "ImageBuilt",
+            BuildStep::Solve => super::ConditionType::Solved,
+            BuildStep::Install => super::ConditionType::Installed,
+            BuildStep::Pack => super::ConditionType::Packed,
+            BuildStep::Image => super::ConditionType::ImageBuilt,
         }
     }
 

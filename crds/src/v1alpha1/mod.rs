@@ -5,12 +5,14 @@
 
 mod build;
 mod common;
+mod conditions;
 mod environment;
 mod namespace;
 mod specification;
 
 pub use build::{Build, BuildPhase, BuildSpec, BuildStatus, BuildStep, StepJob};
 pub use common::{Artifact, ArtifactKind, Policy, Retention, RoleBinding};
+pub use conditions::{ConditionStatus, ConditionType, find_condition, is_true};
 pub use environment::{
     DependencyItem, Environment, EnvironmentPhase, EnvironmentSpec, EnvironmentStatus,
 };

@@ -26,6 +26,7 @@ use crate::decide::build::{
 use crate::decide::conditions::{FALSE, TRUE, UNKNOWN, condition, get, set};
 use crate::jobs::{JobInputs, StepReport, step_job};
 use crate::labels;
+use conda_store_crds::ConditionStatus;
 
 pub async fn reconcile(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.metrics.reconciles.with_label_values(&["Build"]).inc();
@@ -124,6 +125,7 @@ pub(super) fn job_state(job: &Job) -> JobState {
         .map(Vec::as_slice)
         .unwrap_or_default();
     for c in conditions {
+        // The Job's own conditions (batch/v1), not ours.
         if c.status == TRUE && c.type_ == "Complete" {
             return JobState::Succeeded;
         }
@@ -212,7 +214,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         ..old.clone()
     };
     let step_condition =
-        |status: &mut BuildStatus, step: BuildStep, s: &str, reason: &str, m: String| {
+        |status: &mut BuildStatus, step: BuildStep, s: ConditionStatus, reason: &str, m: String| {
             let c = condition(
                 &old.conditions,
                 step.condition_type(),

@@ -13,6 +13,7 @@ use kube::runtime::controller::Action;
 use super::{Ctx, Error, apply_status};
 use crate::decide::conditions::{FALSE, TRUE, condition, set};
 use crate::labels;
+use conda_store_crds::ConditionType;
 
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.metrics
@@ -37,7 +38,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let ready = if !is_rfc1123_label(&name, 63) {
         condition(
             &old.conditions,
-            "Ready",
+            ConditionType::Ready,
             FALSE,
             "InvalidName",
             format!(
@@ -50,7 +51,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Ctx>) -> Result<Action, Erro
         ensure_kube_namespace(&ctx, &name).await?;
         condition(
             &old.conditions,
-            "Ready",
+            ConditionType::Ready,
             TRUE,
             "NamespaceReady",
             format!("the Kubernetes namespace {name} holds its environments"),

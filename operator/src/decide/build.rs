@@ -280,7 +280,12 @@ mod tests {
         b
     }
 
-    fn with(mut b: Build, step: BuildStep, status: &str, message: &str) -> Build {
+    fn with(
+        mut b: Build,
+        step: BuildStep,
+        status: conda_store_crds::ConditionStatus,
+        message: &str,
+    ) -> Build {
         let t = jiff::Timestamp::from_second(1).unwrap();
         let s = b.status.get_or_insert_default();
         set(

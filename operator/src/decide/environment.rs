@@ -7,6 +7,7 @@
 use conda_store_crds::{Build, BuildPhase, Environment, EnvironmentPhase, EnvironmentStatus};
 
 use super::conditions::{FALSE, TRUE, condition, set};
+use conda_store_crds::ConditionType as C;
 
 /// What the environment reconciler knows of one of its Builds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +81,11 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
         conditions: old.conditions.clone(),
         ..old.clone()
     };
-    let cond = |status: &mut EnvironmentStatus, t: &str, s: &str, reason: &str, m: String| {
+    let cond = |status: &mut EnvironmentStatus,
+                t: C,
+                s: conda_store_crds::ConditionStatus,
+                reason: &str,
+                m: String| {
         let c = condition(&old.conditions, t, s, reason, m, generation, i.now);
         set(&mut status.conditions, c);
     };
@@ -100,21 +105,21 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
         Err(message) => {
             cond(
                 &mut status,
-                "Ready",
+                C::Ready,
                 FALSE,
                 "InvalidSpecification",
                 message.clone(),
             );
             cond(
                 &mut status,
-                "Building",
+                C::Building,
                 FALSE,
                 "InvalidSpecification",
                 String::new(),
             );
             cond(
                 &mut status,
-                "Failed",
+                C::Failed,
                 TRUE,
                 "InvalidSpecification",
                 message.clone(),
@@ -167,35 +172,35 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                 None => {
                     cond(
                         &mut status,
-                        "Ready",
+                        C::Ready,
                         FALSE,
                         "Building",
                         "a build was created".into(),
                     );
-                    cond(&mut status, "Building", TRUE, "Queued", String::new());
-                    cond(&mut status, "Failed", FALSE, "Building", String::new());
+                    cond(&mut status, C::Building, TRUE, "Queued", String::new());
+                    cond(&mut status, C::Failed, FALSE, "Building", String::new());
                     status.phase = Some(EnvironmentPhase::Building);
                 }
                 Some(b) if !b.phase.is_terminal() => {
                     let m = format!("build {} is {:?}", b.id.unwrap_or_default(), b.phase);
-                    cond(&mut status, "Ready", FALSE, "Building", m);
-                    cond(&mut status, "Building", TRUE, "Building", String::new());
-                    cond(&mut status, "Failed", FALSE, "Building", String::new());
+                    cond(&mut status, C::Ready, FALSE, "Building", m);
+                    cond(&mut status, C::Building, TRUE, "Building", String::new());
+                    cond(&mut status, C::Failed, FALSE, "Building", String::new());
                     status.phase = Some(EnvironmentPhase::Building);
                 }
                 Some(b) if b.phase == BuildPhase::Completed => {
                     let m = format!("build {} is current", b.id.unwrap_or_default());
-                    cond(&mut status, "Ready", TRUE, "BuildCompleted", m);
+                    cond(&mut status, C::Ready, TRUE, "BuildCompleted", m);
                     cond(
                         &mut status,
-                        "Building",
+                        C::Building,
                         FALSE,
                         "BuildCompleted",
                         String::new(),
                     );
                     cond(
                         &mut status,
-                        "Failed",
+                        C::Failed,
                         FALSE,
                         "BuildCompleted",
                         String::new(),
@@ -212,9 +217,9 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
                         Some(m) => format!("build {} {what}: {m}", b.id.unwrap_or_default()),
                         None => format!("build {} {what}", b.id.unwrap_or_default()),
                     };
-                    cond(&mut status, "Ready", FALSE, reason, m.clone());
-                    cond(&mut status, "Building", FALSE, reason, String::new());
-                    cond(&mut status, "Failed", TRUE, reason, m);
+                    cond(&mut status, C::Ready, FALSE, reason, m.clone());
+                    cond(&mut status, C::Building, FALSE, reason, String::new());
+                    cond(&mut status, C::Failed, TRUE, reason, m);
                     status.phase = Some(if b.phase == BuildPhase::Canceled {
                         EnvironmentPhase::Canceled
                     } else {
@@ -230,13 +235,13 @@ pub fn plan(i: &EnvInputs) -> EnvPlan {
             Some(b) => {
                 current = Some(b);
                 let m = format!("pinned to build {id}");
-                cond(&mut status, "Ready", TRUE, "Pinned", m);
+                cond(&mut status, C::Ready, TRUE, "Pinned", m);
                 status.phase = Some(EnvironmentPhase::Ready);
             }
             None => {
                 let m =
                     format!("the pinned build {id} is not a completed build of this environment");
-                cond(&mut status, "Ready", FALSE, "PinnedBuildUnavailable", m);
+                cond(&mut status, C::Ready, FALSE, "PinnedBuildUnavailable", m);
                 status.phase = Some(EnvironmentPhase::Failed);
             }
         }
@@ -315,8 +320,8 @@ mod tests {
         })
     }
 
-    fn cond<'a>(p: &'a EnvPlan, t: &str) -> &'a conda_store_crds::Condition {
-        p.status.conditions.iter().find(|c| c.type_ == t).unwrap()
+    fn cond(p: &EnvPlan, t: C) -> &conda_store_crds::Condition {
+        conda_store_crds::find_condition(&p.status.conditions, t).unwrap()
     }
 
     #[test]
@@ -333,7 +338,7 @@ mod tests {
         assert_eq!(p.create_build.as_deref(), Some("env-11111111-1"));
         assert_eq!(p.status.phase, Some(EnvironmentPhase::Building));
         assert_eq!(p.status.specification.as_deref(), Some(S1));
-        assert_eq!(cond(&p, "Ready").status, FALSE);
+        assert_eq!(cond(&p, C::Ready).status, FALSE);
         assert_eq!(p.status.observed_generation, Some(3));
     }
 
@@ -356,7 +361,7 @@ mod tests {
         assert_eq!(p.status.current_build, Some(4));
         assert_eq!(p.status.latest_build, Some(4));
         assert_eq!(p.current.as_deref(), Some("env-11111111-1"));
-        assert_eq!(cond(&p, "Ready").status, TRUE);
+        assert_eq!(cond(&p, C::Ready).status, TRUE);
         assert_eq!(p.status.phase, Some(EnvironmentPhase::Ready));
     }
 
@@ -387,8 +392,8 @@ mod tests {
         );
         assert_eq!(p.status.current_build, Some(4));
         assert_eq!(p.status.latest_build, Some(5));
-        assert_eq!(cond(&p, "Failed").status, TRUE);
-        assert!(cond(&p, "Ready").message.contains("nothing provides nope"));
+        assert_eq!(cond(&p, C::Failed).status, TRUE);
+        assert!(cond(&p, C::Ready).message.contains("nothing provides nope"));
         assert_eq!(p.status.phase, Some(EnvironmentPhase::Failed));
     }
 
@@ -426,8 +431,8 @@ mod tests {
     fn an_invalid_spec_creates_nothing() {
         let p = run(&env(None), Err("line 3: unknown key".into()), &[]);
         assert_eq!(p.create_build, None);
-        assert_eq!(cond(&p, "Ready").reason, "InvalidSpecification");
-        assert!(cond(&p, "Ready").message.contains("line 3"));
+        assert_eq!(cond(&p, C::Ready).reason, "InvalidSpecification");
+        assert!(cond(&p, C::Ready).message.contains("line 3"));
         assert_eq!(p.status.phase, Some(EnvironmentPhase::Invalid));
     }
 
@@ -445,10 +450,10 @@ mod tests {
         let p = run(&e, desired(S2), &builds);
         assert_eq!(p.status.current_build, Some(4));
         assert_eq!(p.current.as_deref(), Some("env-11111111-1"));
-        assert_eq!(cond(&p, "Ready").reason, "Pinned");
+        assert_eq!(cond(&p, C::Ready).reason, "Pinned");
         e.spec.pinned_build = Some(99);
         let p = run(&e, desired(S2), &builds);
-        assert_eq!(cond(&p, "Ready").reason, "PinnedBuildUnavailable");
+        assert_eq!(cond(&p, C::Ready).reason, "PinnedBuildUnavailable");
     }
 
     #[test]
