@@ -741,7 +741,7 @@ mod tests {
             "--job-namespace=conda-store",
         ])
         .run;
-        for step in BuildStep::ALL {
+        for &step in BuildStep::ALL {
             let inputs = JobInputs {
                 build: &b,
                 step,

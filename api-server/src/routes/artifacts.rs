@@ -144,7 +144,7 @@ async fn log_sections(app: &App, b: &Build) -> ApiResult<Vec<(BuildStep, String)
         .map(|s| s.jobs.clone())
         .unwrap_or_default();
     let mut sections = Vec::new();
-    for step in BuildStep::ALL {
+    for &step in BuildStep::ALL {
         let suffix = format!("/logs/{}.log", step.as_str());
         let text = if let Some(key) = stored.iter().find(|k| k.ends_with(&suffix)) {
             Some(

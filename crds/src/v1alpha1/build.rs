@@ -7,7 +7,7 @@ use kube::{CustomResource, Resource};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{Artifact, Condition, Environment};
+use super::{Artifact, ArtifactKind, Condition, Environment};
 use crate::labels;
 
 /// One attempt to build a Specification for an Environment: solve, install, pack and image, each
@@ -76,49 +76,92 @@ impl BuildPhase {
     }
 }
 
-/// The steps of a build, each a Job, each reported as a condition of the build's status.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BuildStep {
-    /// Solve the specification into a lockfile.
-    Solve,
-    /// Install the lockfile into a prefix.
-    Install,
+/// Declares the build steps once: each step's variant, documentation, name (Job names, the
+/// `step` subcommand), condition, the step whose result it starts from, and the artifacts that
+/// make a build run it (none: every build runs it). The enum, [`BuildStep::ALL`] and every
+/// lookup come from this one table, so a new step cannot be left out of any of them.
+macro_rules! build_steps {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident {
+            name: $name:literal,
+            condition: $condition:ident,
+            needs: $needs:expr,
+            runs_for: [$($runs_for:ident),*] $(,)?
+        }
+    )*) => {
+        /// The steps of a build, each a Job, each reported as a condition of the build's
+        /// status.
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            JsonSchema,
+        )]
+        #[serde(rename_all = "lowercase")]
+        pub enum BuildStep {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl BuildStep {
+            /// Every step, in pipeline order.
+            pub const ALL: &'static [BuildStep] = &[$(BuildStep::$variant),*];
+
+            /// The condition type that reports this step.
+            pub fn condition_type(self) -> super::ConditionType {
+                match self {
+                    $(BuildStep::$variant => super::ConditionType::$condition,)*
+                }
+            }
+
+            /// The step's name, as in Job names and the `step` subcommand.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(BuildStep::$variant => $name,)*
+                }
+            }
+
+            /// The step whose result this one starts from.
+            pub fn needs(self) -> Option<BuildStep> {
+                match self {
+                    $(BuildStep::$variant => $needs,)*
+                }
+            }
+
+            /// The artifacts that make a build run this step; empty: every build runs it.
+            pub fn runs_for(self) -> &'static [ArtifactKind] {
+                match self {
+                    $(BuildStep::$variant => &[$(ArtifactKind::$runs_for),*],)*
+                }
+            }
+        }
+    };
+}
+
+build_steps! {
+    /// Solve the specification into a lockfile (the hand-off to every later step).
+    Solve { name: "solve", condition: Solved, needs: None, runs_for: [] }
+    /// Install the lockfile into a prefix (the environment itself).
+    Install { name: "install", condition: Installed, needs: Some(BuildStep::Solve), runs_for: [] }
     /// Pack the prefix into a relocatable archive.
-    Pack,
+    Pack { name: "pack", condition: Packed, needs: Some(BuildStep::Install), runs_for: [Archive] }
     /// Build an OCI image from the prefix.
-    Image,
+    Image { name: "image", condition: ImageBuilt, needs: Some(BuildStep::Install), runs_for: [Image] }
 }
 
 impl BuildStep {
-    /// Every step, in pipeline order.
-    pub const ALL: [BuildStep; 4] = [
-        BuildStep::Solve,
-        BuildStep::Install,
-        BuildStep::Pack,
-        BuildStep::Image,
-    ];
-
-    /// The condition type that reports this step.
-    pub fn condition_type(self) -> super::ConditionType {
-        match self {
-            BuildStep::Solve => super::ConditionType::Solved,
-            BuildStep::Install => super::ConditionType::Installed,
-            BuildStep::Pack => super::ConditionType::Packed,
-            BuildStep::Image => super::ConditionType::ImageBuilt,
-        }
+    /// The steps a build runs for the artifacts asked for, in pipeline order.
+    pub fn for_artifacts(artifacts: &[ArtifactKind]) -> Vec<BuildStep> {
+        BuildStep::ALL
+            .iter()
+            .copied()
+            .filter(|s| {
+                s.runs_for().is_empty() || s.runs_for().iter().any(|a| artifacts.contains(a))
+            })
+            .collect()
     }
 
-    /// The step's name, as in Job names and the `step` subcommand.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BuildStep::Solve => "solve",
-            BuildStep::Install => "install",
-            BuildStep::Pack => "pack",
-            BuildStep::Image => "image",
-        }
+    /// The step named `name` (`solve`, ...).
+    pub fn from_name(name: &str) -> Option<BuildStep> {
+        BuildStep::ALL.iter().copied().find(|s| s.as_str() == name)
     }
 }
 

@@ -114,7 +114,7 @@ fn is_job_of(ctx: &Ctx, job: &Job, build: &Build) -> bool {
 /// The step a Job or pod runs, from its label.
 fn step_of(labels: &BTreeMap<String, String>) -> Option<BuildStep> {
     let value = labels.get(labels::STEP)?;
-    BuildStep::ALL.into_iter().find(|s| s.as_str() == value)
+    BuildStep::from_name(value)
 }
 
 pub(super) fn job_state(job: &Job) -> JobState {

@@ -24,24 +24,7 @@ pub enum JobState {
 /// The steps a build runs for the artifacts asked for, in order. Solve and install always
 /// run: the lockfile is the hand-off and the installed prefix is the environment itself.
 pub fn steps_for(artifacts: &[ArtifactKind]) -> Vec<BuildStep> {
-    let mut steps = vec![BuildStep::Solve, BuildStep::Install];
-    if artifacts.contains(&ArtifactKind::Archive) {
-        steps.push(BuildStep::Pack);
-    }
-    if artifacts.contains(&ArtifactKind::Image) {
-        steps.push(BuildStep::Image);
-    }
-    steps
-}
-
-/// The step whose result a step starts from: pack and image read the installed prefix,
-/// install reads the lockfile.
-pub fn needs(step: BuildStep) -> Option<BuildStep> {
-    match step {
-        BuildStep::Solve => None,
-        BuildStep::Install => Some(BuildStep::Solve),
-        BuildStep::Pack | BuildStep::Image => Some(BuildStep::Install),
-    }
+    BuildStep::for_artifacts(artifacts)
 }
 
 /// The recorded progress of a step.
@@ -176,7 +159,7 @@ pub fn next_action(
         .filter(|(step, state)| {
             *state == StepState::NotStarted
                 && !jobs.contains_key(step)
-                && needs(*step).is_none_or(|n| {
+                && step.needs().is_none_or(|n| {
                     states
                         .iter()
                         .any(|(s, st)| *s == n && *st == StepState::Succeeded)
@@ -261,7 +244,7 @@ mod tests {
     use crate::decide::conditions::{UNKNOWN, condition, set};
     use conda_store_crds::{BuildSpec, BuildStatus};
 
-    const ALL: [BuildStep; 4] = BuildStep::ALL;
+    const ALL: &[BuildStep] = BuildStep::ALL;
 
     fn build(id: Option<i64>, phase: Option<BuildPhase>) -> Build {
         let mut b = Build::new(
@@ -323,11 +306,11 @@ mod tests {
     fn a_new_build_gets_an_id_first() {
         let b = Build::new("b", BuildSpec::default());
         assert_eq!(
-            next_action(&b, &jobs(&[]), &ALL, true),
+            next_action(&b, &jobs(&[]), ALL, true),
             BuildAction::AssignId
         );
         assert_eq!(
-            next_action(&build(None, None), &jobs(&[]), &ALL, true),
+            next_action(&build(None, None), &jobs(&[]), ALL, true),
             BuildAction::AssignId
         );
     }
@@ -335,28 +318,28 @@ mod tests {
     #[test]
     fn queued_waits_for_a_slot() {
         let b = build(Some(1), Some(BuildPhase::Queued));
-        assert_eq!(next_action(&b, &jobs(&[]), &ALL, false), BuildAction::Wait);
-        assert_eq!(next_action(&b, &jobs(&[]), &ALL, true), BuildAction::Start);
+        assert_eq!(next_action(&b, &jobs(&[]), ALL, false), BuildAction::Wait);
+        assert_eq!(next_action(&b, &jobs(&[]), ALL, true), BuildAction::Start);
     }
 
     #[test]
     fn solve_first_then_install_then_pack_and_image_together() {
         let b = building();
         assert_eq!(
-            next_action(&b, &jobs(&[]), &ALL, false),
+            next_action(&b, &jobs(&[]), ALL, false),
             BuildAction::CreateJobs(vec![BuildStep::Solve])
         );
         let b = with(b, BuildStep::Solve, UNKNOWN, "");
         let running = jobs(&[(BuildStep::Solve, JobState::Running)]);
-        assert_eq!(next_action(&b, &running, &ALL, false), BuildAction::Wait);
+        assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Wait);
         let done = jobs(&[(BuildStep::Solve, JobState::Succeeded)]);
         assert_eq!(
-            next_action(&b, &done, &ALL, false),
+            next_action(&b, &done, ALL, false),
             BuildAction::Collect(vec![BuildStep::Solve])
         );
         let b = with(b, BuildStep::Solve, TRUE, "");
         assert_eq!(
-            next_action(&b, &done, &ALL, false),
+            next_action(&b, &done, ALL, false),
             BuildAction::CreateJobs(vec![BuildStep::Install])
         );
         let b = with(b, BuildStep::Install, TRUE, "");
@@ -365,7 +348,7 @@ mod tests {
             (BuildStep::Install, JobState::Succeeded),
         ]);
         assert_eq!(
-            next_action(&b, &done, &ALL, false),
+            next_action(&b, &done, ALL, false),
             BuildAction::CreateJobs(vec![BuildStep::Pack, BuildStep::Image])
         );
         let b = with(
@@ -374,7 +357,7 @@ mod tests {
             TRUE,
             "",
         );
-        assert_eq!(next_action(&b, &done, &ALL, false), BuildAction::Complete);
+        assert_eq!(next_action(&b, &done, ALL, false), BuildAction::Complete);
     }
 
     #[test]
@@ -382,13 +365,13 @@ mod tests {
         // The Job exists but the operator stopped before recording the step as started.
         let b = building();
         let running = jobs(&[(BuildStep::Solve, JobState::Running)]);
-        assert_eq!(next_action(&b, &running, &ALL, false), BuildAction::Wait);
+        assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Wait);
         let done = jobs(&[(
             BuildStep::Solve,
             JobState::Failed("BackoffLimitExceeded".into()),
         )]);
         assert_eq!(
-            next_action(&b, &done, &ALL, false),
+            next_action(&b, &done, ALL, false),
             BuildAction::Collect(vec![BuildStep::Solve])
         );
     }
@@ -397,7 +380,7 @@ mod tests {
     fn a_failed_step_fails_the_build() {
         let b = with(building(), BuildStep::Solve, FALSE, "nothing provides foo");
         assert_eq!(
-            next_action(&b, &jobs(&[]), &ALL, false),
+            next_action(&b, &jobs(&[]), ALL, false),
             BuildAction::Fail {
                 step: BuildStep::Solve,
                 message: "nothing provides foo".into()
@@ -409,7 +392,7 @@ mod tests {
     fn a_started_step_without_its_job_is_checked() {
         let b = with(building(), BuildStep::Solve, UNKNOWN, "");
         assert_eq!(
-            next_action(&b, &jobs(&[]), &ALL, false),
+            next_action(&b, &jobs(&[]), ALL, false),
             BuildAction::CheckVanished(vec![BuildStep::Solve])
         );
     }
@@ -419,17 +402,17 @@ mod tests {
         let mut b = with(building(), BuildStep::Solve, UNKNOWN, "");
         b.spec.cancel = true;
         let running = jobs(&[(BuildStep::Solve, JobState::Running)]);
-        assert_eq!(next_action(&b, &running, &ALL, false), BuildAction::Cancel);
+        assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Cancel);
         let mut q = build(Some(3), Some(BuildPhase::Queued));
         q.spec.cancel = true;
         assert_eq!(
-            next_action(&q, &jobs(&[]), &ALL, false),
+            next_action(&q, &jobs(&[]), ALL, false),
             BuildAction::Cancel
         );
         let mut done = build(Some(3), Some(BuildPhase::Completed));
         done.spec.cancel = true;
         assert_eq!(
-            next_action(&done, &jobs(&[]), &ALL, false),
+            next_action(&done, &jobs(&[]), ALL, false),
             BuildAction::Idle
         );
     }
@@ -439,11 +422,11 @@ mod tests {
         let b = build(Some(3), Some(BuildPhase::Failed));
         let running = jobs(&[(BuildStep::Pack, JobState::Running)]);
         assert_eq!(
-            next_action(&b, &running, &ALL, false),
+            next_action(&b, &running, ALL, false),
             BuildAction::DeleteJobs
         );
         let done = jobs(&[(BuildStep::Pack, JobState::Succeeded)]);
-        assert_eq!(next_action(&b, &done, &ALL, false), BuildAction::Idle);
+        assert_eq!(next_action(&b, &done, ALL, false), BuildAction::Idle);
     }
 
     #[test]
