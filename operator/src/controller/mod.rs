@@ -3,7 +3,11 @@
 
 mod build;
 mod environment;
+#[cfg(test)]
+mod fixtures;
 mod namespace;
+#[cfg(test)]
+mod scenarios;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -405,10 +405,7 @@ mod tests {
         assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Cancel);
         let mut q = build(Some(3), Some(BuildPhase::Queued));
         q.spec.cancel = true;
-        assert_eq!(
-            next_action(&q, &jobs(&[]), ALL, false),
-            BuildAction::Cancel
-        );
+        assert_eq!(next_action(&q, &jobs(&[]), ALL, false), BuildAction::Cancel);
         let mut done = build(Some(3), Some(BuildPhase::Completed));
         done.spec.cancel = true;
         assert_eq!(

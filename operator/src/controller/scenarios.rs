@@ -1,0 +1,318 @@
+//! The reconcilers, one scenario per expected sequence of API calls (see `fixtures.rs`).
+
+use std::sync::Arc;
+
+use conda_store_crds::Environment;
+use kube::runtime::watcher::Event;
+use serde_json::Value;
+
+use super::fixtures::{context, environment, namespace};
+use super::{environment as env_controller, namespace as ns_controller};
+
+fn condition<'a>(status: &'a Value, t: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .expect("conditions")
+        .iter()
+        .find(|c| c["type"] == t)
+        .unwrap_or_else(|| panic!("no {t} condition in {status}"))
+}
+
+/// The object with the status a status patch sent, as the API server answers it.
+fn with_status<K: serde::Serialize>(obj: &K, status: &Value) -> Value {
+    let mut v = serde_json::to_value(obj).expect("JSON");
+    v["status"] = status.clone();
+    v
+}
+
+#[tokio::test]
+async fn a_namespace_gets_its_kubernetes_namespace_then_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let ns = namespace("team");
+    w.environments
+        .apply_watcher_event(&Event::Apply(environment("team", "tools", &["tool"])));
+    let run = tokio::spawn(ns_controller::reconcile(Arc::new(ns.clone()), ctx.clone()));
+
+    let call = api.expect("PATCH", "/api/v1/namespaces/team?").await;
+    assert!(
+        call.uri.contains("fieldManager=conda-store-operator"),
+        "{}",
+        call.uri
+    );
+    assert_eq!(
+        call.body["metadata"]["labels"]["conda.store/namespace"],
+        "team"
+    );
+    call.echo(200);
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/condanamespaces/team/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "NamespaceReady");
+    assert_eq!(status["environmentCount"], 1);
+    call.answer(200, with_status(&ns, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+
+    // Reconciled again with that status: the namespace was applied moments ago and the status
+    // is unchanged, so nothing is written.
+    let mut seen = ns.clone();
+    seen.status = Some(serde_json::from_value(status).unwrap());
+    ns_controller::reconcile(Arc::new(seen), ctx.clone())
+        .await
+        .unwrap();
+    api.nothing_more();
+}
+
+#[tokio::test]
+async fn a_namespace_name_kubernetes_cannot_take_is_reported_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, _w) = context(dir.path());
+    let ns = namespace("Team_A");
+    let run = tokio::spawn(ns_controller::reconcile(Arc::new(ns.clone()), ctx.clone()));
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/condanamespaces/Team_A/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Ready")["reason"], "InvalidName");
+    call.answer(200, with_status(&ns, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
+
+/// The Specification and Build creates of a new environment, answered by `specs` and
+/// `builds`; then its status patch, returned.
+async fn new_environment(
+    specs: impl FnOnce(super::fixtures::Call),
+    builds: impl FnOnce(super::fixtures::Call),
+) -> (Environment, Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    w.namespaces
+        .apply_watcher_event(&Event::Apply(namespace("team")));
+    let env = environment("team", "tools", &["tool", "liba >=2"]);
+    let run = tokio::spawn(env_controller::reconcile(
+        Arc::new(env.clone()),
+        ctx.clone(),
+    ));
+
+    let call = api
+        .expect(
+            "POST",
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications?",
+        )
+        .await;
+    assert_eq!(
+        call.body["spec"]["spec"]["dependencies"],
+        serde_json::json!(["liba>=2", "tool"])
+    );
+    specs(call);
+    let call = api
+        .expect("POST", "/apis/conda.store/v1alpha1/namespaces/team/builds?")
+        .await;
+    assert_eq!(
+        call.body["metadata"]["labels"]["conda.store/environment"],
+        "tools"
+    );
+    assert_eq!(
+        call.body["metadata"]["ownerReferences"][0]["uid"],
+        "tools-uid"
+    );
+    builds(call);
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/namespaces/team/environments/tools/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    call.answer(200, with_status(&env, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+    (env, status)
+}
+
+#[tokio::test]
+async fn a_new_environment_gets_its_specification_and_one_build() {
+    let (_, status) = new_environment(|c| c.echo(201), |c| c.echo(201)).await;
+    assert_eq!(status["phase"], "Building");
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert_eq!(condition(&status, "Building")["status"], "True");
+    assert!(status["specificationHash"].as_str().unwrap().len() == 64);
+}
+
+/// After a restart (or with a cache that lags) the same decision is made again: the creates
+/// meet AlreadyExists, the Specification is found unchanged, and no second Build is made.
+#[tokio::test]
+async fn a_restart_with_a_stale_cache_makes_no_duplicate() {
+    let created = std::sync::Mutex::new(None::<Value>);
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    w.namespaces
+        .apply_watcher_event(&Event::Apply(namespace("team")));
+    let env = environment("team", "tools", &["tool"]);
+    let run = tokio::spawn(env_controller::reconcile(
+        Arc::new(env.clone()),
+        ctx.clone(),
+    ));
+    let call = api
+        .expect(
+            "POST",
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications?",
+        )
+        .await;
+    *created.lock().unwrap() = Some(call.body.clone());
+    let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
+    call.fail(409, "AlreadyExists");
+    let call = api
+        .expect(
+            "GET",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/specifications/{name}"),
+        )
+        .await;
+    let same = created.lock().unwrap().clone().unwrap();
+    call.answer(200, same);
+    let call = api
+        .expect("POST", "/apis/conda.store/v1alpha1/namespaces/team/builds?")
+        .await;
+    call.fail(409, "AlreadyExists");
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/namespaces/team/environments/tools/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["phase"], "Building");
+    call.answer(200, with_status(&env, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
+
+/// A Specification changed after it was made (Kubernetes 1.20 does not enforce its
+/// immutability rule) is refused: no build of it is made.
+#[tokio::test]
+async fn a_modified_specification_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    w.namespaces
+        .apply_watcher_event(&Event::Apply(namespace("team")));
+    let env = environment("team", "tools", &["tool"]);
+    let run = tokio::spawn(env_controller::reconcile(
+        Arc::new(env.clone()),
+        ctx.clone(),
+    ));
+    let call = api
+        .expect(
+            "POST",
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications?",
+        )
+        .await;
+    let mut tampered = call.body.clone();
+    tampered["spec"]["spec"]["dependencies"] = serde_json::json!(["evil"]);
+    let name = call.body["metadata"]["name"].as_str().unwrap().to_string();
+    call.fail(409, "AlreadyExists");
+    api.expect(
+        "GET",
+        &format!("/apis/conda.store/v1alpha1/namespaces/team/specifications/{name}"),
+    )
+    .await
+    .answer(200, tampered);
+    let err = run.await.unwrap().unwrap_err();
+    assert!(err.to_string().contains("was modified"), "{err}");
+    api.nothing_more();
+}
+
+/// An Environment in a namespace with no conda-store Namespace is reported, not built.
+#[tokio::test]
+async fn an_environment_without_its_namespace_is_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, _w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    let run = tokio::spawn(env_controller::reconcile(
+        Arc::new(env.clone()),
+        ctx.clone(),
+    ));
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/namespaces/team/environments/tools/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert!(
+        condition(&status, "Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no conda-store Namespace"),
+        "{status}"
+    );
+    call.answer(200, with_status(&env, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
+
+/// Build ids come from a counter ConfigMap: made on first use, then advanced by replace with
+/// the resourceVersion read, so two operators racing never hand out the same id: the loser's
+/// replace is a conflict, and it reads again.
+#[tokio::test]
+async fn build_ids_are_reserved_without_ever_handing_one_out_twice() {
+    use crate::ids::IdAllocator;
+    let (client, mut api) = super::fixtures::mock_client();
+    let ids = IdAllocator::new(client, "conda-store");
+    let path = "/api/v1/namespaces/conda-store/configmaps";
+
+    // First use: no counter yet; it is created holding the next free id.
+    let first = tokio::spawn(async move {
+        let a = ids.next().await.unwrap();
+        (ids, a)
+    });
+    api.expect("GET", &format!("{path}/conda-store-build-ids"))
+        .await
+        .fail(404, "NotFound");
+    let call = api.expect("POST", &format!("{path}?")).await;
+    assert_eq!(call.body["data"]["next"], "2");
+    call.echo(201);
+    let (ids, a) = first.await.unwrap();
+    assert_eq!(a, 1);
+    api.nothing_more();
+
+    // Another operator moved the counter meanwhile: the replace conflicts, and the id comes
+    // from a fresh read.
+    let second = tokio::spawn(async move { ids.next().await.unwrap() });
+    let counter = |next: &str, rv: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "conda-store-build-ids", "namespace": "conda-store",
+                         "resourceVersion": rv},
+            "data": {"next": next}})
+    };
+    api.expect("GET", &format!("{path}/conda-store-build-ids"))
+        .await
+        .answer(200, counter("7", "10"));
+    let call = api
+        .expect("PUT", &format!("{path}/conda-store-build-ids"))
+        .await;
+    assert_eq!(call.body["metadata"]["resourceVersion"], "10");
+    assert_eq!(call.body["data"]["next"], "8");
+    call.fail(409, "Conflict");
+    api.expect("GET", &format!("{path}/conda-store-build-ids"))
+        .await
+        .answer(200, counter("9", "11"));
+    let call = api
+        .expect("PUT", &format!("{path}/conda-store-build-ids"))
+        .await;
+    assert_eq!(call.body["data"]["next"], "10");
+    call.echo(200);
+    assert_eq!(second.await.unwrap(), 9);
+    api.nothing_more();
+}
