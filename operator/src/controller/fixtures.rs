@@ -135,6 +135,7 @@ pub fn mock_client() -> (Client, ApiServer) {
 pub struct Writers {
     pub namespaces: Writer<Namespace>,
     pub environments: Writer<Environment>,
+    pub jobs: Writer<k8s_openapi::api::batch::v1::Job>,
 }
 
 /// A context as `run` builds it, on a mock client, local artifact storage in `dir` and empty
@@ -159,7 +160,7 @@ pub fn context(dir: &std::path::Path) -> (Arc<Ctx>, ApiServer, Writers) {
     let (namespaces, ns_writer) = reflector::store::<Namespace>();
     let (environments, env_writer) = reflector::store::<Environment>();
     let (builds, _) = reflector::store();
-    let (jobs, _) = reflector::store();
+    let (jobs, jobs_writer) = reflector::store();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         policy: Policy::default(),
@@ -191,6 +192,7 @@ pub fn context(dir: &std::path::Path) -> (Arc<Ctx>, ApiServer, Writers) {
         Writers {
             namespaces: ns_writer,
             environments: env_writer,
+            jobs: jobs_writer,
         },
     )
 }

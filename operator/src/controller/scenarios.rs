@@ -316,3 +316,180 @@ async fn build_ids_are_reserved_without_ever_handing_one_out_twice() {
     assert_eq!(second.await.unwrap(), 9);
     api.nothing_more();
 }
+
+/// A Specification of `deps` and a new Build of it for Environment `env`, as the API server
+/// holds them (the Build already carries its finalizer).
+fn build_of(
+    env: &Environment,
+    deps: &str,
+) -> (conda_store_crds::Specification, conda_store_crds::Build) {
+    let spec = conda_store_crds::Specification::from_normalized(
+        conda_store_crds::spec::normalize_yaml(
+            &format!("channels: [https://conda.example/main]\ndependencies: [{deps}]\n"),
+            &Default::default(),
+        )
+        .unwrap(),
+    );
+    let mut spec_obj = spec.clone();
+    spec_obj.metadata.namespace = Some("team".into());
+    let mut b =
+        conda_store_crds::Build::new_for(env, &kube::ResourceExt::name_any(&spec), 1).unwrap();
+    b.metadata.uid = Some("build-uid".into());
+    b.metadata.finalizers = Some(vec![crate::labels::ARTIFACTS_FINALIZER.into()]);
+    (spec_obj, b)
+}
+
+/// A new Build: it takes an id (asking the API first, in case this process wrote one the
+/// cache does not show), is admitted, writes its specification to storage, creates its solve
+/// Job, and records all of that in one status write.
+#[tokio::test]
+async fn a_new_build_takes_an_id_and_starts_its_solve_job_in_one_status_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    w.environments
+        .apply_watcher_event(&Event::Apply(env.clone()));
+    let (spec, build) = build_of(&env, "tool");
+    let name = kube::ResourceExt::name_any(&build);
+    let run = tokio::spawn(super::build::reconcile(
+        Arc::new(build.clone()),
+        ctx.clone(),
+    ));
+    let builds = "/apis/conda.store/v1alpha1/namespaces/team/builds";
+
+    api.expect("GET", &format!("{builds}/{name}"))
+        .await
+        .answer(200, serde_json::to_value(&build).unwrap());
+    api.expect(
+        "GET",
+        "/api/v1/namespaces/conda-store/configmaps/conda-store-build-ids",
+    )
+    .await
+    .fail(404, "NotFound");
+    api.expect("POST", "/api/v1/namespaces/conda-store/configmaps?")
+        .await
+        .echo(201);
+    api.expect(
+        "GET",
+        &format!(
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications/{}",
+            kube::ResourceExt::name_any(&spec)
+        ),
+    )
+    .await
+    .answer(200, serde_json::to_value(&spec).unwrap());
+    let call = api
+        .expect("POST", "/apis/batch/v1/namespaces/team/jobs?")
+        .await;
+    assert_eq!(call.body["metadata"]["name"], format!("{name}-solve"));
+    assert_eq!(
+        call.body["metadata"]["labels"]["conda.store/build-uid"],
+        "build-uid"
+    );
+    let mut job = call.body.clone();
+    job["metadata"]["uid"] = "job-uid".into();
+    call.answer(201, job);
+    let call = api
+        .expect("PATCH", &format!("{builds}/{name}/status?"))
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["id"], 1);
+    assert_eq!(status["phase"], "Building");
+    assert_eq!(status["jobs"][0]["step"], "solve");
+    assert_eq!(status["jobs"][0]["uid"], "job-uid");
+    assert_eq!(condition(&status, "Solved")["status"], "Unknown");
+    call.answer(200, with_status(&build, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+    // The solve Job reads its specification from storage, not from an argument.
+    let stored = ctx
+        .store
+        .get_bytes(
+            &conda_store_storage::Key::new(&format!("builds/team/{name}/specification.json"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(stored["dependencies"], serde_json::json!(["tool"]));
+}
+
+/// Cancel: the build's running Job is deleted, the unfinished step is marked canceled, and the
+/// build ends Canceled, in one status write.
+#[tokio::test]
+async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
+    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    w.environments
+        .apply_watcher_event(&Event::Apply(env.clone()));
+    let (_, mut build) = build_of(&env, "tool");
+    let name = kube::ResourceExt::name_any(&build);
+    let mut job = crate::jobs::step_job(
+        &crate::jobs::JobInputs {
+            build: &build,
+            step: BuildStep::Solve,
+            build_id: 1,
+            environment_name: "tools",
+            channel_alias: None,
+        },
+        &ctx.cfg,
+    );
+    job.metadata.uid = Some("job-uid".into());
+    job.metadata.namespace = Some("team".into());
+    let job_name = kube::ResourceExt::name_any(&job);
+    w.jobs.apply_watcher_event(&Event::Apply(job));
+    let now = jiff::Timestamp::now();
+    let running = super::super::decide::conditions::condition(
+        &[],
+        conda_store_crds::ConditionType::Solved,
+        conda_store_crds::ConditionStatus::Unknown,
+        "Running",
+        "Job",
+        Some(1),
+        now,
+    );
+    build.spec.cancel = true;
+    build.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Building),
+        started_on: Some(Time(now)),
+        jobs: vec![StepJob {
+            step: BuildStep::Solve,
+            namespace: "team".into(),
+            name: job_name.clone(),
+            uid: "job-uid".into(),
+        }],
+        conditions: vec![running],
+        ..Default::default()
+    });
+    let run = tokio::spawn(super::build::reconcile(
+        Arc::new(build.clone()),
+        ctx.clone(),
+    ));
+    api.expect(
+        "DELETE",
+        &format!("/apis/batch/v1/namespaces/team/jobs/{job_name}"),
+    )
+    .await
+    .answer(
+        200,
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    );
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["phase"], "Canceled");
+    assert_eq!(condition(&status, "Solved")["status"], "False");
+    assert_eq!(condition(&status, "Solved")["reason"], "Canceled");
+    assert!(status["endedOn"].is_string());
+    call.answer(200, with_status(&build, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
