@@ -1,6 +1,5 @@
 //! Prometheus metrics of the gateway: requests by route, method and status, and latency.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -9,8 +8,6 @@ use axum::response::Response;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
-
-use crate::app::App;
 
 /// The gateway's metrics.
 #[derive(Clone)]
@@ -65,7 +62,7 @@ impl Metrics {
 }
 
 /// Counts and times every request, logging it at debug level.
-pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -76,11 +73,11 @@ pub async fn track(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     let response = next.run(req).await;
     let elapsed = start.elapsed();
     let status = response.status();
-    app.metrics
+    metrics
         .requests
         .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
         .inc();
-    app.metrics
+    metrics
         .seconds
         .with_label_values(&[route.as_str()])
         .observe(elapsed.as_secs_f64());

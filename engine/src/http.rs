@@ -52,7 +52,7 @@ pub fn describe(e: &(dyn Error + 'static), channels: &[String]) -> String {
         // Wrappers that forward `source` past the reqwest error itself still say so.
         let text = s.to_string().to_ascii_lowercase();
         if text.contains("certificate") || text.contains("tls") {
-            return crate::install::error_chain(e);
+            return error_chain(e);
         }
         transport |= [
             "error sending request",
@@ -79,5 +79,18 @@ pub fn describe(e: &(dyn Error + 'static), channels: &[String]) -> String {
              (refused connections, resets and timeouts are not told apart)"
         );
     }
-    crate::install::error_chain(e)
+    error_chain(e)
+}
+
+/// An error with its causes, `outer: inner: innermost` (a TLS or connection failure is
+/// several layers down in reqwest's errors).
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        message.push_str(": ");
+        message.push_str(&e.to_string());
+        source = e.source();
+    }
+    message
 }

@@ -66,7 +66,7 @@ pub async fn install_records(
         .await
         .map_err(|e| InstallError::Install {
             prefix: prefix.to_path_buf(),
-            message: error_chain(&e),
+            message: crate::http::error_chain(&e),
         })?;
     // rattler marks new prefixes as cache directories (excluded from backups); a prefix is not.
     let tag = prefix.join("CACHEDIR.TAG");
@@ -89,19 +89,6 @@ pub async fn install_lockfile(
 ) -> Result<InstallSummary, InstallError> {
     let records = lockfile_records(lockfile, platform)?;
     install_records(records, platform, prefix, cache_dir).await
-}
-
-/// An error with its causes, `outer: inner: innermost` (a TLS or connection failure is
-/// several layers down in reqwest's errors).
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        message.push_str(": ");
-        message.push_str(&e.to_string());
-        source = e.source();
-    }
-    message
 }
 
 /// Point the symlink `link` at `target` atomically: a temporary symlink next to `link` is

@@ -137,7 +137,7 @@ pub fn router(app: Arc<App>) -> Router {
             }
         })
         .layer(axum::middleware::from_fn_with_state(
-            app.clone(),
+            app.metrics.clone(),
             crate::metrics::track,
         ))
         .with_state(app)
