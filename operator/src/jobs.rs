@@ -52,6 +52,96 @@ pub fn prefix_path(envs_dir: &str, namespace: &str, build: &str) -> String {
     format!("{}/{namespace}/{build}", envs_dir.trim_end_matches('/'))
 }
 
+/// What one step's Job needs beyond every step's: its subcommand's arguments and variables,
+/// the sub-paths of the environments volume it mounts, and whether it writes image blobs.
+struct StepNeeds {
+    args: Vec<String>,
+    env: Vec<EnvVar>,
+    envs_subs: Vec<String>,
+    blobs: bool,
+}
+
+/// The one place that says what each step's Job gets (exhaustive: a new step must say).
+fn step_needs(
+    i: &JobInputs,
+    cfg: &RunArgs,
+    namespace: &str,
+    build_name: &str,
+    prefix: &str,
+) -> StepNeeds {
+    let envs = cfg.envs_dir.trim_end_matches('/');
+    let prefix_sub = format!("{namespace}/{build_name}");
+    let none = StepNeeds {
+        args: Vec::new(),
+        env: Vec::new(),
+        envs_subs: Vec::new(),
+        blobs: false,
+    };
+    match i.step {
+        // Solve reads its specification from storage and touches no environment.
+        BuildStep::Solve => {
+            let mut env = vec![env_var(
+                "CONDA_STORE_SPECIFICATION_KEY",
+                &spec_key(namespace, build_name),
+            )];
+            if let Some(alias) = i.channel_alias {
+                env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
+            }
+            StepNeeds {
+                args: vec!["--name".into(), i.environment_name.to_string()],
+                env,
+                ..none
+            }
+        }
+        // Install mounts its namespace's directory, which holds the namespace's package cache
+        // beside its prefixes: installs hard-link from the cache, and Linux refuses links
+        // across mounts (even of one file system), so the cache and the prefix share a mount.
+        BuildStep::Install => StepNeeds {
+            args: vec!["--prefix".into(), prefix.to_string()],
+            env: vec![env_var(
+                "CONDA_STORE_PKGS_DIR",
+                &package_cache(&cfg.envs_dir, namespace),
+            )],
+            envs_subs: vec![namespace.to_string()],
+            ..none
+        },
+        BuildStep::Pack => StepNeeds {
+            args: vec![
+                "--prefix".into(),
+                prefix.to_string(),
+                "--format".into(),
+                cfg.archive_format
+                    .to_possible_value()
+                    .expect("every format has a name")
+                    .get_name()
+                    .to_string(),
+            ],
+            env: vec![env_var(
+                "CONDA_STORE_PACK_CACHE",
+                &format!("{envs}/.pack-cache"),
+            )],
+            envs_subs: vec![prefix_sub, ".pack-cache".into()],
+            ..none
+        },
+        BuildStep::Image => StepNeeds {
+            args: vec![
+                "--prefix".into(),
+                prefix.to_string(),
+                "--name".into(),
+                i.environment_name.to_string(),
+                "--build-id".into(),
+                i.build_id.to_string(),
+            ],
+            env: vec![env_var(
+                "CONDA_STORE_IMAGE_CACHE",
+                &format!("{envs}/.image-cache"),
+            )],
+            envs_subs: vec![prefix_sub, ".image-cache".into()],
+            blobs: true,
+        },
+    }
+}
+
 /// The Job running `i.step` of `i.build`.
 pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
     let build_name = i.build.metadata.name.clone().unwrap_or_default();
@@ -89,69 +179,16 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
         env_var("TMPDIR", "/tmp"),
         env_var("HOME", "/tmp"),
     ];
-    match i.step {
-        BuildStep::Solve => {
-            args.extend(["--name".into(), i.environment_name.to_string()]);
-            env.push(env_var(
-                "CONDA_STORE_SPECIFICATION_KEY",
-                &spec_key(&namespace, &build_name),
-            ));
-            if let Some(alias) = i.channel_alias {
-                env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
-            }
-        }
-        BuildStep::Install => {
-            args.extend(["--prefix".into(), prefix.clone()]);
-            env.push(env_var(
-                "CONDA_STORE_PKGS_DIR",
-                &package_cache(&cfg.envs_dir, &namespace),
-            ));
-        }
-        BuildStep::Pack => {
-            args.extend(["--prefix".into(), prefix.clone(), "--format".into()]);
-            args.push(
-                cfg.archive_format
-                    .to_possible_value()
-                    .expect("every format has a name")
-                    .get_name()
-                    .to_string(),
-            );
-            env.push(env_var(
-                "CONDA_STORE_PACK_CACHE",
-                &format!("{}/.pack-cache", cfg.envs_dir.trim_end_matches('/')),
-            ));
-        }
-        BuildStep::Image => {
-            env.push(env_var(
-                "CONDA_STORE_IMAGE_CACHE",
-                &format!("{}/.image-cache", cfg.envs_dir.trim_end_matches('/')),
-            ));
-            args.extend([
-                "--prefix".into(),
-                prefix.clone(),
-                "--name".into(),
-                i.environment_name.to_string(),
-                "--build-id".into(),
-                i.build_id.to_string(),
-            ]);
-        }
-    }
+    let what = step_needs(i, cfg, &namespace, &build_name, &prefix);
+    args.extend(what.args);
+    env.extend(what.env);
 
     // The step sees only what its build needs of the shared volumes, each a sub-path bind
     // mount: its own prefix and the one cache it uses of the environments volume, its own
     // build's directory (and, for images, the content-addressed blobs) of the artifact store.
     // Never another team's prefixes, artifacts or logs.
     let envs = cfg.envs_dir.trim_end_matches('/');
-    let prefix_sub = format!("{namespace}/{build_name}");
-    // The install step mounts its namespace's directory, which holds the namespace's package
-    // cache beside its prefixes: installs hard-link from the cache, and Linux refuses links
-    // across mounts (even of one file system), so the cache and the prefix share one mount.
-    let envs_subs: Vec<String> = match i.step {
-        BuildStep::Solve => vec![],
-        BuildStep::Install => vec![namespace.clone()],
-        BuildStep::Pack => vec![prefix_sub.clone(), ".pack-cache".into()],
-        BuildStep::Image => vec![prefix_sub.clone(), ".image-cache".into()],
-    };
+    let envs_subs = what.envs_subs;
     let mut volumes = vec![Volume {
         name: "tmp".into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -176,7 +213,7 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
             if let Some(v) = &cfg.storage_volume {
                 volumes.push(volume("artifacts", v));
                 let mut subs = vec![labels::build_key(&namespace, &build_name)];
-                if i.step == BuildStep::Image {
+                if what.blobs {
                     subs.push("blobs".into());
                 }
                 for sub in subs {
