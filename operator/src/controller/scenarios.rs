@@ -493,3 +493,130 @@ async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
     run.await.unwrap().unwrap();
     api.nothing_more();
 }
+
+/// A step that failed: the build reads the report from its Job's own pod (never from a
+/// look-alike pod that carries the same labels) and fails with the step's reason.
+#[tokio::test]
+async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
+    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let env = environment("team", "tools", &["nope"]);
+    w.environments
+        .apply_watcher_event(&Event::Apply(env.clone()));
+    let (_, mut build) = build_of(&env, "nope");
+    let name = kube::ResourceExt::name_any(&build);
+    let mut job = crate::jobs::step_job(
+        &crate::jobs::JobInputs {
+            build: &build,
+            step: BuildStep::Solve,
+            build_id: 1,
+            environment_name: "tools",
+            channel_alias: None,
+        },
+        &ctx.cfg,
+    );
+    job.metadata.uid = Some("job-uid".into());
+    job.metadata.namespace = Some("team".into());
+    job.status = Some(JobStatus {
+        conditions: Some(vec![JobCondition {
+            type_: "Failed".into(),
+            status: "True".into(),
+            reason: Some("BackoffLimitExceeded".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let job_name = kube::ResourceExt::name_any(&job);
+    w.jobs.apply_watcher_event(&Event::Apply(job));
+    let now = jiff::Timestamp::now();
+    build.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Building),
+        started_on: Some(Time(now)),
+        jobs: vec![StepJob {
+            step: BuildStep::Solve,
+            namespace: "team".into(),
+            name: job_name,
+            uid: "job-uid".into(),
+        }],
+        conditions: vec![super::super::decide::conditions::condition(
+            &[],
+            conda_store_crds::ConditionType::Solved,
+            conda_store_crds::ConditionStatus::Unknown,
+            "Running",
+            "Job",
+            Some(1),
+            now,
+        )],
+        ..Default::default()
+    });
+    let run = tokio::spawn(super::build::reconcile(
+        Arc::new(build.clone()),
+        ctx.clone(),
+    ));
+    let report = |ok: bool, message: &str| {
+        serde_json::json!({"step": "solve", "ok": ok, "message": message, "artifacts": []})
+            .to_string()
+    };
+    let pod = |name: &str, owner: Option<&str>, created: &str, message: String| {
+        let mut p = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "team", "creationTimestamp": created,
+                         "labels": {"controller-uid": "job-uid"}},
+            "status": {"containerStatuses": [{
+                "name": "step", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "message": message}}}]}
+        });
+        if let Some(uid) = owner {
+            p["metadata"]["ownerReferences"] = serde_json::json!([{
+                "apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": uid,
+                "controller": true}]);
+        }
+        p
+    };
+    let call = api.expect("GET", "/api/v1/namespaces/team/pods?").await;
+    assert!(
+        call.uri.contains("labelSelector=controller-uid%3Djob-uid"),
+        "{}",
+        call.uri
+    );
+    call.answer(
+        200,
+        serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
+            pod("real", Some("job-uid"), "2026-01-01T00:00:00Z",
+                report(false, "cannot solve: nothing provides nope")),
+            // Newer, labelled alike, not the Job's: its "success" must not count.
+            pod("spoof", None, "2026-01-01T00:01:00Z", report(true, "all good")),
+        ]}),
+    );
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(condition(&status, "Solved")["status"], "False");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing provides nope"),
+        "{status}"
+    );
+    assert!(
+        status["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["kind"] == "logs" && a["key"].as_str().unwrap().ends_with("/logs/solve.log")),
+        "the failed step's log is listed: {status}"
+    );
+    call.answer(200, with_status(&build, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
