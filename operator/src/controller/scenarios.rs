@@ -620,3 +620,232 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
     run.await.unwrap().unwrap();
     api.nothing_more();
 }
+
+/// A step that succeeded: its report's artifacts and package count go to the status, and the
+/// next step's Job starts, all in one status write.
+#[tokio::test]
+async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
+    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
+    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    w.environments
+        .apply_watcher_event(&Event::Apply(env.clone()));
+    let (spec, mut build) = build_of(&env, "tool");
+    let name = kube::ResourceExt::name_any(&build);
+    let mut job = crate::jobs::step_job(
+        &crate::jobs::JobInputs {
+            build: &build,
+            step: BuildStep::Solve,
+            build_id: 1,
+            environment_name: "tools",
+            channel_alias: None,
+        },
+        &ctx.cfg,
+    );
+    job.metadata.uid = Some("job-uid".into());
+    job.metadata.namespace = Some("team".into());
+    job.status = Some(JobStatus {
+        conditions: Some(vec![JobCondition {
+            type_: "Complete".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    let job_name = kube::ResourceExt::name_any(&job);
+    w.jobs.apply_watcher_event(&Event::Apply(job));
+    let now = jiff::Timestamp::now();
+    build.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Building),
+        started_on: Some(Time(now)),
+        jobs: vec![StepJob {
+            step: BuildStep::Solve,
+            namespace: "team".into(),
+            name: job_name,
+            uid: "job-uid".into(),
+        }],
+        conditions: vec![super::super::decide::conditions::condition(
+            &[],
+            conda_store_crds::ConditionType::Solved,
+            conda_store_crds::ConditionStatus::Unknown,
+            "Running",
+            "Job",
+            Some(1),
+            now,
+        )],
+        ..Default::default()
+    });
+    let run = tokio::spawn(super::build::reconcile(
+        Arc::new(build.clone()),
+        ctx.clone(),
+    ));
+    let key = format!("builds/team/{name}");
+    let report = serde_json::json!({
+        "step": "solve", "ok": true, "durationMs": 1200,
+        "details": {"packages": {"linux-64": 3}},
+        "artifacts": [
+            {"kind": "lockfile", "key": format!("{key}/conda-lock.yaml")},
+            {"kind": "yaml", "key": format!("{key}/environment.yaml")},
+            // Not under the build's own prefix: never recorded.
+            {"kind": "archive", "key": "builds/other-team/secret/archive.tar.gz"}
+        ]
+    });
+    api.expect("GET", "/api/v1/namespaces/team/pods?")
+        .await
+        .answer(
+            200,
+            serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "p", "namespace": "team",
+                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
+                                         "uid": "job-uid", "controller": true}]},
+                "status": {"containerStatuses": [{
+                    "name": "step", "image": "x", "imageID": "", "ready": false,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": 0, "message": report.to_string()}}}]}
+            }]}),
+        );
+    api.expect(
+        "GET",
+        &format!(
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications/{}",
+            kube::ResourceExt::name_any(&spec)
+        ),
+    )
+    .await
+    .answer(200, serde_json::to_value(&spec).unwrap());
+    let call = api
+        .expect("POST", "/apis/batch/v1/namespaces/team/jobs?")
+        .await;
+    assert_eq!(call.body["metadata"]["name"], format!("{name}-install"));
+    let mut created = call.body.clone();
+    created["metadata"]["uid"] = "install-uid".into();
+    call.answer(201, created);
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(condition(&status, "Solved")["status"], "True");
+    assert_eq!(condition(&status, "Installed")["status"], "Unknown");
+    assert_eq!(status["packageCount"], 3);
+    let keys: Vec<&str> = status["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&format!("{key}/conda-lock.yaml").as_str()),
+        "{keys:?}"
+    );
+    assert!(!keys.iter().any(|k| k.contains("other-team")), "{keys:?}");
+    assert!(
+        status["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["step"] == "install" && j["uid"] == "install-uid")
+    );
+    call.answer(200, with_status(&build, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
+
+/// A Job deleted under a running build (by a person, or a namespace clean-up): the API is
+/// asked rather than the cache, and the build fails saying so, instead of waiting forever.
+/// A Job of the same name but another uid (made by someone else since) counts as deleted too.
+#[tokio::test]
+async fn a_job_deleted_under_a_running_build_fails_it() {
+    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    w.environments
+        .apply_watcher_event(&Event::Apply(env.clone()));
+    let (_, mut build) = build_of(&env, "tool");
+    let name = kube::ResourceExt::name_any(&build);
+    let job_name = format!("{name}-solve");
+    let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(30);
+    build.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Building),
+        started_on: Some(Time(started)),
+        jobs: vec![StepJob {
+            step: BuildStep::Solve,
+            namespace: "team".into(),
+            name: job_name.clone(),
+            uid: "job-uid".into(),
+        }],
+        conditions: vec![super::super::decide::conditions::condition(
+            &[],
+            conda_store_crds::ConditionType::Solved,
+            conda_store_crds::ConditionStatus::Unknown,
+            "Running",
+            "Job",
+            Some(1),
+            started,
+        )],
+        ..Default::default()
+    });
+    let run = tokio::spawn(super::build::reconcile(
+        Arc::new(build.clone()),
+        ctx.clone(),
+    ));
+    // The cache holds no Job for the step: the API is asked by the recorded name, and answers
+    // with a Job of another uid.
+    api.expect(
+        "GET",
+        &format!("/apis/batch/v1/namespaces/team/jobs/{job_name}"),
+    )
+    .await
+    .answer(
+        200,
+        serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": job_name, "namespace": "team", "uid": "someone-elses"}}),
+    );
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    // First pass: the step is marked as its Job deleted, and the build looks again shortly.
+    assert_eq!(status["phase"], "Building");
+    assert_eq!(condition(&status, "Solved")["status"], "False");
+    assert_eq!(condition(&status, "Solved")["reason"], "JobDeleted");
+    call.answer(200, with_status(&build, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+
+    // Second pass: the failed step fails the build, with the reason.
+    let mut seen = build.clone();
+    seen.status = Some(serde_json::from_value(status).unwrap());
+    let run = tokio::spawn(super::build::reconcile(Arc::new(seen.clone()), ctx.clone()));
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["phase"], "Failed");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("was deleted before it finished"),
+        "{status}"
+    );
+    call.answer(200, with_status(&seen, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
