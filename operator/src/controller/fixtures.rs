@@ -136,6 +136,7 @@ pub struct Writers {
     pub namespaces: Writer<Namespace>,
     pub environments: Writer<Environment>,
     pub jobs: Writer<k8s_openapi::api::batch::v1::Job>,
+    pub builds: Writer<conda_store_crds::Build>,
 }
 
 /// A context as `run` builds it, on a mock client, local artifact storage in `dir` and empty
@@ -159,7 +160,7 @@ pub fn context(dir: &std::path::Path) -> (Arc<Ctx>, ApiServer, Writers) {
     let (client, api) = mock_client();
     let (namespaces, ns_writer) = reflector::store::<Namespace>();
     let (environments, env_writer) = reflector::store::<Environment>();
-    let (builds, _) = reflector::store();
+    let (builds, builds_writer) = reflector::store();
     let (jobs, jobs_writer) = reflector::store();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -193,6 +194,7 @@ pub fn context(dir: &std::path::Path) -> (Arc<Ctx>, ApiServer, Writers) {
             namespaces: ns_writer,
             environments: env_writer,
             jobs: jobs_writer,
+            builds: builds_writer,
         },
     )
 }

@@ -849,3 +849,54 @@ async fn a_job_deleted_under_a_running_build_fails_it() {
     run.await.unwrap().unwrap();
     api.nothing_more();
 }
+
+/// The Environment's Ready transition after its build completes: its Specification is there,
+/// no new Build is made, and it is Ready with that build current.
+#[tokio::test]
+async fn an_environment_is_ready_once_its_build_completed() {
+    use conda_store_crds::{BuildPhase, BuildStatus};
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, mut api, mut w) = context(dir.path());
+    w.namespaces
+        .apply_watcher_event(&Event::Apply(namespace("team")));
+    let env = environment("team", "tools", &["tool"]);
+    let (spec, mut build) = build_of(&env, "tool");
+    build.metadata.namespace = Some("team".into());
+    build.status = Some(BuildStatus {
+        id: Some(7),
+        phase: Some(BuildPhase::Completed),
+        ..Default::default()
+    });
+    w.builds.apply_watcher_event(&Event::Apply(build));
+    let run = tokio::spawn(env_controller::reconcile(
+        Arc::new(env.clone()),
+        ctx.clone(),
+    ));
+    let call = api
+        .expect(
+            "POST",
+            "/apis/conda.store/v1alpha1/namespaces/team/specifications?",
+        )
+        .await;
+    assert_eq!(
+        call.body["metadata"]["name"],
+        kube::ResourceExt::name_any(&spec)
+    );
+    call.echo(201);
+    // No Build create: the specification's build completed.
+    let call = api
+        .expect(
+            "PATCH",
+            "/apis/conda.store/v1alpha1/namespaces/team/environments/tools/status?",
+        )
+        .await;
+    let status = call.body["status"].clone();
+    assert_eq!(status["phase"], "Ready");
+    assert_eq!(status["currentBuild"], 7);
+    assert_eq!(condition(&status, "Ready")["status"], "True");
+    assert_eq!(condition(&status, "Ready")["reason"], "BuildCompleted");
+    assert_eq!(condition(&status, "Building")["status"], "False");
+    call.answer(200, with_status(&env, &status));
+    run.await.unwrap().unwrap();
+    api.nothing_more();
+}
