@@ -236,6 +236,7 @@ Environments ${envs[*]} in namespace demo are built; demo/tools is build $id ($b
   try:       $STATE/envs/demo/tools/bin/tool
   REST API:  ${url}api/v1/  (log in as demo/demo)
              CONDA_STORE_URL=$url CONDA_STORE_AUTH=basic CONDA_STORE_USERNAME=demo CONDA_STORE_PASSWORD=demo conda-store list environment
+             ... conda-store run Demo/Tools -- tool   (the archive unpacked and activated here)
   kubectl:   eval "\$(bash scripts/local.sh env)"; \$CONDA_STORE_KUBECTL get cenv,cbuild -A
              \$CONDA_STORE_KUBECTL logs -n conda-store deploy/conda-store-operator
   stop:      bash scripts/local.sh down
