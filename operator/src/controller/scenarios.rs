@@ -339,6 +339,59 @@ fn build_of(
     (spec_obj, b)
 }
 
+/// `build` running its solve step since `started`: the step's Job (uid `job-uid`) recorded in
+/// its status and its Solved condition Unknown; the Job, with `job` as its status, in the
+/// cache, or not at all with `None`. The Job's name.
+fn solving(
+    ctx: &super::Ctx,
+    jobs: &mut kube::runtime::reflector::store::Writer<k8s_openapi::api::batch::v1::Job>,
+    build: &mut conda_store_crds::Build,
+    started: jiff::Timestamp,
+    job: Option<k8s_openapi::api::batch::v1::JobStatus>,
+) -> String {
+    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let mut j = crate::jobs::step_job(
+        &crate::jobs::JobInputs {
+            build,
+            step: BuildStep::Solve,
+            build_id: 1,
+            environment_name: "tools",
+            channel_alias: None,
+        },
+        &ctx.cfg,
+    );
+    j.metadata.uid = Some("job-uid".into());
+    j.metadata.namespace = Some("team".into());
+    let job_name = kube::ResourceExt::name_any(&j);
+    if let Some(status) = job {
+        j.status = Some(status);
+        jobs.apply_watcher_event(&Event::Apply(j));
+    }
+    build.status = Some(BuildStatus {
+        id: Some(1),
+        phase: Some(BuildPhase::Building),
+        started_on: Some(Time(started)),
+        jobs: vec![StepJob {
+            step: BuildStep::Solve,
+            namespace: "team".into(),
+            name: job_name.clone(),
+            uid: "job-uid".into(),
+        }],
+        conditions: vec![super::super::decide::conditions::condition(
+            &[],
+            conda_store_crds::ConditionType::Solved,
+            conda_store_crds::ConditionStatus::Unknown,
+            "Running",
+            "Job",
+            Some(1),
+            started,
+        )],
+        ..Default::default()
+    });
+    job_name
+}
+
 /// A new Build: it takes an id (asking the API first, in case this process wrote one the
 /// cache does not show), is admitted, writes its specification to storage, creates its solve
 /// Job, and records all of that in one status write.
@@ -418,8 +471,6 @@ async fn a_new_build_takes_an_id_and_starts_its_solve_job_in_one_status_write() 
 /// build ends Canceled, in one status write.
 #[tokio::test]
 async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
-    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["tool"]);
@@ -427,44 +478,14 @@ async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
         .apply_watcher_event(&Event::Apply(env.clone()));
     let (_, mut build) = build_of(&env, "tool");
     let name = kube::ResourceExt::name_any(&build);
-    let mut job = crate::jobs::step_job(
-        &crate::jobs::JobInputs {
-            build: &build,
-            step: BuildStep::Solve,
-            build_id: 1,
-            environment_name: "tools",
-            channel_alias: None,
-        },
-        &ctx.cfg,
-    );
-    job.metadata.uid = Some("job-uid".into());
-    job.metadata.namespace = Some("team".into());
-    let job_name = kube::ResourceExt::name_any(&job);
-    w.jobs.apply_watcher_event(&Event::Apply(job));
-    let now = jiff::Timestamp::now();
-    let running = super::super::decide::conditions::condition(
-        &[],
-        conda_store_crds::ConditionType::Solved,
-        conda_store_crds::ConditionStatus::Unknown,
-        "Running",
-        "Job",
-        Some(1),
-        now,
+    let job_name = solving(
+        &ctx,
+        &mut w.jobs,
+        &mut build,
+        jiff::Timestamp::now(),
+        Some(Default::default()),
     );
     build.spec.cancel = true;
-    build.status = Some(BuildStatus {
-        id: Some(1),
-        phase: Some(BuildPhase::Building),
-        started_on: Some(Time(now)),
-        jobs: vec![StepJob {
-            step: BuildStep::Solve,
-            namespace: "team".into(),
-            name: job_name.clone(),
-            uid: "job-uid".into(),
-        }],
-        conditions: vec![running],
-        ..Default::default()
-    });
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
         ctx.clone(),
@@ -498,9 +519,7 @@ async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
 /// look-alike pod that carries the same labels) and fails with the step's reason.
 #[tokio::test]
 async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
-    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["nope"]);
@@ -508,51 +527,21 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
         .apply_watcher_event(&Event::Apply(env.clone()));
     let (_, mut build) = build_of(&env, "nope");
     let name = kube::ResourceExt::name_any(&build);
-    let mut job = crate::jobs::step_job(
-        &crate::jobs::JobInputs {
-            build: &build,
-            step: BuildStep::Solve,
-            build_id: 1,
-            environment_name: "tools",
-            channel_alias: None,
-        },
-        &ctx.cfg,
-    );
-    job.metadata.uid = Some("job-uid".into());
-    job.metadata.namespace = Some("team".into());
-    job.status = Some(JobStatus {
-        conditions: Some(vec![JobCondition {
-            type_: "Failed".into(),
-            status: "True".into(),
-            reason: Some("BackoffLimitExceeded".into()),
+    solving(
+        &ctx,
+        &mut w.jobs,
+        &mut build,
+        jiff::Timestamp::now(),
+        Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: "Failed".into(),
+                status: "True".into(),
+                reason: Some("BackoffLimitExceeded".into()),
+                ..Default::default()
+            }]),
             ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    let job_name = kube::ResourceExt::name_any(&job);
-    w.jobs.apply_watcher_event(&Event::Apply(job));
-    let now = jiff::Timestamp::now();
-    build.status = Some(BuildStatus {
-        id: Some(1),
-        phase: Some(BuildPhase::Building),
-        started_on: Some(Time(now)),
-        jobs: vec![StepJob {
-            step: BuildStep::Solve,
-            namespace: "team".into(),
-            name: job_name,
-            uid: "job-uid".into(),
-        }],
-        conditions: vec![super::super::decide::conditions::condition(
-            &[],
-            conda_store_crds::ConditionType::Solved,
-            conda_store_crds::ConditionStatus::Unknown,
-            "Running",
-            "Job",
-            Some(1),
-            now,
-        )],
-        ..Default::default()
-    });
+        }),
+    );
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
         ctx.clone(),
@@ -625,9 +614,7 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
 /// next step's Job starts, all in one status write.
 #[tokio::test]
 async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
-    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
     use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["tool"]);
@@ -635,50 +622,20 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
         .apply_watcher_event(&Event::Apply(env.clone()));
     let (spec, mut build) = build_of(&env, "tool");
     let name = kube::ResourceExt::name_any(&build);
-    let mut job = crate::jobs::step_job(
-        &crate::jobs::JobInputs {
-            build: &build,
-            step: BuildStep::Solve,
-            build_id: 1,
-            environment_name: "tools",
-            channel_alias: None,
-        },
-        &ctx.cfg,
-    );
-    job.metadata.uid = Some("job-uid".into());
-    job.metadata.namespace = Some("team".into());
-    job.status = Some(JobStatus {
-        conditions: Some(vec![JobCondition {
-            type_: "Complete".into(),
-            status: "True".into(),
+    solving(
+        &ctx,
+        &mut w.jobs,
+        &mut build,
+        jiff::Timestamp::now(),
+        Some(JobStatus {
+            conditions: Some(vec![JobCondition {
+                type_: "Complete".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]),
             ..Default::default()
-        }]),
-        ..Default::default()
-    });
-    let job_name = kube::ResourceExt::name_any(&job);
-    w.jobs.apply_watcher_event(&Event::Apply(job));
-    let now = jiff::Timestamp::now();
-    build.status = Some(BuildStatus {
-        id: Some(1),
-        phase: Some(BuildPhase::Building),
-        started_on: Some(Time(now)),
-        jobs: vec![StepJob {
-            step: BuildStep::Solve,
-            namespace: "team".into(),
-            name: job_name,
-            uid: "job-uid".into(),
-        }],
-        conditions: vec![super::super::decide::conditions::condition(
-            &[],
-            conda_store_crds::ConditionType::Solved,
-            conda_store_crds::ConditionStatus::Unknown,
-            "Running",
-            "Job",
-            Some(1),
-            now,
-        )],
-        ..Default::default()
-    });
+        }),
+    );
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
         ctx.clone(),
@@ -763,8 +720,6 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
 /// A Job of the same name but another uid (made by someone else since) counts as deleted too.
 #[tokio::test]
 async fn a_job_deleted_under_a_running_build_fails_it() {
-    use conda_store_crds::{BuildPhase, BuildStatus, BuildStep, StepJob};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["tool"]);
@@ -772,29 +727,9 @@ async fn a_job_deleted_under_a_running_build_fails_it() {
         .apply_watcher_event(&Event::Apply(env.clone()));
     let (_, mut build) = build_of(&env, "tool");
     let name = kube::ResourceExt::name_any(&build);
-    let job_name = format!("{name}-solve");
+    // The cache holds no Job for the step.
     let started = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(30);
-    build.status = Some(BuildStatus {
-        id: Some(1),
-        phase: Some(BuildPhase::Building),
-        started_on: Some(Time(started)),
-        jobs: vec![StepJob {
-            step: BuildStep::Solve,
-            namespace: "team".into(),
-            name: job_name.clone(),
-            uid: "job-uid".into(),
-        }],
-        conditions: vec![super::super::decide::conditions::condition(
-            &[],
-            conda_store_crds::ConditionType::Solved,
-            conda_store_crds::ConditionStatus::Unknown,
-            "Running",
-            "Job",
-            Some(1),
-            started,
-        )],
-        ..Default::default()
-    });
+    let job_name = solving(&ctx, &mut w.jobs, &mut build, started, None);
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
         ctx.clone(),
