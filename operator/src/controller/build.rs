@@ -5,28 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use conda_store_crds::{
-    Artifact, ArtifactKind, Build, BuildPhase, BuildStatus, BuildStep, Environment, Specification,
-    StepJob,
+    ArtifactKind, Build, BuildPhase, BuildStatus, BuildStep, Environment, Specification, StepJob,
 };
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 
 use super::{Ctx, Error, apply_status};
 use crate::decide::build::{
-    BuildAction, JobState, Waiting, admitted, next_action, phase, steps_for, stuck_pod,
-    unschedulable_pod,
+    Admission, Check, Effect, Facts, FoundJob, IdAnswer, Input, JobState, Jobs, Loss, Next,
+    Waiting, phase, plan, steps_for, stuck_pod, unschedulable_pod,
 };
-use crate::decide::conditions::{FALSE, TRUE, UNKNOWN, condition, get, set};
+use crate::decide::conditions::TRUE;
 use crate::jobs::{JobInputs, StepReport, step_job};
 use crate::labels;
-use conda_store_crds::ConditionStatus;
 
 pub async fn reconcile(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     ctx.metrics.reconciles.with_label_values(&["Build"]).inc();
@@ -53,16 +49,6 @@ fn key(build: &Build) -> String {
         build.name_any()
     )
 }
-
-/// A Job of the build, as the cache shows it.
-#[derive(Debug, Clone)]
-struct FoundJob {
-    name: String,
-    uid: String,
-    state: JobState,
-}
-
-type Jobs = BTreeMap<BuildStep, FoundJob>;
 
 /// The Jobs the cache shows for the build, by step.
 fn jobs_of(ctx: &Ctx, build: &Build) -> Jobs {
@@ -156,30 +142,24 @@ fn effective_phase(ctx: &Ctx, b: &Build) -> BuildPhase {
     }
 }
 
-fn may_start(ctx: &Ctx, build: &Build) -> bool {
-    let (mut building, mut queued) = (0, Vec::new());
+/// The build slots as the cache shows them (with the phases this process wrote since).
+fn admission(ctx: &Ctx) -> Admission {
+    let mut a = Admission {
+        max: ctx.cfg.max_builds,
+        ..Admission::default()
+    };
     for b in ctx.builds.state() {
         match effective_phase(ctx, &b) {
-            BuildPhase::Building => building += 1,
+            BuildPhase::Building => a.building += 1,
             BuildPhase::Queued if !b.spec.cancel => {
                 if let Some(id) = b.status.as_ref().and_then(|s| s.id) {
-                    queued.push(Waiting { id, key: key(&b) });
+                    a.queued.push(Waiting { id, key: key(&b) });
                 }
             }
             _ => {}
         }
     }
-    // The build itself, if the cache does not show its id yet.
-    let me = key(build);
-    if !queued.iter().any(|w| w.key == me)
-        && let Some(id) = build.status.as_ref().and_then(|s| s.id)
-    {
-        queued.push(Waiting {
-            id,
-            key: me.clone(),
-        });
-    }
-    admitted(&me, building, &queued, ctx.cfg.max_builds)
+    a
 }
 
 fn environment_of(ctx: &Ctx, build: &Build) -> Option<Arc<Environment>> {
@@ -196,7 +176,6 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let ns = build.namespace().unwrap_or_default();
-    let name = build.name_any();
     let env = environment_of(&ctx, &build);
     let artifacts = env
         .as_ref()
@@ -205,395 +184,59 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let steps = steps_for(&artifacts);
     let mut jobs = jobs_of(&ctx, &build);
     let api: Api<Build> = Api::namespaced(ctx.client.clone(), &ns);
-    let jobs_api: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.job_namespace(&ns));
+    let job_ns = ctx.job_namespace(&ns);
+    let shell = Shell {
+        ctx: &ctx,
+        build: &build,
+        env: env.as_deref(),
+        api: &api,
+        jobs_api: Api::namespaced(ctx.client.clone(), &job_ns),
+        job_ns: &job_ns,
+    };
     let old = build.status.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
-    let generation = build.metadata.generation;
     let mut status = BuildStatus {
-        observed_generation: generation,
+        observed_generation: build.metadata.generation,
         ..old.clone()
     };
-    let step_condition =
-        |status: &mut BuildStatus, step: BuildStep, s: ConditionStatus, reason: &str, m: String| {
-            let c = condition(
-                &old.conditions,
-                step.condition_type(),
-                s,
-                reason,
-                m,
-                generation,
-                now,
-            );
-            set(&mut status.conditions, c);
-        };
 
-    // Decide and act until the build has to wait, so that a new build gets its id, its slot
+    // Plan and act until the build has to wait, so that a new build gets its id, its slot
     // and its first Job with a single status write (each write costs the API server).
-    let mut working = (*build).clone();
+    let mut facts = Facts::default();
     let mut next = Next::Requeue(Duration::from_secs(60));
-    for _ in 0..6 {
-        working.status = Some(status.clone());
-        let states: BTreeMap<BuildStep, JobState> =
-            jobs.iter().map(|(s, j)| (*s, j.state.clone())).collect();
-        let starting = phase(&working) == BuildPhase::Queued && may_start(&ctx, &working);
-        let action = next_action(&working, &states, &steps, starting);
-        tracing::debug!(build = %key(&build), ?action, "build");
-        next = match action {
-            BuildAction::Idle => Next::AwaitChange,
-            BuildAction::Wait => {
-                if phase(&working) == BuildPhase::Queued {
-                    Next::Requeue(Duration::from_secs(3))
-                } else {
-                    // Pods are only looked at once the build has run for a while: a pod
-                    // cannot be stuck before, and a burst of new builds costs no lists.
-                    let running_for = status
-                        .started_on
-                        .as_ref()
-                        .map_or(0, |t| now.as_second() - t.0.as_second());
-                    let stuck = if running_for >= 60 {
-                        stuck_steps(&ctx, &ns, &name, &jobs).await?
-                    } else {
-                        Vec::new()
-                    };
-                    // A missed watch event must not leave the build waiting for a Job that
-                    // is gone: the running Jobs are checked against the API as well.
-                    let running: Vec<BuildStep> = jobs
-                        .iter()
-                        .filter(|(_, j)| j.state == JobState::Running)
-                        .map(|(step, _)| *step)
-                        .collect();
-                    let gone = if running_for >= 10 {
-                        vanished(&jobs_api, &jobs, &status.jobs, &running).await?
-                    } else {
-                        Vec::new()
-                    };
-                    if stuck.is_empty() && gone.is_empty() {
-                        Next::Requeue(Duration::from_secs(30))
-                    } else {
-                        for (step, why) in stuck {
-                            step_condition(&mut status, step, FALSE, "PodCannotStart", why);
-                        }
-                        for (step, why) in gone {
-                            step_condition(&mut status, step, FALSE, "JobDeleted", why);
-                        }
-                        Next::Continue
-                    }
-                }
-            }
-            BuildAction::AssignId => {
-                // The cache can lag behind the id this process wrote a moment ago: ask the
-                // API before handing out another, or the build would be renumbered.
-                let fresh = api
-                    .get_opt(&name)
-                    .await?
-                    .and_then(|b| b.status)
-                    .filter(|s| s.id.is_some());
-                match fresh {
-                    Some(written) => {
-                        status = BuildStatus {
-                            observed_generation: generation,
-                            ..written
-                        };
-                    }
-                    None => {
-                        let id = ctx.ids.next().await?;
-                        status.id = Some(id);
-                        status.phase = Some(BuildPhase::Queued);
-                        status.scheduled_on = Some(Time(now));
-                    }
-                }
-                Next::Continue
-            }
-            BuildAction::Start => {
-                status.phase = Some(BuildPhase::Building);
-                status.started_on = Some(Time(now));
-                ctx.phases
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key(&build), BuildPhase::Building);
-                Next::Continue
-            }
-            BuildAction::CreateJobs(to_create) => 'create: {
-                let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
-                let spec = spec_api.get_opt(&build.spec.specification).await?;
-                let spec = match spec {
-                    Some(s) if s.is_consistent() => s,
-                    Some(_) => {
-                        return fail_now(
-                        &ctx,
-                        &api,
-                        &build,
-                        status,
-                        "the Specification's content does not match its sha256 (it was modified)",
-                    )
-                    .await;
-                    }
-                    None => {
-                        return fail_now(
-                            &ctx,
-                            &api,
-                            &build,
-                            status,
-                            &format!("the Specification {} is gone", build.spec.specification),
-                        )
-                        .await;
-                    }
-                };
-                let spec_json =
-                    serde_json::to_vec(&spec.spec.spec).map_err(|e| Error::Other(e.to_string()))?;
-                if to_create.contains(&BuildStep::Solve) {
-                    // The solve Job's input, in storage: no argument or variable size limit.
-                    let key = conda_store_storage::Key::new(&crate::jobs::spec_key(&ns, &name))?;
-                    ctx.store.put_bytes(&key, spec_json.into()).await?;
-                }
-                let display = env
-                    .as_ref()
-                    .and_then(|e| e.spec.name.clone())
-                    .unwrap_or_else(|| build.spec.environment.clone());
-                let policy = ctx.policy_for(&ns, &display);
-                // An image step waits while blobs are collected (its uploads would race the
-                // deletions); the others go ahead.
-                let gate = ctx.image_gate.try_step();
-                let (to_create, held): (Vec<_>, Vec<_>) = to_create
-                    .into_iter()
-                    .partition(|s| *s != BuildStep::Image || gate.is_some());
-                if to_create.is_empty() && !held.is_empty() {
-                    break 'create Next::Requeue(Duration::from_secs(5));
-                }
-                for step in to_create {
-                    let job = step_job(
-                        &JobInputs {
-                            build: &build,
-                            step,
-                            build_id: status.id.unwrap_or_default(),
-                            environment_name: &display,
-                            channel_alias: policy.channel_alias.as_deref(),
-                        },
-                        &ctx.cfg,
-                    );
-                    let job_name = job.name_any();
-                    let created = match jobs_api.create(&PostParams::default(), &job).await {
-                        Ok(j) => j,
-                        // Made by this build before (a restart, a stale cache), or a name
-                        // someone else took: only the build's own Job is waited on.
-                        Err(kube::Error::Api(e)) if e.code == 409 => {
-                            match jobs_api.get_opt(&job_name).await? {
-                                Some(j) if is_job_of(&ctx, &j, &build) => j,
-                                Some(_) => {
-                                    return fail_now(
-                                        &ctx,
-                                        &api,
-                                        &build,
-                                        status,
-                                        &format!(
-                                            "{} failed: the Job name {job_name} is taken by a Job that is not this build's",
-                                            step.as_str()
-                                        ),
-                                    )
-                                    .await;
-                                }
-                                // Deleted in between: created again on the next pass.
-                                None => break 'create Next::Requeue(Duration::from_secs(1)),
-                            }
-                        }
-                        Err(e) => return Err(e.into()),
-                    };
-                    let uid = created.uid().unwrap_or_default();
-                    status.jobs.retain(|j| j.step != step);
-                    status.jobs.push(StepJob {
-                        step,
-                        namespace: created.namespace().unwrap_or_default(),
-                        name: job_name.clone(),
-                        uid: uid.clone(),
-                    });
-                    step_condition(
-                        &mut status,
-                        step,
-                        UNKNOWN,
-                        "Running",
-                        format!("Job {job_name}"),
-                    );
-                    ctx.event(
-                        &*build,
-                        EventType::Normal,
-                        "StepStarted",
-                        format!("{} in Job {job_name}", step.as_str()),
-                    )
-                    .await;
-                    jobs.insert(
-                        step,
-                        FoundJob {
-                            name: job_name,
-                            uid,
-                            state: JobState::Running,
-                        },
-                    );
-                }
-                Next::Continue
-            }
-            BuildAction::Collect(finished) => {
-                for step in finished {
-                    let FoundJob {
-                        name: job_name,
-                        uid,
-                        state,
-                    } = jobs[&step].clone();
-                    let job_ns = ctx.job_namespace(&ns);
-                    let report = read_report(&ctx, &job_ns, &uid, step)
-                        .await?
-                        .map(|r| own_artifacts_only(r, &ns, &name));
-                    let outcome = match (&state, &report) {
-                        (JobState::Succeeded, Some(r)) if r.ok => Ok(r),
-                        (_, Some(r)) if !r.ok => Err(r
-                            .message
-                            .clone()
-                            .unwrap_or_else(|| "the step failed".into())),
-                        (JobState::Succeeded, _) => {
-                            Err(format!("Job {job_name} succeeded without a report"))
-                        }
-                        (JobState::Failed(why), _) => Err(format!(
-                            "Job {job_name} failed ({why}); see `kubectl logs -n {job_ns} job/{job_name}`"
-                        )),
-                        (JobState::Running, _) => continue,
-                    };
-                    let seconds = report
-                        .as_ref()
-                        .map_or(0.0, |r| r.duration_ms as f64 / 1000.0);
-                    // The step's log is stored whether it succeeded or not; a failed step's
-                    // is the one a person most needs.
-                    if report.is_some() {
-                        let log = Artifact {
-                            kind: ArtifactKind::Logs,
-                            key: format!(
-                                "{}/logs/{}.log",
-                                labels::build_key(&ns, &name),
-                                step.as_str()
-                            ),
-                            size: None,
-                            digest: None,
-                        };
-                        if !status.artifacts.iter().any(|o| o.key == log.key) {
-                            status.artifacts.push(log);
-                        }
-                    }
-                    match outcome {
-                        Ok(r) => {
-                            for a in &r.artifacts {
-                                if !status
-                                    .artifacts
-                                    .iter()
-                                    .any(|o| o.kind == a.kind && o.key == a.key)
-                                {
-                                    status.artifacts.push(a.clone());
-                                }
-                            }
-                            if step == BuildStep::Solve {
-                                status.package_count = r
-                                    .details
-                                    .get("packages")
-                                    .and_then(|p| p.as_object())
-                                    .and_then(|m| m.values().filter_map(|v| v.as_u64()).max())
-                                    .map(|n| n as u32);
-                            }
-                            let summary = r
-                                .message
-                                .clone()
-                                .unwrap_or_else(|| format!("done in {seconds:.1} s"));
-                            step_condition(&mut status, step, TRUE, "Succeeded", summary);
-                            ctx.metrics
-                                .step_seconds
-                                .with_label_values(&[step.as_str(), "succeeded"])
-                                .observe(seconds);
-                        }
-                        Err(message) => {
-                            step_condition(&mut status, step, FALSE, "Failed", message);
-                            ctx.metrics
-                                .step_seconds
-                                .with_label_values(&[step.as_str(), "failed"])
-                                .observe(seconds);
-                        }
-                    }
-                }
-                Next::Continue
-            }
-            BuildAction::CheckVanished(steps) => {
-                for (step, why) in vanished(&jobs_api, &jobs, &status.jobs, &steps).await? {
-                    step_condition(&mut status, step, FALSE, "JobDeleted", why);
-                }
-                Next::Requeue(Duration::from_secs(2))
-            }
-            BuildAction::Complete => {
-                status.phase = Some(BuildPhase::Completed);
-                status.ended_on = Some(Time(now));
-                status.size = Some(status.artifacts.iter().filter_map(|a| a.size).sum());
-                ctx.phases
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key(&build), BuildPhase::Completed);
-                ctx.event(
-                    &*build,
-                    EventType::Normal,
-                    "Completed",
-                    format!("build {} completed", old.id.unwrap_or_default()),
-                )
-                .await;
-                Next::Requeue(Duration::from_secs(1))
-            }
-            BuildAction::Fail { step, message } => {
-                status.phase = Some(BuildPhase::Failed);
-                status.ended_on = Some(Time(now));
-                status.message = Some(format!("{} failed: {message}", step.as_str()));
-                ctx.phases
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key(&build), BuildPhase::Failed);
-                ctx.event(
-                    &*build,
-                    EventType::Warning,
-                    "Failed",
-                    status.message.clone().unwrap_or_default(),
-                )
-                .await;
-                delete_jobs(&jobs_api, &jobs, true).await?;
-                Next::Requeue(Duration::from_secs(1))
-            }
-            BuildAction::Cancel => {
-                delete_jobs(&jobs_api, &jobs, false).await?;
-                for step in &steps {
-                    let done = get(&old.conditions, step.condition_type())
-                        .is_some_and(|c| c.status == TRUE || c.status == FALSE);
-                    if !done {
-                        step_condition(
-                            &mut status,
-                            *step,
-                            FALSE,
-                            "Canceled",
-                            "the build was canceled".into(),
-                        );
-                    }
-                }
-                status.phase = Some(BuildPhase::Canceled);
-                status.ended_on = Some(Time(now));
-                status.message = Some("canceled".into());
-                ctx.phases
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(key(&build), BuildPhase::Canceled);
-                ctx.event(
-                    &*build,
-                    EventType::Normal,
-                    "Canceled",
-                    "its Jobs were deleted".into(),
-                )
-                .await;
-                Next::Requeue(Duration::from_secs(1))
-            }
-            BuildAction::DeleteJobs => {
-                delete_jobs(&jobs_api, &jobs, true).await?;
-                Next::AwaitChange
-            }
-        };
-        if !matches!(next, Next::Continue) {
+    for _ in 0..8 {
+        let admission = admission(&ctx);
+        let plan = plan(
+            Input {
+                build: &build,
+                status: &status,
+                jobs: &jobs,
+                steps: &steps,
+                admission: &admission,
+                job_namespace: &job_ns,
+                now,
+            },
+            std::mem::take(&mut facts),
+        );
+        tracing::debug!(build = %key(&build), effects = ?plan.effects, next = ?plan.next, "build");
+        // The one overlay for a stale cache: the phase this process decided, until the
+        // cache shows it (see `effective_phase`).
+        if let Some(p) = plan.status.phase
+            && plan.status.phase != status.phase
+        {
+            ctx.phases
+                .lock()
+                .expect("not poisoned")
+                .insert(key(&build), p);
+        }
+        status = plan.status;
+        next = plan.next;
+        for effect in plan.effects {
+            shell
+                .carry_out(effect, &status, &mut jobs, &mut facts)
+                .await?;
+        }
+        if next != Next::Continue {
             break;
         }
     }
@@ -607,32 +250,195 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     })
 }
 
-/// Where a reconcile goes after one action.
-enum Next {
-    /// Decide again now (the action changed the build in memory only).
-    Continue,
-    Requeue(Duration),
-    AwaitChange,
+/// What the Build reconciler carries out for its plans: the only place it touches the API,
+/// storage, events and metrics.
+struct Shell<'a> {
+    ctx: &'a Ctx,
+    build: &'a Build,
+    env: Option<&'a Environment>,
+    api: &'a Api<Build>,
+    jobs_api: Api<Job>,
+    job_ns: &'a str,
 }
 
-async fn fail_now(
-    ctx: &Ctx,
-    api: &Api<Build>,
-    build: &Build,
-    mut status: BuildStatus,
-    message: &str,
-) -> Result<Action, Error> {
-    status.phase = Some(BuildPhase::Failed);
-    status.ended_on = Some(Time(jiff::Timestamp::now()));
-    status.message = Some(message.into());
-    ctx.phases
-        .lock()
-        .expect("not poisoned")
-        .insert(key(build), BuildPhase::Failed);
-    ctx.event(build, EventType::Warning, "Failed", message.into())
-        .await;
-    apply_status(api, build, &status).await?;
-    Ok(Action::await_change())
+impl Shell<'_> {
+    async fn carry_out(
+        &self,
+        effect: Effect,
+        status: &BuildStatus,
+        jobs: &mut Jobs,
+        facts: &mut Facts,
+    ) -> Result<(), Error> {
+        let ctx = self.ctx;
+        match effect {
+            Effect::TakeId => {
+                // The cache can lag behind the id this process wrote a moment ago: ask the
+                // API before handing out another, or the build would be renumbered.
+                let written = self
+                    .api
+                    .get_opt(&self.build.name_any())
+                    .await?
+                    .and_then(|b| b.status)
+                    .filter(|s| s.id.is_some());
+                facts.id = Some(match written {
+                    Some(s) => IdAnswer::Written(Box::new(s)),
+                    None => IdAnswer::New(ctx.ids.next().await?),
+                });
+            }
+            Effect::CreateJobs(steps) => self.create_jobs(steps, status, jobs, facts).await?,
+            Effect::ReadReports(steps) => {
+                for step in steps {
+                    let uid = jobs.get(&step).map(|j| j.uid.clone()).unwrap_or_default();
+                    let report = read_report(ctx, self.job_ns, &uid, step).await?;
+                    facts.reports.push((step, report));
+                }
+            }
+            Effect::CheckVanished(steps) => {
+                for (step, why) in vanished(&self.jobs_api, jobs, &status.jobs, &steps).await? {
+                    facts.lost.push((step, Loss::JobDeleted, why));
+                }
+                facts.checked = Some(Check::Vanished);
+            }
+            Effect::Inspect {
+                pods,
+                jobs: running,
+            } => {
+                if pods {
+                    for (step, why) in stuck_steps(ctx, self.job_ns, jobs).await? {
+                        facts.lost.push((step, Loss::PodCannotStart, why));
+                    }
+                }
+                for (step, why) in vanished(&self.jobs_api, jobs, &status.jobs, &running).await? {
+                    facts.lost.push((step, Loss::JobDeleted, why));
+                }
+                facts.checked = Some(Check::Inspected);
+            }
+            Effect::DeleteJobs { running_only } => {
+                delete_jobs(&self.jobs_api, jobs, running_only).await?
+            }
+            Effect::Event {
+                type_,
+                reason,
+                note,
+            } => ctx.event(self.build, type_, reason, note).await,
+            Effect::StepEnded {
+                step,
+                succeeded,
+                seconds,
+            } => {
+                let outcome = if succeeded { "succeeded" } else { "failed" };
+                ctx.metrics
+                    .step_seconds
+                    .with_label_values(&[step.as_str(), outcome])
+                    .observe(seconds);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the steps' Jobs, after writing the solve step's input to storage.
+    async fn create_jobs(
+        &self,
+        steps: Vec<BuildStep>,
+        status: &BuildStatus,
+        jobs: &mut Jobs,
+        facts: &mut Facts,
+    ) -> Result<(), Error> {
+        let (ctx, build) = (self.ctx, self.build);
+        let (ns, name) = (build.namespace().unwrap_or_default(), build.name_any());
+        let spec_api: Api<Specification> = Api::namespaced(ctx.client.clone(), &ns);
+        let spec = match spec_api.get_opt(&build.spec.specification).await? {
+            Some(s) if s.is_consistent() => s,
+            Some(_) => {
+                facts.refused = Some(
+                    "the Specification's content does not match its sha256 (it was modified)"
+                        .into(),
+                );
+                return Ok(());
+            }
+            None => {
+                facts.refused = Some(format!(
+                    "the Specification {} is gone",
+                    build.spec.specification
+                ));
+                return Ok(());
+            }
+        };
+        let spec_json =
+            serde_json::to_vec(&spec.spec.spec).map_err(|e| Error::Other(e.to_string()))?;
+        if steps.contains(&BuildStep::Solve) {
+            // The solve Job's input, in storage: no argument or variable size limit.
+            let key = conda_store_storage::Key::new(&crate::jobs::spec_key(&ns, &name))?;
+            ctx.store.put_bytes(&key, spec_json.into()).await?;
+        }
+        let display = self
+            .env
+            .and_then(|e| e.spec.name.clone())
+            .unwrap_or_else(|| build.spec.environment.clone());
+        let policy = ctx.policy_for(&ns, &display);
+        // An image step waits while blobs are collected (its uploads would race the
+        // deletions); the others go ahead.
+        let gate = ctx.image_gate.try_step();
+        let (steps, held): (Vec<_>, Vec<_>) = steps
+            .into_iter()
+            .partition(|s| *s != BuildStep::Image || gate.is_some());
+        if steps.is_empty() && !held.is_empty() {
+            facts.retry_after = Some(Duration::from_secs(5));
+            return Ok(());
+        }
+        for step in steps {
+            let job = step_job(
+                &JobInputs {
+                    build,
+                    step,
+                    build_id: status.id.unwrap_or_default(),
+                    environment_name: &display,
+                    channel_alias: policy.channel_alias.as_deref(),
+                },
+                &ctx.cfg,
+            );
+            let job_name = job.name_any();
+            let created = match self.jobs_api.create(&PostParams::default(), &job).await {
+                Ok(j) => j,
+                // Made by this build before (a restart, a stale cache), or a name someone
+                // else took: only the build's own Job is waited on.
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    match self.jobs_api.get_opt(&job_name).await? {
+                        Some(j) if is_job_of(ctx, &j, build) => j,
+                        Some(_) => {
+                            facts.refused = Some(format!(
+                                "{} failed: the Job name {job_name} is taken by a Job that is not this build's",
+                                step.as_str()
+                            ));
+                            return Ok(());
+                        }
+                        // Deleted in between: created again on the next pass.
+                        None => {
+                            facts.retry_after = Some(Duration::from_secs(1));
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let uid = created.uid().unwrap_or_default();
+            facts.created.push(StepJob {
+                step,
+                namespace: created.namespace().unwrap_or_default(),
+                name: job_name.clone(),
+                uid: uid.clone(),
+            });
+            jobs.insert(
+                step,
+                FoundJob {
+                    name: job_name,
+                    uid,
+                    state: JobState::Running,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Deletes the build's Jobs (with their pods); only the running ones when `running_only`.
@@ -707,26 +513,10 @@ async fn job_pods(ctx: &Ctx, job_ns: &str, job_uid: &str) -> Result<Vec<Pod>, Er
         .collect())
 }
 
-/// A step's report with only the artifacts under the build's own storage prefix: a report is
-/// the pod's word, and a key elsewhere would hand the build another build's files.
-fn own_artifacts_only(mut r: StepReport, ns: &str, build: &str) -> StepReport {
-    let before = r.artifacts.len();
-    r.artifacts
-        .retain(|a| labels::in_build_prefix(ns, build, &a.key));
-    if r.artifacts.len() != before {
-        tracing::warn!(
-            build,
-            "a step reported artifacts outside its build's prefix; dropped"
-        );
-    }
-    r
-}
-
 /// Running steps whose pod cannot start (bad image, missing Secret...), with the reason.
 async fn stuck_steps(
     ctx: &Ctx,
-    ns: &str,
-    build: &str,
+    job_ns: &str,
     jobs: &Jobs,
 ) -> Result<Vec<(BuildStep, String)>, Error> {
     let now = jiff::Timestamp::now();
@@ -734,12 +524,12 @@ async fn stuck_steps(
     let mut pods = Vec::new();
     for (step, j) in jobs {
         if j.state == JobState::Running {
-            for pod in job_pods(ctx, &ctx.job_namespace(ns), &j.uid).await? {
+            for pod in job_pods(ctx, job_ns, &j.uid).await? {
                 pods.push((*step, pod));
             }
         }
     }
-    tracing::trace!(build, pods = pods.len(), "looking for stuck pods");
+    tracing::trace!(pods = pods.len(), "looking for stuck pods");
     for (step, pod) in pods {
         let age = pod
             .metadata
