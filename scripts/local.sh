@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # conda-store for Kubernetes on this machine, in one command: a local control plane with a node
-# (tests/e2e/cluster.sh), the project's image built and imported, the plain manifests of
-# deploy/kubernetes (CRDs, RBAC, the operator and gateway Deployments, rendered from the Helm
-# chart) applied with a small local overlay, the generated demo channel served to the build
-# pods, and an example Environment built end to end. Then it prints where its artifacts are.
+# (tests/e2e/cluster.sh), the project's image built and imported, the Helm chart installed with
+# the real Helm and values for this machine (CRDs, RBAC, the operator and gateway Deployments),
+# the generated demo channel served to the build pods, and an example Environment built end to
+# end. Then it prints where its artifacts are.
 #
 #   bash scripts/local.sh up      # first run: builds Kubernetes (~15 min) and the binaries
 #   bash scripts/local.sh down    # stops everything and removes the state directory
@@ -44,8 +44,8 @@ cmd_down() {
 
 cmd_env() { bash "$CLUSTER" env; }
 
-# The kustomize overlay that runs deploy/kubernetes on this machine's one-node cluster. What
-# differs from a real cluster, and why:
+# The chart's values for this machine's one-node cluster. What differs from a real cluster, and
+# why:
 #  - the pods use the node's network (hostNetwork) and reach the API server at 127.0.0.1: the
 #    local cluster runs no kube-proxy, so the `kubernetes` Service address leads nowhere;
 #  - they listen on 127.0.0.1 ports chosen here, so nothing is exposed beyond the machine;
@@ -54,77 +54,26 @@ cmd_env() { bash "$CLUSTER" env; }
 #    the current links are valid on the host;
 #  - the image is the one built here and imported (never pulled); a dev users file logs in;
 #  - the gateway may solve without building (`conda-store solve`) from the demo channel.
-write_overlay() { # write_overlay IMAGE OPERATOR_PORT API_PORT APISERVER_PORT CHANNEL
-  local image=$1 op_port=$2 api_port=$3 apiserver_port=$4 channel=$5 dir=$STATE/deploy base common
-  mkdir -p "$dir"
-  base=$(realpath --relative-to="$dir" "$ROOT/deploy/kubernetes")
-  cat >"$dir/kustomization.yaml" <<EOF
-# Written by scripts/local.sh: deploy/kubernetes on the local one-node cluster.
-bases: [$base]
-images:
-  - {name: ghcr.io/conda-store-k8s/conda-store, newName: ${image%:*}, newTag: ${image##*:}}
-patchesStrategicMerge: [local.yaml]
-EOF
-  common="            - {name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}
-            - {name: KUBERNETES_SERVICE_PORT, value: \"$apiserver_port\"}
-            - {name: CONDA_STORE_LOG_JSON, value: \"false\"}"
-  cat >"$dir/local.yaml" <<EOF
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: conda-store-operator, namespace: conda-store}
-spec:
-  template:
-    spec:
-      hostNetwork: true
-      containers:
-        - name: operator
-          imagePullPolicy: Never
-          env:
-$common
-            - {name: CONDA_STORE_OPERATOR_LISTEN, value: "127.0.0.1:$op_port"}
-            - {name: CONDA_STORE_JOB_IMAGE, value: "$image"}
-            - {name: CONDA_STORE_JOB_IMAGE_PULL_POLICY, value: Never}
-            - {name: CONDA_STORE_ENVS_DIR, value: "$STATE/envs"}
-            - {name: CONDA_STORE_LOCAL_ENVS_DIR, value: "$STATE/envs"}
-            - {name: CONDA_STORE_ENVS_VOLUME, value: "hostPath:$STATE/envs"}
-            - {name: CONDA_STORE_STORAGE_VOLUME, value: "hostPath:$STATE/artifacts"}
-          ports: # replaced: with hostNetwork a port is the node's port too
-            - {\$patch: replace}
-            - {name: http, containerPort: $op_port}
-          livenessProbe: {httpGet: {host: 127.0.0.1}}
-          readinessProbe: {httpGet: {host: 127.0.0.1}}
-          volumeMounts:
-            - {name: envs, mountPath: "$STATE/envs"}
-      volumes:
-        - {name: envs, persistentVolumeClaim: null, hostPath: {path: "$STATE/envs", type: Directory}}
-        - {name: artifacts, persistentVolumeClaim: null, hostPath: {path: "$STATE/artifacts", type: Directory}}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: conda-store-api-server, namespace: conda-store}
-spec:
-  template:
-    spec:
-      hostNetwork: true
-      containers:
-        - name: api-server
-          imagePullPolicy: Never
-          env:
-$common
-            - {name: CONDA_STORE_LISTEN, value: "127.0.0.1:$api_port"}
-            - {name: CONDA_STORE_USERS_FILE, value: /etc/conda-store/users/users.yaml}
-            - {name: CONDA_STORE_SOLVE_CHANNELS, value: "$channel"}
-          ports: # replaced: with hostNetwork a port is the node's port too
-            - {\$patch: replace}
-            - {name: http, containerPort: $api_port}
-          livenessProbe: {httpGet: {host: 127.0.0.1}}
-          readinessProbe: {httpGet: {host: 127.0.0.1}}
-          volumeMounts:
-            - {name: users, mountPath: /etc/conda-store/users, readOnly: true}
-      volumes:
-        - {name: artifacts, persistentVolumeClaim: null, hostPath: {path: "$STATE/artifacts", type: Directory}}
-        - {name: db, persistentVolumeClaim: null, hostPath: {path: "$STATE/db", type: Directory}}
-        - {name: users, secret: {secretName: conda-store-local-users}}
+write_values() { # write_values IMAGE OPERATOR_PORT API_PORT APISERVER_PORT CHANNEL
+  local image=$1 op_port=$2 api_port=$3 apiserver_port=$4 channel=$5
+  cat >"$STATE/values.yaml" <<EOF
+# Written by scripts/local.sh: the chart on the local one-node cluster.
+image: {repository: "${image%:*}", tag: "${image##*:}", pullPolicy: Never}
+hostNetwork: true
+listenHost: 127.0.0.1
+logJson: false
+extraEnv:
+  - {name: KUBERNETES_SERVICE_HOST, value: 127.0.0.1}
+  - {name: KUBERNETES_SERVICE_PORT, value: "$apiserver_port"}
+environments: {mountPath: "$STATE/envs", hostPath: "$STATE/envs"}
+storage: {local: {hostPath: "$STATE/artifacts"}}
+operator: {port: $op_port}
+apiServer:
+  port: $api_port
+  usersSecret: conda-store-local-users
+  secretKey: {existingSecret: conda-store-local-secret-key}
+  database: {sqlite: {hostPath: "$STATE/db"}}
+  solveChannels: ["$channel"]
 EOF
 }
 
@@ -156,27 +105,31 @@ cmd_up() {
   mkdir -p "$STATE/envs" "$STATE/artifacts" "$STATE/db"
   chown 65532:65532 "$STATE/envs" "$STATE/artifacts" "$STATE/db"
   api_port=${CONDA_STORE_LOCAL_API_PORT:-$(free_port)}
-  write_overlay "$image" "$(free_port)" "$api_port" "$apiserver_port" "$channel"
+  write_values "$image" "$(free_port)" "$api_port" "$apiserver_port" "$channel"
+  echo "$channel" >"$STATE/channel.url"
 
-  # The CRDs first, so the API server serves them before anything refers to them.
-  # --validate=false: 1.20 predates the CRDs' x-kubernetes-validations (CEL) rules.
-  k apply --validate=false -f "$ROOT/deploy/kubernetes/crds.yaml" >/dev/null
-  k wait --for=condition=Established crd --all --timeout=60s >/dev/null
-  k apply -f "$ROOT/deploy/kubernetes/namespace.yaml" >/dev/null
-  # The gateway's signing key and the users file (demo/demo), as Secrets.
+  # The gateway's signing key (kept in the state dir, so a second `up` keeps the tokens
+  # valid) and the users file (demo/demo), as Secrets the release names. Passwords are argon2
+  # hashes; the gateway refuses anything else.
   [[ -f $STATE/secret.key ]] || head -c 48 /dev/urandom | base64 -w0 >"$STATE/secret.key"
   if [[ -n ${CONDA_STORE_LOCAL_USERS:-} ]]; then
     cp "$CONDA_STORE_LOCAL_USERS" "$STATE/users.yaml"
   else
-    # Passwords are argon2 hashes; the gateway refuses anything else.
     printf 'users:\n  - username: demo\n    password: "%s"\n' \
       "$(echo demo | "$CONDA_STORE_API_SERVER_BIN" hash-password)" >"$STATE/users.yaml"
   fi
-  k create secret generic conda-store-api-server-secret-key -n conda-store \
+  k create namespace conda-store --dry-run=client -o yaml | k apply -f - >/dev/null
+  k create secret generic conda-store-local-secret-key -n conda-store \
     --from-file=secret-key="$STATE/secret.key" --dry-run=client -o yaml | k apply -f - >/dev/null
   k create secret generic conda-store-local-users -n conda-store \
     --from-file=users.yaml="$STATE/users.yaml" --dry-run=client -o yaml | k apply -f - >/dev/null
-  k apply --validate=false -k "$STATE/deploy" >/dev/null
+  # The real Helm, as a platform team installs: the CRDs from the chart, then the release.
+  local helm
+  helm=${CONDA_STORE_HELM:-$(bash "$ROOT/scripts/install-helm.sh")}
+  log "helm upgrade --install conda-store charts/conda-store -n conda-store -f $STATE/values.yaml"
+  "$helm" --kubeconfig "$KUBECONFIG" upgrade --install conda-store "$ROOT/charts/conda-store" \
+    -n conda-store -f "$STATE/values.yaml" >"$STATE/helm.log" \
+    || { cat "$STATE/helm.log" >&2; die "helm could not install the chart"; }
   echo "http://localhost:$api_port/conda-store/" >"$STATE/api.url"
   log "waiting for the operator and the gateway (kubectl get pods -n conda-store)"
   if ! k wait --for=condition=Available deployment --all -n conda-store --timeout=180s >/dev/null; then

@@ -9,10 +9,10 @@
 #
 #   bash tests/e2e/deploy.sh     # starts its own control plane (tests/e2e/cluster.sh) and stops it
 #
-# The chart is rendered by scripts/helm-template.sh (Go's text/template and sprig, the engine
-# Helm uses), since Helm cannot be installed from the package registries here. That the plain
-# manifests really run the operator and gateway, and an Environment builds through them, is
-# tests/e2e/gateway.sh (scripts/local.sh deploys deploy/kubernetes with a local overlay).
+# The chart is rendered by the real Helm (scripts/helm-template.sh: `helm template`, Helm 3.10.1
+# from scripts/install-helm.sh), and installed, upgraded and uninstalled with it below. That the
+# chart really runs the operator and gateway, and Environments build through them, is
+# tests/e2e/gateway.sh (scripts/local.sh installs the chart with Helm and local values).
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)

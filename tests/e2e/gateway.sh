@@ -47,7 +47,7 @@ CONDA_STORE_LOCAL_USERS=$USERS bash "$ROOT/scripts/local.sh" up >"$STATE.up.log"
 rm -f "$USERS"
 URL=$(cat "$STATE/api.url")
 # The demo channel local.sh serves (the gateway may solve from it: CONDA_STORE_SOLVE_CHANNELS).
-CHANNEL_URL=$(sed -n 's/.*CONDA_STORE_SOLVE_CHANNELS, value: "\(.*\)"}.*/\1/p' "$STATE/deploy/local.yaml")
+CHANNEL_URL=$(cat "$STATE/channel.url")
 API=${URL}api/v1
 export CONDA_STORE_URL=$URL
 
