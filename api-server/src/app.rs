@@ -131,13 +131,6 @@ pub fn caches() -> (Stores, Writers) {
     )
 }
 
-fn slim<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
-    if let Some(a) = obj.meta_mut().annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 impl App {
     /// Starts the watches that fill the caches, and the index keeper.
     pub fn watch(self: &Arc<Self>, writers: Writers) {
@@ -154,7 +147,7 @@ impl App {
             tokio::spawn(async move {
                 let stream = watcher(api, watcher::Config::default())
                     .default_backoff()
-                    .modify(slim)
+                    .modify(conda_store_runtime::slim)
                     .reflect(writer)
                     .touched_objects();
                 futures::pin_mut!(stream);

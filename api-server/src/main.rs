@@ -27,7 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::Serve(args) => {
-            init_logging(args.log_json);
+            conda_store_runtime::init_logs(args.log_json, "info");
             let client = kube::Client::try_default()
                 .await
                 .context("connecting to Kubernetes (KUBECONFIG or in-cluster)")?;
@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", args.listen))?;
             tracing::info!(addr = %listener.local_addr()?, prefix = %app.prefix, "serving");
-            routes::serve(listener, app, shutdown()).await?;
+            routes::serve(listener, app, conda_store_runtime::stop_signal()).await?;
             tracing::info!("stopped");
             Ok(())
         }
@@ -54,29 +54,5 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-    }
-}
-
-fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: a pod's log is read by kubectl and collectors.
-    let builder = tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(filter);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
     }
 }

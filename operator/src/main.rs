@@ -203,27 +203,10 @@ fn with_config_file(mut argv: Vec<String>) -> anyhow::Result<Vec<String>> {
     Ok(argv)
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        // Colours only on a terminal: a pod's log is read by kubectl and collectors.
-        tracing_subscriber::fmt()
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .with_env_filter(filter)
-            .init();
-    }
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
-            init_logs(args.log_json);
+            conda_store_runtime::init_logs(args.log_json, "info,kube=warn");
             conda_store_engine::tls::ensure_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -398,5 +381,31 @@ fn read_input(path: &PathBuf) -> anyhow::Result<String> {
         Ok(s)
     } else {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// A step added to the table in `crds` without its subcommand would compile and then fail
+    /// in every Job: each step must be a `step` subcommand of the same name.
+    #[test]
+    fn every_build_step_has_its_subcommand() {
+        let cli = Cli::command();
+        let step = cli.find_subcommand("step").expect("the step subcommand");
+        for s in conda_store_crds::BuildStep::ALL {
+            assert!(
+                step.find_subcommand(s.as_str()).is_some(),
+                "no `step {}` subcommand",
+                s.as_str()
+            );
+        }
+        assert_eq!(
+            step.get_subcommands().count(),
+            conda_store_crds::BuildStep::ALL.len(),
+            "a step subcommand that no build step runs"
+        );
     }
 }

@@ -138,15 +138,6 @@ fn jobs_api(client: &Client, cfg: &RunArgs) -> Api<Job> {
     }
 }
 
-/// Drops what the reconcilers never read from a cached object.
-fn slim<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(a) = meta.annotations.as_mut() {
-        a.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
 impl Ctx {
     /// The namespace the Jobs of a build in `build_ns` run in.
     pub fn job_namespace(&self, build_ns: &str) -> String {
@@ -279,13 +270,13 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     let ns_for_self = ns_writer.subscribe().expect("a shared store");
     let ns_source = watcher(Api::<Namespace>::all(client.clone()), watch.clone())
         .default_backoff()
-        .modify(slim)
+        .modify(conda_store_runtime::slim)
         .reflect_shared(ns_writer)
         .applied_objects();
     let (environments, env_writer) = reflector::store::<Environment>();
     let env_stream = watcher(Api::<Environment>::all(client.clone()), watch.clone())
         .default_backoff()
-        .modify(slim)
+        .modify(conda_store_runtime::slim)
         .reflect(env_writer)
         .applied_objects();
     let (builds, build_writer) = reflector::store_shared::<Build>(SHARED_BUFFER);
@@ -293,14 +284,14 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
     let builds_for_self = build_writer.subscribe().expect("a shared store");
     let build_source = watcher(Api::<Build>::all(client.clone()), watch.clone())
         .default_backoff()
-        .modify(slim)
+        .modify(conda_store_runtime::slim)
         .reflect_shared(build_writer)
         .applied_objects();
     let (jobs, jobs_writer) = reflector::store::<Job>();
     let job_stream = watcher(jobs_api(&client, &cfg), managed)
         .default_backoff()
         .modify(|job: &mut Job| {
-            slim(job);
+            conda_store_runtime::slim(job);
             job.spec = None;
         })
         .reflect(jobs_writer)
