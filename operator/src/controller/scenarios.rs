@@ -339,6 +339,57 @@ fn build_of(
     (spec_obj, b)
 }
 
+/// The next status write of build `name`: the call (to answer) and the status it writes.
+async fn build_status_write(
+    api: &mut super::fixtures::ApiServer,
+    name: &str,
+) -> (super::fixtures::Call, Value) {
+    let call = api
+        .expect(
+            "PATCH",
+            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
+        )
+        .await;
+    let status = call.body["status"].clone();
+    (call, status)
+}
+
+/// A Job status whose condition `type_` (`Complete`, `Failed`) holds.
+fn job_ended(type_: &str, reason: Option<&str>) -> k8s_openapi::api::batch::v1::JobStatus {
+    k8s_openapi::api::batch::v1::JobStatus {
+        conditions: Some(vec![k8s_openapi::api::batch::v1::JobCondition {
+            type_: type_.into(),
+            status: "True".into(),
+            reason: reason.map(Into::into),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
+}
+
+/// A step's pod in `team` that exited with `exit` and `message` as its termination message:
+/// controlled by the Job with uid `owner`, or by nothing (a look-alike with the Job's label).
+fn step_pod(name: &str, owner: Option<&str>, created: &str, exit: i32, message: String) -> Value {
+    let mut p = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "team", "creationTimestamp": created,
+                     "labels": {"controller-uid": "job-uid"}},
+        "status": {"containerStatuses": [{
+            "name": "step", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": exit, "message": message}}}]}
+    });
+    if let Some(uid) = owner {
+        p["metadata"]["ownerReferences"] = serde_json::json!([{
+            "apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": uid,
+            "controller": true}]);
+    }
+    p
+}
+
+fn pod_list(items: Vec<Value>) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+}
+
 /// `build` running its solve step since `started`: the step's Job (uid `job-uid`) recorded in
 /// its status and its Solved condition Unknown; the Job, with `job` as its status, in the
 /// cache, or not at all with `None`. The Job's name.
@@ -499,13 +550,7 @@ async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
         200,
         serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
     );
-    let call = api
-        .expect(
-            "PATCH",
-            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
-        )
-        .await;
-    let status = call.body["status"].clone();
+    let (call, status) = build_status_write(&mut api, &name).await;
     assert_eq!(status["phase"], "Canceled");
     assert_eq!(condition(&status, "Solved")["status"], "False");
     assert_eq!(condition(&status, "Solved")["reason"], "Canceled");
@@ -519,7 +564,6 @@ async fn a_canceled_build_deletes_its_job_and_ends_canceled() {
 /// look-alike pod that carries the same labels) and fails with the step's reason.
 #[tokio::test]
 async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
-    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["nope"]);
@@ -532,15 +576,7 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
         &mut w.jobs,
         &mut build,
         jiff::Timestamp::now(),
-        Some(JobStatus {
-            conditions: Some(vec![JobCondition {
-                type_: "Failed".into(),
-                status: "True".into(),
-                reason: Some("BackoffLimitExceeded".into()),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        Some(job_ended("Failed", Some("BackoffLimitExceeded"))),
     );
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
@@ -550,22 +586,6 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
         serde_json::json!({"step": "solve", "ok": ok, "message": message, "artifacts": []})
             .to_string()
     };
-    let pod = |name: &str, owner: Option<&str>, created: &str, message: String| {
-        let mut p = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "team", "creationTimestamp": created,
-                         "labels": {"controller-uid": "job-uid"}},
-            "status": {"containerStatuses": [{
-                "name": "step", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 1, "message": message}}}]}
-        });
-        if let Some(uid) = owner {
-            p["metadata"]["ownerReferences"] = serde_json::json!([{
-                "apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": uid,
-                "controller": true}]);
-        }
-        p
-    };
     let call = api.expect("GET", "/api/v1/namespaces/team/pods?").await;
     assert!(
         call.uri.contains("labelSelector=controller-uid%3Djob-uid"),
@@ -574,20 +594,25 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
     );
     call.answer(
         200,
-        serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [
-            pod("real", Some("job-uid"), "2026-01-01T00:00:00Z",
-                report(false, "cannot solve: nothing provides nope")),
+        pod_list(vec![
+            step_pod(
+                "real",
+                Some("job-uid"),
+                "2026-01-01T00:00:00Z",
+                1,
+                report(false, "cannot solve: nothing provides nope"),
+            ),
             // Newer, labelled alike, not the Job's: its "success" must not count.
-            pod("spoof", None, "2026-01-01T00:01:00Z", report(true, "all good")),
-        ]}),
+            step_pod(
+                "spoof",
+                None,
+                "2026-01-01T00:01:00Z",
+                0,
+                report(true, "all good"),
+            ),
+        ]),
     );
-    let call = api
-        .expect(
-            "PATCH",
-            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
-        )
-        .await;
-    let status = call.body["status"].clone();
+    let (call, status) = build_status_write(&mut api, &name).await;
     assert_eq!(status["phase"], "Failed");
     assert_eq!(condition(&status, "Solved")["status"], "False");
     assert!(
@@ -614,7 +639,6 @@ async fn a_failed_step_fails_the_build_with_its_own_pods_report() {
 /// next step's Job starts, all in one status write.
 #[tokio::test]
 async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
-    use k8s_openapi::api::batch::v1::{JobCondition, JobStatus};
     let dir = tempfile::tempdir().unwrap();
     let (ctx, mut api, mut w) = context(dir.path());
     let env = environment("team", "tools", &["tool"]);
@@ -627,14 +651,7 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
         &mut w.jobs,
         &mut build,
         jiff::Timestamp::now(),
-        Some(JobStatus {
-            conditions: Some(vec![JobCondition {
-                type_: "Complete".into(),
-                status: "True".into(),
-                ..Default::default()
-            }]),
-            ..Default::default()
-        }),
+        Some(job_ended("Complete", None)),
     );
     let run = tokio::spawn(super::build::reconcile(
         Arc::new(build.clone()),
@@ -655,16 +672,13 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
         .await
         .answer(
             200,
-            serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "p", "namespace": "team",
-                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j",
-                                         "uid": "job-uid", "controller": true}]},
-                "status": {"containerStatuses": [{
-                    "name": "step", "image": "x", "imageID": "", "ready": false,
-                    "restartCount": 0,
-                    "state": {"terminated": {"exitCode": 0, "message": report.to_string()}}}]}
-            }]}),
+            pod_list(vec![step_pod(
+                "p",
+                Some("job-uid"),
+                "2026-01-01T00:00:00Z",
+                0,
+                report.to_string(),
+            )]),
         );
     api.expect(
         "GET",
@@ -682,13 +696,7 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
     let mut created = call.body.clone();
     created["metadata"]["uid"] = "install-uid".into();
     call.answer(201, created);
-    let call = api
-        .expect(
-            "PATCH",
-            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
-        )
-        .await;
-    let status = call.body["status"].clone();
+    let (call, status) = build_status_write(&mut api, &name).await;
     assert_eq!(condition(&status, "Solved")["status"], "True");
     assert_eq!(condition(&status, "Installed")["status"], "Unknown");
     assert_eq!(status["packageCount"], 3);
@@ -746,13 +754,7 @@ async fn a_job_deleted_under_a_running_build_fails_it() {
         serde_json::json!({"apiVersion": "batch/v1", "kind": "Job",
                 "metadata": {"name": job_name, "namespace": "team", "uid": "someone-elses"}}),
     );
-    let call = api
-        .expect(
-            "PATCH",
-            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
-        )
-        .await;
-    let status = call.body["status"].clone();
+    let (call, status) = build_status_write(&mut api, &name).await;
     // First pass: the step is marked as its Job deleted, and the build looks again shortly.
     assert_eq!(status["phase"], "Building");
     assert_eq!(condition(&status, "Solved")["status"], "False");
@@ -765,13 +767,7 @@ async fn a_job_deleted_under_a_running_build_fails_it() {
     let mut seen = build.clone();
     seen.status = Some(serde_json::from_value(status).unwrap());
     let run = tokio::spawn(super::build::reconcile(Arc::new(seen.clone()), ctx.clone()));
-    let call = api
-        .expect(
-            "PATCH",
-            &format!("/apis/conda.store/v1alpha1/namespaces/team/builds/{name}/status?"),
-        )
-        .await;
-    let status = call.body["status"].clone();
+    let (call, status) = build_status_write(&mut api, &name).await;
     assert_eq!(status["phase"], "Failed");
     assert!(
         status["message"]
