@@ -6,6 +6,7 @@
 
 pub mod cache_dir;
 pub mod channel;
+pub mod forge;
 mod hashing;
 pub mod http;
 pub mod image;
@@ -15,4 +16,5 @@ pub mod pack;
 pub mod prefix;
 mod relocate;
 pub mod solve;
+pub mod static_http;
 pub mod tls;

@@ -1,7 +1,14 @@
 //! Solving: conda match specs + channels → the exact packages, per platform (resolvo through
-//! `rattler_solve`). Only local `file://` channels (or directory paths) are supported for now.
+//! `rattler_solve`). Channels are local (`file://`, a directory) or remote (`http(s)://`,
+//! names under a channel alias); remote repodata is read as `repodata.json.zst` or CEP-16
+//! shards where the channel has them, and kept in [`SolveRequest::repodata_cache`].
 
-use std::{collections::BTreeMap, path::Path, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use rattler_conda_types::{
     Channel, GenericVirtualPackage, MatchSpec, PackageName, ParseStrictness, RepoDataRecord,
@@ -38,6 +45,11 @@ pub struct SolveRequest {
     /// Bound on connecting to a channel and on waiting for its next bytes; `None` means
     /// [`crate::http::CONNECT_TIMEOUT`] and [`crate::http::IDLE_TIMEOUT`].
     pub network_timeout: Option<Duration>,
+    /// A directory where remote repodata is kept between solves (shared by concurrent solves:
+    /// entries are locked while written, shards are named by their hash), revalidated with
+    /// HTTP caching (`ETag`/`If-None-Match`, `Last-Modified`, `Cache-Control`). `None`: a
+    /// temporary directory, so every solve downloads the repodata again.
+    pub repodata_cache: Option<PathBuf>,
 }
 
 /// One solved package: its record, the URL it is fetched from, its channel.
@@ -248,17 +260,31 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
     crate::tls::ensure_crypto_provider();
     let timeout = request.timeout.unwrap_or(DEFAULT_TIMEOUT);
     // A fresh gateway per solve: it caches repodata in memory, and channels change. Its disk
-    // cache (remote repodata) lives in a directory of this solve, not in the home directory.
-    let cache = tempfile::tempdir().map_err(|e| SolveError::Repodata {
-        platform: String::new(),
-        message: format!("creating the repodata cache: {e}"),
-    })?;
+    // cache (remote repodata, revalidated by HTTP caching before use) is the configured one,
+    // else a directory of this solve, never the home directory.
+    let scratch;
+    let cache = match &request.repodata_cache {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| SolveError::Repodata {
+                platform: String::new(),
+                message: format!("creating the repodata cache {}: {e}", dir.display()),
+            })?;
+            dir.clone()
+        }
+        None => {
+            scratch = tempfile::tempdir().map_err(|e| SolveError::Repodata {
+                platform: String::new(),
+                message: format!("creating the repodata cache: {e}"),
+            })?;
+            scratch.path().to_path_buf()
+        }
+    };
     let client = match request.network_timeout {
         Some(t) => crate::http::client_with(t, t),
         None => crate::http::client(),
     };
     let gateway = Gateway::builder()
-        .with_cache_dir(cache.path())
+        .with_cache_dir(&cache)
         .with_client(client)
         .finish();
     let mut platforms = BTreeMap::new();

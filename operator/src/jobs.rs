@@ -78,18 +78,26 @@ fn step_needs(
         blobs: false,
     };
     match i.step {
-        // Solve reads its specification from storage and touches no environment.
+        // Solve reads its specification from storage and touches no environment; it keeps
+        // remote repodata in the cache the solve Jobs share (revalidated before each use).
         BuildStep::Solve => {
-            let mut env = vec![env_var(
-                "CONDA_STORE_SPECIFICATION_KEY",
-                &spec_key(namespace, build_name),
-            )];
+            let mut env = vec![
+                env_var(
+                    "CONDA_STORE_SPECIFICATION_KEY",
+                    &spec_key(namespace, build_name),
+                ),
+                env_var(
+                    "CONDA_STORE_REPODATA_CACHE",
+                    &format!("{envs}/.repodata-cache"),
+                ),
+            ];
             if let Some(alias) = i.channel_alias {
                 env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
             }
             StepNeeds {
                 args: vec!["--name".into(), i.environment_name.to_string()],
                 env,
+                envs_subs: vec![".repodata-cache".into()],
                 ..none
             }
         }
@@ -607,8 +615,13 @@ mod tests {
             .iter()
             .map(|v| v.name.as_str())
             .collect();
-        // The solve step reads and writes storage only: no environments volume at all.
-        assert_eq!(names, ["tmp", "artifacts"]);
+        // The solve step reads and writes storage, and mounts of the environments volume only
+        // the repodata cache (see steps_mount_only_their_own_build).
+        assert_eq!(names, ["tmp", "envs", "artifacts"]);
+        assert_eq!(
+            env_of(&job, "CONDA_STORE_REPODATA_CACHE").as_deref(),
+            Some("/var/lib/conda-store/envs/.repodata-cache")
+        );
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[labels::STEP], "solve");
         assert_eq!(labels[labels::ENVIRONMENT], "env");
@@ -654,7 +667,10 @@ mod tests {
         for (step, want) in [
             (
                 BuildStep::Solve,
-                vec![("artifacts", "builds/team/env-11111111-1")],
+                vec![
+                    ("envs", ".repodata-cache"),
+                    ("artifacts", "builds/team/env-11111111-1"),
+                ],
             ),
             (
                 BuildStep::Install,

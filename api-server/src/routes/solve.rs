@@ -34,6 +34,9 @@ pub struct Solver {
     /// Channels it may fetch, without trailing slashes.
     trusted: BTreeSet<String>,
     slots: Semaphore,
+    /// Repodata kept between solves for the life of the process (revalidated by HTTP caching
+    /// before each use), so a solve does not download the channels again.
+    cache: Option<tempfile::TempDir>,
 }
 
 fn trim(c: &str) -> String {
@@ -52,9 +55,15 @@ impl Solver {
             .filter(|c| !c.is_empty())
             .map(|c| trim(c))
             .collect();
+        let cache = tempfile::Builder::new()
+            .prefix("conda-store-repodata-")
+            .tempdir()
+            .inspect_err(|e| tracing::warn!(error = %e, "no repodata cache for solves"))
+            .ok();
         Solver {
             trusted,
             slots: Semaphore::new(max_solves.max(1)),
+            cache,
         }
     }
 
@@ -176,6 +185,7 @@ pub async fn solve(State(app): AppState, caller: Caller, params: Params) -> ApiR
         channel_alias: policy.channel_alias.clone(),
         timeout: Some(SOLVE_TIMEOUT),
         network_timeout: Some(NETWORK_TIMEOUT),
+        repodata_cache: app.solver.cache.as_ref().map(|d| d.path().to_path_buf()),
         ..Default::default()
     })
     .await

@@ -55,6 +55,10 @@ pub struct SolveArgs {
     /// of mirrored channels.
     #[arg(long, env = "CONDA_STORE_CHANNEL_ALIAS")]
     pub channel_alias: Option<String>,
+    /// Where remote repodata is kept between solves (shared by the solve Jobs, revalidated
+    /// with HTTP caching); without it every solve downloads the channels' repodata again.
+    #[arg(long, env = "CONDA_STORE_REPODATA_CACHE")]
+    pub repodata_cache: Option<PathBuf>,
 }
 
 /// `step install` arguments.
@@ -159,9 +163,20 @@ pub async fn run_solve(
         pip: spec.pip.clone(),
         platforms: platforms.clone(),
         channel_alias: args.channel_alias.clone(),
+        repodata_cache: args.repodata_cache.clone(),
         ..Default::default()
     })
     .await?;
+    if let Some(dir) = &args.repodata_cache {
+        // Shards and bodies unused for a month go; a pruned entry is only fetched again.
+        match conda_store_engine::cache_dir::CacheDir::new(dir).and_then(|c| c.prune()) {
+            Ok(p) if p.removed > 0 => {
+                log.line(format!("repodata cache: {} old entries removed", p.removed))
+            }
+            Ok(_) => {}
+            Err(e) => log.line(format!("repodata cache: pruning {}: {e}", dir.display())),
+        }
+    }
     store_solution(&solution, &platforms, &spec, &args, &step, &store, &log).await
 }
 
