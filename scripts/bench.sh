@@ -14,27 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
+# shellcheck source=scripts/bench/venv.sh
+source scripts/bench/venv.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-VENV="$CACHE/bench-venv"
-PY_RATTLER_VERSION="0.28.0"
-CONDA_PACK_VERSION="0.9.2"
-ZSTANDARD_VERSION="0.25.0"
-
-log() { printf '%s\n' "$*" >&2; }
-
-if ! "$VENV/bin/python" - <<PY 2>/dev/null
-import sys
-from importlib.metadata import version
-want = {"py-rattler": "$PY_RATTLER_VERSION", "conda-pack": "$CONDA_PACK_VERSION", "zstandard": "$ZSTANDARD_VERSION"}
-sys.exit(any(version(k) != v for k, v in want.items()))
-PY
-then
-  log "installing py-rattler==$PY_RATTLER_VERSION conda-pack==$CONDA_PACK_VERSION into $VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "py-rattler==$PY_RATTLER_VERSION" "conda-pack==$CONDA_PACK_VERSION" "zstandard==$ZSTANDARD_VERSION" >&2
-fi
 
 export BENCH_PYTHON="$VENV/bin/python"
 export BENCH_CONDA_PACK="$VENV/bin/conda-pack"
