@@ -11,7 +11,8 @@
 #
 # State lives in $CONDA_STORE_LOCAL_DIR (default /tmp/conda-store-local). Set
 # CONDA_STORE_LOCAL_CHANNEL to a channel URL the pods can reach to build from it instead of the
-# demo channel (the example's dependencies then have to exist there), CONDA_STORE_LOCAL_USERS
+# demo channel (the example's dependencies then have to exist there; CONDA_STORE_LOCAL_EXAMPLES=0
+# applies none of the example Environments), CONDA_STORE_LOCAL_USERS
 # to a users file for the gateway's logins, CONDA_STORE_LOCAL_API_PORT to fix the API's port.
 set -Eeuo pipefail
 
@@ -149,6 +150,10 @@ cmd_up() {
   for _ in $(seq 120); do k get namespace demo >/dev/null 2>&1 && break; sleep 0.5; done
   local envs=(tools) e
   [[ -n ${CONDA_STORE_LOCAL_CHANNEL:-} ]] || envs+=(tools-locked)
+  if [[ ${CONDA_STORE_LOCAL_EXAMPLES:-1} == 0 ]]; then
+    log "gateway serving $(cat "$STATE/api.url"); no example Environments (CONDA_STORE_LOCAL_EXAMPLES=0)"
+    return 0
+  fi
   for e in "${envs[@]}"; do
     sed "s|DEMO_CHANNEL_URL/|${channel%/}/|g" "$ROOT/examples/demo/$e.yaml" | k apply -f - >/dev/null
   done
