@@ -52,7 +52,8 @@ PIDS+=($!)
 CHANNEL=http://$CONDA_STORE_POD_GATEWAY:$PORT/
 
 log "this project: scripts/local.sh up (the chart through Helm)"
-CONDA_STORE_LOCAL_CHANNEL=$CHANNEL CONDA_STORE_LOCAL_EXAMPLES=0 bash "$ROOT/scripts/local.sh" up >"$STATE/local-up.log" 2>&1 \
+# Release binaries, as the project's image has (the first time: a release build, ~10 min).
+CONDA_STORE_LOCAL_PROFILE=${CONDA_STORE_LOCAL_PROFILE:-release} CONDA_STORE_LOCAL_CHANNEL=$CHANNEL CONDA_STORE_LOCAL_EXAMPLES=0 bash "$ROOT/scripts/local.sh" up >"$STATE/local-up.log" 2>&1 \
   || { tail -n 30 "$STATE/local-up.log" >&2; exit 1; }
 OURS=$(cat "$STATE/api.url")
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
@@ -116,3 +117,6 @@ for env, sides in r.items():
         out[f"{env}/{m}"] = {"upstream_cold": up[0], "ours_cold": us[0], "upstream_warm": uw, "ours_warm": ow}
 print(json.dumps(out))
 PY
+echo
+echo "Where this project's time goes (medians over its builds):"
+"$CONDA_STORE_KUBECTL" get builds,jobs,pods -A -o json | python3 "$ROOT/scripts/bench/e2e_breakdown.py"

@@ -13,16 +13,20 @@
 # CONDA_STORE_LOCAL_CHANNEL to a channel URL the pods can reach to build from it instead of the
 # demo channel (the example's dependencies then have to exist there; CONDA_STORE_LOCAL_EXAMPLES=0
 # applies none of the example Environments), CONDA_STORE_LOCAL_USERS
-# to a users file for the gateway's logins, CONDA_STORE_LOCAL_API_PORT to fix the API's port.
+# to a users file for the gateway's logins, CONDA_STORE_LOCAL_API_PORT to fix the API's port,
+# CONDA_STORE_LOCAL_PROFILE=release to run release builds of the binaries.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export CONDA_STORE_CLUSTER_DIR=${CONDA_STORE_LOCAL_DIR:-/tmp/conda-store-local}
 STATE=${CONDA_STORE_CLUSTER_DIR%/}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}
-BIN=$CARGO_TARGET_DIR/debug/conda-store-operator
+# The binaries in the image: debug builds (what the tests build), or release ones, as the
+# project's published image has, with CONDA_STORE_LOCAL_PROFILE=release (the benchmarks).
+PROFILE=${CONDA_STORE_LOCAL_PROFILE:-debug}
+BIN=$CARGO_TARGET_DIR/$PROFILE/conda-store-operator
 export CONDA_STORE_OPERATOR_BIN=$BIN
-export CONDA_STORE_API_SERVER_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
+export CONDA_STORE_API_SERVER_BIN=$CARGO_TARGET_DIR/$PROFILE/conda-store-api-server
 CLUSTER="$ROOT/tests/e2e/cluster.sh"
 
 log() { printf '[local %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -81,7 +85,9 @@ EOF
 cmd_up() {
   command -v cargo >/dev/null || die "cargo is missing (the Rust toolchain)"
   log "building the operator and gateway binaries"
-  (cd "$ROOT" && cargo build -q --locked -p conda-store-operator -p conda-store-api-server)
+  local release=()
+  [[ $PROFILE == release ]] && release=(--release)
+  (cd "$ROOT" && cargo build -q --locked "${release[@]}" -p conda-store-operator -p conda-store-api-server)
   bash "$CLUSTER" up --node
   eval "$(bash "$CLUSTER" env)"
   k() { "$CONDA_STORE_KUBECTL" "$@"; }
