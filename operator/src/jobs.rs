@@ -178,6 +178,11 @@ pub fn step_job(i: &JobInputs, cfg: &RunArgs) -> Job {
     }
 
     let mut args: Vec<String> = vec!["step".into(), step.into()];
+    // A step's Job starts with the one it follows (see `decide::build::next_action`); it
+    // waits for that step's completion marker before it begins.
+    if let Some(need) = i.step.needs() {
+        args.extend(["--after".into(), need.as_str().into()]);
+    }
     let mut env = vec![
         env_var(
             "CONDA_STORE_BUILD_KEY",
@@ -631,10 +636,14 @@ mod tests {
     fn install_pack_and_image_use_the_build_prefix() {
         let b = build();
         let c = cfg(&["--envs-dir=/envs/"]);
-        for (step, extra) in [
-            (BuildStep::Install, vec![]),
-            (BuildStep::Pack, vec!["--format", "gzip"]),
-            (BuildStep::Image, vec!["--name", "env", "--build-id", "12"]),
+        for (step, after, extra) in [
+            (BuildStep::Install, "solve", vec![]),
+            (BuildStep::Pack, "install", vec!["--format", "gzip"]),
+            (
+                BuildStep::Image,
+                "install",
+                vec!["--name", "env", "--build-id", "12"],
+            ),
         ] {
             let job = step_job(
                 &JobInputs {
@@ -646,9 +655,12 @@ mod tests {
                 },
                 &c,
             );
+            // Each waits for the step it follows (its Job starts with that one's).
             let mut want = vec![
                 "step",
                 step.as_str(),
+                "--after",
+                after,
                 "--prefix",
                 "/envs/team/env-11111111-1",
             ];

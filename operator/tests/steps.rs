@@ -279,6 +279,99 @@ fn solve_then_install_steps_build_a_working_prefix() {
     assert_eq!(again.report["details"]["operations"], 0);
 }
 
+/// The operator starts a build's Jobs together: a step given `--after` waits until the step
+/// it follows stored its completion marker, and only then begins (its own duration excludes
+/// the wait). A step that failed leaves no marker.
+#[test]
+fn a_step_after_another_waits_for_its_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("artifacts");
+    let spec = environment_yaml(
+        dir.path(),
+        "name: demo\nchannels: [",
+        "]\ndependencies: [tool]\n",
+    );
+    let prefix = dir.path().join("envs/team-a/data-science-1");
+    // The install starts first and waits.
+    let mut install = Command::new(OPERATOR)
+        .args(["step", "install", "--after", "solve", "--prefix"])
+        .arg(&prefix)
+        .arg("--package-cache")
+        .arg(dir.path().join("pkgs"))
+        .args([
+            "--build-key",
+            "builds/team-a/data-science-1",
+            "--storage",
+            "local",
+        ])
+        .arg("--storage-dir")
+        .arg(&storage)
+        .arg("--termination-message-path")
+        .arg(dir.path().join("install-termination"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(
+        install.try_wait().unwrap().is_none(),
+        "it waits for the solve"
+    );
+    assert!(!prefix.join("conda-meta").exists());
+    let solve = step(
+        &[
+            "solve",
+            "--specification",
+            spec.to_str().unwrap(),
+            "--name",
+            "demo",
+        ],
+        &storage,
+        &dir.path().join("solve-termination"),
+    );
+    assert_eq!(solve.code, 0, "{}", solve.report);
+    assert!(
+        storage
+            .join("builds/team-a/data-science-1/steps/solve.done")
+            .exists()
+    );
+    let out = install.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for step solve to finish"));
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("install-termination")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["details"]["operations"], 3, "{report}");
+    assert!(
+        report["durationMs"].as_u64().unwrap() < 800,
+        "the wait is not the step's: {report}"
+    );
+    assert!(prefix.join("bin/tool").exists());
+
+    // A failed step leaves no marker for the next to find.
+    let bad = environment_yaml(
+        dir.path(),
+        "name: bad\nchannels: [",
+        "]\ndependencies: [nope]\n",
+    );
+    let other = dir.path().join("other");
+    let failed = step(
+        &["solve", "--specification", bad.to_str().unwrap()],
+        &other,
+        &dir.path().join("bad-termination"),
+    );
+    assert_eq!(failed.code, 1);
+    assert!(
+        !other
+            .join("builds/team-a/data-science-1/steps/solve.done")
+            .exists()
+    );
+}
+
 /// conda-store builds `{"name": "x"}`: an environment with no package at all, whose prefix
 /// holds only conda-meta and still packs (and activates).
 #[test]

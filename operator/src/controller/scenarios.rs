@@ -493,6 +493,26 @@ async fn a_new_build_takes_an_id_and_starts_its_solve_job_in_one_status_write() 
     let mut job = call.body.clone();
     job["metadata"]["uid"] = "job-uid".into();
     call.answer(201, job);
+    // The Jobs of the steps that follow start with it, each waiting for the one before.
+    for (step, after) in [("install", "solve"), ("pack", "install")] {
+        let call = api
+            .expect("POST", "/apis/batch/v1/namespaces/team/jobs?")
+            .await;
+        assert_eq!(call.body["metadata"]["name"], format!("{name}-{step}"));
+        let args = &call.body["spec"]["template"]["spec"]["containers"][0]["args"];
+        assert_eq!(
+            (&args[0], &args[1], &args[2], &args[3]),
+            (
+                &Value::from("step"),
+                &Value::from(step),
+                &Value::from("--after"),
+                &Value::from(after)
+            )
+        );
+        let mut job = call.body.clone();
+        job["metadata"]["uid"] = format!("{step}-uid").into();
+        call.answer(201, job);
+    }
     let call = api
         .expect("PATCH", &format!("{builds}/{name}/status?"))
         .await;
@@ -501,7 +521,9 @@ async fn a_new_build_takes_an_id_and_starts_its_solve_job_in_one_status_write() 
     assert_eq!(status["phase"], "Building");
     assert_eq!(status["jobs"][0]["step"], "solve");
     assert_eq!(status["jobs"][0]["uid"], "job-uid");
+    assert_eq!(status["jobs"].as_array().unwrap().len(), 3);
     assert_eq!(condition(&status, "Solved")["status"], "Unknown");
+    assert_eq!(condition(&status, "Packed")["status"], "Unknown");
     call.answer(200, with_status(&build, &status));
     run.await.unwrap().unwrap();
     api.nothing_more();
@@ -696,6 +718,12 @@ async fn a_finished_step_records_its_artifacts_and_starts_the_next() {
     let mut created = call.body.clone();
     created["metadata"]["uid"] = "install-uid".into();
     call.answer(201, created);
+    // And the pack Job, which waits for the install.
+    let call = api
+        .expect("POST", "/apis/batch/v1/namespaces/team/jobs?")
+        .await;
+    assert_eq!(call.body["metadata"]["name"], format!("{name}-pack"));
+    call.echo(201);
     let (call, status) = build_status_write(&mut api, &name).await;
     assert_eq!(condition(&status, "Solved")["status"], "True");
     assert_eq!(condition(&status, "Installed")["status"], "Unknown");

@@ -161,19 +161,23 @@ pub fn next_action(
     if states.iter().all(|(_, s)| *s == StepState::Succeeded) {
         return BuildAction::Complete;
     }
-    let ready: Vec<BuildStep> = states
-        .iter()
-        .filter(|(step, state)| {
-            *state == StepState::NotStarted
-                && !jobs.contains_key(step)
-                && step.needs().is_none_or(|n| {
-                    states
-                        .iter()
-                        .any(|(s, st)| *s == n && *st == StepState::Succeeded)
+    // A step's Job is created as soon as the step it follows has one (or gets one now): its
+    // pod starts while the earlier step runs, and waits for that step's completion marker.
+    // Pod starts then overlap instead of adding up; the lockfile and the prefix are still
+    // handed over through storage and the volume, one step after the other.
+    let mut ready: Vec<BuildStep> = Vec::new();
+    for (step, state) in &states {
+        let follows_a_started_step = step.needs().is_none_or(|n| {
+            ready.contains(&n)
+                || states.iter().any(|(s, st)| {
+                    *s == n && matches!(st, StepState::Started | StepState::Succeeded)
                 })
-        })
-        .map(|(step, _)| *step)
-        .collect();
+                || jobs.contains_key(&n)
+        });
+        if *state == StepState::NotStarted && !jobs.contains_key(step) && follows_a_started_step {
+            ready.push(*step);
+        }
+    }
     if ready.is_empty() {
         BuildAction::Wait
     } else {
@@ -796,34 +800,50 @@ mod tests {
     }
 
     #[test]
-    fn solve_first_then_install_then_pack_and_image_together() {
+    fn every_steps_job_starts_with_the_one_it_follows() {
+        // All at once: each later pod starts while the earlier step runs, then waits for it.
         let b = building();
         assert_eq!(
             next_action(&b, &jobs(&[]), ALL, false),
-            BuildAction::CreateJobs(vec![BuildStep::Solve])
+            BuildAction::CreateJobs(ALL.to_vec())
         );
+        // A solve Job made before (a restart): the rest follow it.
         let b = with(b, BuildStep::Solve, UNKNOWN, "");
         let running = jobs(&[(BuildStep::Solve, JobState::Running)]);
-        assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Wait);
-        let done = jobs(&[(BuildStep::Solve, JobState::Succeeded)]);
+        assert_eq!(
+            next_action(&b, &running, ALL, false),
+            BuildAction::CreateJobs(vec![BuildStep::Install, BuildStep::Pack, BuildStep::Image])
+        );
+        let b = with(
+            with(
+                with(b, BuildStep::Install, UNKNOWN, ""),
+                BuildStep::Pack,
+                UNKNOWN,
+                "",
+            ),
+            BuildStep::Image,
+            UNKNOWN,
+            "",
+        );
+        let all_running = jobs(
+            &ALL.iter()
+                .map(|s| (*s, JobState::Running))
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(next_action(&b, &all_running, ALL, false), BuildAction::Wait);
+        let mut done = all_running.clone();
+        done.insert(BuildStep::Solve, JobState::Succeeded);
         assert_eq!(
             next_action(&b, &done, ALL, false),
             BuildAction::Collect(vec![BuildStep::Solve])
         );
         let b = with(b, BuildStep::Solve, TRUE, "");
-        assert_eq!(
-            next_action(&b, &done, ALL, false),
-            BuildAction::CreateJobs(vec![BuildStep::Install])
-        );
+        assert_eq!(next_action(&b, &done, ALL, false), BuildAction::Wait);
         let b = with(b, BuildStep::Install, TRUE, "");
         let done = jobs(&[
             (BuildStep::Solve, JobState::Succeeded),
             (BuildStep::Install, JobState::Succeeded),
         ]);
-        assert_eq!(
-            next_action(&b, &done, ALL, false),
-            BuildAction::CreateJobs(vec![BuildStep::Pack, BuildStep::Image])
-        );
         let b = with(
             with(b, BuildStep::Pack, TRUE, ""),
             BuildStep::Image,
@@ -838,7 +858,10 @@ mod tests {
         // The Job exists but the operator stopped before recording the step as started.
         let b = building();
         let running = jobs(&[(BuildStep::Solve, JobState::Running)]);
-        assert_eq!(next_action(&b, &running, ALL, false), BuildAction::Wait);
+        assert_eq!(
+            next_action(&b, &running, ALL, false),
+            BuildAction::CreateJobs(vec![BuildStep::Install, BuildStep::Pack, BuildStep::Image])
+        );
         let done = jobs(&[(
             BuildStep::Solve,
             JobState::Failed("BackoffLimitExceeded".into()),
@@ -1002,22 +1025,32 @@ mod tests {
         let mut b = b;
         b.status = Some(p.status);
         let p = plan_for(&b, &Jobs::new(), Facts::default(), 100);
-        assert_eq!(p.effects, vec![Effect::CreateJobs(vec![BuildStep::Solve])]);
+        assert_eq!(
+            p.effects,
+            vec![Effect::CreateJobs(vec![
+                BuildStep::Solve,
+                BuildStep::Install
+            ])]
+        );
+        let created = |step: BuildStep| StepJob {
+            step,
+            namespace: "team".into(),
+            name: format!("b-{}", step.as_str()),
+            uid: "u".into(),
+        };
         let p = plan_for(
             &b,
-            &Jobs::from([(BuildStep::Solve, found(JobState::Running))]),
+            &Jobs::from([
+                (BuildStep::Solve, found(JobState::Running)),
+                (BuildStep::Install, found(JobState::Running)),
+            ]),
             Facts {
-                created: vec![StepJob {
-                    step: BuildStep::Solve,
-                    namespace: "team".into(),
-                    name: "b-solve".into(),
-                    uid: "u".into(),
-                }],
+                created: vec![created(BuildStep::Solve), created(BuildStep::Install)],
                 ..Facts::default()
             },
             100,
         );
-        assert_eq!(p.status.jobs.len(), 1);
+        assert_eq!(p.status.jobs.len(), 2);
         let solved = get(&p.status.conditions, BuildStep::Solve.condition_type()).unwrap();
         assert_eq!(
             (solved.status.as_str(), solved.message.as_str()),
@@ -1164,9 +1197,17 @@ mod tests {
 
     #[test]
     fn a_long_running_step_is_inspected_and_a_lost_one_fails() {
-        let mut b = with(building(), BuildStep::Solve, UNKNOWN, "");
+        let mut b = with(
+            with(building(), BuildStep::Solve, UNKNOWN, ""),
+            BuildStep::Install,
+            UNKNOWN,
+            "",
+        );
         b.status.as_mut().unwrap().started_on = Some(Time(t(0)));
-        let jobs = Jobs::from([(BuildStep::Solve, found(JobState::Running))]);
+        let jobs = Jobs::from([
+            (BuildStep::Solve, found(JobState::Running)),
+            (BuildStep::Install, found(JobState::Running)),
+        ]);
         let p = plan_for(&b, &jobs, Facts::default(), 5);
         assert_eq!(
             (p.effects.len(), p.next),
@@ -1177,7 +1218,7 @@ mod tests {
             p.effects,
             vec![Effect::Inspect {
                 pods: false,
-                jobs: vec![BuildStep::Solve]
+                jobs: vec![BuildStep::Solve, BuildStep::Install]
             }]
         );
         let p = plan_for(&b, &jobs, Facts::default(), 90);
@@ -1185,7 +1226,7 @@ mod tests {
             p.effects,
             vec![Effect::Inspect {
                 pods: true,
-                jobs: vec![BuildStep::Solve]
+                jobs: vec![BuildStep::Solve, BuildStep::Install]
             }]
         );
         let nothing = Facts {

@@ -38,6 +38,37 @@ pub struct StepArgs {
     /// backoff) before the step fails: an outage shorter than this costs a build nothing.
     #[arg(long, env = "CONDA_STORE_STORAGE_RETRY_SECONDS", default_value_t = 120)]
     pub storage_retry_seconds: u64,
+    /// The step this one follows. Its Job is created with that step's, so the two pods start
+    /// at the same time; this one waits until the other stored its marker
+    /// (`<build-key>/steps/<step>.done`, written after its outputs) before it begins.
+    #[arg(long, env = "CONDA_STORE_STEP_AFTER")]
+    pub after: Option<String>,
+}
+
+/// The storage key of a step's completion marker.
+fn done_key(args: &StepArgs, step: &str) -> anyhow::Result<Key> {
+    build_key(args, &format!("steps/{step}.done"))
+}
+
+/// Waits until the step `after` has stored its marker.
+async fn wait_for(
+    store: &dyn ArtifactStore,
+    args: &StepArgs,
+    after: &str,
+    log: &StepLog,
+) -> anyhow::Result<()> {
+    let key = done_key(args, after)?;
+    let mut logged = false;
+    loop {
+        if store.head(&key).await?.is_some() {
+            return Ok(());
+        }
+        if !logged {
+            log.line(format!("waiting for step {after} to finish"));
+            logged = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// A step's log: printed to stderr as it goes (so `kubectl logs` follows it) and kept for
@@ -106,9 +137,31 @@ where
             move |m| heard.line(m),
         )) as Arc<dyn ArtifactStore>
     });
-    let result = match &store {
-        Ok(store) => body(store.clone(), log.clone(), args.clone()).await,
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    let waited = match (&store, &args.after) {
+        (Ok(store), Some(after)) => wait_for(store.as_ref(), args, after, &log).await,
+        _ => Ok(()),
+    };
+    // The step's own time starts when it may begin.
+    let started = if args.after.is_some() {
+        Instant::now()
+    } else {
+        started
+    };
+    let result = match (&store, waited) {
+        (Ok(store), Ok(())) => match body(store.clone(), log.clone(), args.clone()).await {
+            // The marker after every output: the steps that follow begin when they see it.
+            Ok(out) => match done_key(args, name) {
+                Ok(key) => store
+                    .put_bytes(&key, b"done\n".to_vec().into())
+                    .await
+                    .map(|_| out)
+                    .map_err(|e| anyhow::anyhow!("storing the step's completion marker: {e}")),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        },
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), _) => Err(anyhow::anyhow!("{e:#}")),
     };
     let mut report = StepReport {
         step: name.to_string(),
