@@ -23,10 +23,20 @@ class Side:
             self.headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
 
     def call(self, method, path, body=None):
-        req = urllib.request.Request(self.api + path, method=method, headers=self.headers,
-                                     data=json.dumps(body).encode() if body is not None else None)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.load(r)
+        for attempt in range(5):
+            req = urllib.request.Request(self.api + path, method=method, headers=self.headers,
+                                         data=json.dumps(body).encode() if body is not None else None)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return json.load(r)
+            except urllib.error.HTTPError as e:
+                # A server error right after start-up (the upstream's worker may not be up yet)
+                # is retried; it is reported in any case.
+                detail = e.read().decode(errors="replace")[:500]
+                print(f"{self.name}: {method} {path}: {e.code} {detail}", file=sys.stderr)
+                if e.code < 500 or attempt == 4:
+                    raise
+                time.sleep(1)
 
     def available(self, path):
         req = urllib.request.Request(self.api + path, headers=self.headers)
