@@ -5,7 +5,7 @@
 #   bash tests/e2e/build-k8s.sh        # prints progress on stderr, the cache's bin dir on stdout
 #
 # Idempotent: when the cache already holds every binary it does nothing (well under a second).
-# Recipe and measurements: shared/local-cluster.md and DESIGN.md, "Testing".
+# Recipe and measurements: docs/testing.md.
 #
 # Environment:
 #   CONDA_STORE_K8S_CACHE    cache root (default /var/cache/conda-store-k8s); binaries end up in

@@ -18,7 +18,7 @@
 #
 # State dir layout: kubeconfig (admin, system:masters), pki/, auth/tokens.csv, *.kubeconfig per component,
 # logs/<component>.log, pids/<component>.pid, cluster.env (ports, binary dir), started (start order).
-# Flags and measured facts: shared/local-cluster.md and DESIGN.md, "Testing". Pods run only with the
+# Flags and measured facts: docs/testing.md and the comments below. Pods run only with the
 # node (kubelet + containerd, opt-in), see node_up/node_down below; its files are in node/ and node.env,
 # images for it come from images.sh (build locally, import, imagePullPolicy: Never).
 set -Eeuo pipefail
@@ -487,7 +487,7 @@ EOF
 EOF
   # containerd's defaults, with everything it keeps moved under $STATE/node (shims still put their
   # sockets in /run/containerd/s, hard-coded in 1.6). restrict_oom_score_adj is required where root
-  # may not lower oom_score_adj (no CAP_SYS_RESOURCE), see shared/local-cluster.md.
+  # may not lower oom_score_adj (no CAP_SYS_RESOURCE), as in unprivileged containers.
   containerd config default | sed -E \
     -e "s|^root = .*|root = \"$nd/containerd-root\"|" \
     -e "s|^state = .*|state = \"$nd/containerd-state\"|" \
