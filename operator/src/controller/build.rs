@@ -204,8 +204,14 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // and its first Job with a single status write (each write costs the API server).
     let mut facts = Facts::default();
     let mut next = Next::Requeue(Duration::from_secs(60));
+    // The build slots are only looked at while the build waits for one (a scan of every
+    // cached Build); within a reconcile only this build's own state changes.
+    let admission = if phase(&build) == BuildPhase::Queued {
+        admission(&ctx)
+    } else {
+        Admission::default()
+    };
     for _ in 0..8 {
-        let admission = admission(&ctx);
         let plan = plan(
             Input {
                 build: &build,
