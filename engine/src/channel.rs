@@ -42,7 +42,7 @@ pub enum ChannelError {
     Metadata(String),
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChannelError + '_ {
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ChannelError + '_ {
     move |source| ChannelError::Io {
         path: path.to_path_buf(),
         source,

@@ -17,7 +17,7 @@ use rattler_conda_types::{Shard, ShardedRepodata};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::channel::{ChannelError, SplitMix};
+use crate::channel::{ChannelError, SplitMix, io_err as io};
 
 /// Versions per package name.
 const VERSIONS: u64 = 10;
@@ -148,13 +148,6 @@ fn records(subdir: &'static str, names: usize, rng: &mut SplitMix) -> BTreeMap<S
         }
     }
     out
-}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ChannelError + '_ {
-    move |source| ChannelError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn meta(e: impl std::fmt::Display) -> ChannelError {

@@ -127,7 +127,9 @@ async fn connection(
         );
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let file = resolve(root, &path);
-        let (status, body, extra) = match (&method[..], file) {
+        // The status, the body, the headers beyond the length, and the length (a HEAD answer
+        // carries the length the GET body would have).
+        let (status, body, extra, length) = match (&method[..], file) {
             ("GET" | "HEAD", Some(file)) => {
                 let meta = tokio::fs::metadata(&file).await?;
                 let mtime = meta
@@ -145,19 +147,21 @@ async fn connection(
                     None => header("if-modified-since") == Some(last_modified.as_str()),
                 };
                 if fresh {
-                    (304, Vec::new(), extra)
+                    (304, Vec::new(), extra, 0)
                 } else if method == "HEAD" {
-                    (
-                        200,
-                        Vec::new(),
-                        format!("{extra}X-Length: {}\r\n", meta.len()),
-                    )
+                    (200, Vec::new(), extra, meta.len())
                 } else {
-                    (200, tokio::fs::read(&file).await?, extra)
+                    let body = tokio::fs::read(&file).await?;
+                    let length = body.len() as u64;
+                    (200, body, extra, length)
                 }
             }
-            ("GET" | "HEAD", None) => (404, b"not found".to_vec(), String::new()),
-            _ => (405, Vec::new(), String::new()),
+            ("GET" | "HEAD", None) => {
+                let body = b"not found".to_vec();
+                let length = body.len() as u64;
+                (404, body, String::new(), length)
+            }
+            _ => (405, Vec::new(), String::new(), 0),
         };
         let reason = match status {
             200 => "OK",
@@ -165,17 +169,6 @@ async fn connection(
             404 => "Not Found",
             _ => "Method Not Allowed",
         };
-        // HEAD answers carry the length the GET body would have.
-        let length = extra
-            .lines()
-            .find_map(|l| l.strip_prefix("X-Length: "))
-            .map(str::to_string)
-            .unwrap_or_else(|| body.len().to_string());
-        let extra: String = extra
-            .lines()
-            .filter(|l| !l.starts_with("X-Length: "))
-            .map(|l| format!("{l}\r\n"))
-            .collect();
         let head = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Length: {length}\r\n{extra}{}\r\n",
             if close { "Connection: close\r\n" } else { "" }
