@@ -19,8 +19,17 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     && mkdir -p /out \
     && cp target/release/conda-store-operator target/release/conda-store-api-server /out/
 
+# uv, which the solve and install steps run for pip sections: the static binary of PyPI's musl
+# wheel, pinned by hash (scripts/install-uv.sh fetches the same one for the tests).
+FROM docker.io/library/python:3.12-slim-bookworm AS uv
+ADD --checksum=sha256:2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7b36b25 \
+    https://files.pythonhosted.org/packages/fe/fe/794884de0efd3ac77a427cab21aa72c0483e100c55a42cd5cbb02c141b84/uv-0.13.9-py3-none-musllinux_1_1_x86_64.whl /uv.whl
+RUN python3 -c "import zipfile; open('/uv','wb').write(zipfile.ZipFile('/uv.whl').read('uv-0.13.9.data/scripts/uv'))" \
+    && chmod 0755 /uv
+
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/conda-store-operator /out/conda-store-api-server /usr/local/bin/
+COPY --from=uv /uv /usr/local/bin/uv
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/conda-store-operator"]

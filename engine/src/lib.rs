@@ -1,6 +1,6 @@
 //! The build engine: what the Jobs of a build do. `solve` turns specs into exact packages per
 //! platform and `lockfile` writes and reads them as conda-lock v1; `install` makes a prefix from
-//! a lockfile; `prefix` reads an installed prefix's conda-meta; `pack` makes a relocatable
+//! a lockfile; `pip` resolves and installs a pip section with uv; `prefix` reads an installed prefix's conda-meta; `pack` makes a relocatable
 //! archive of it and `image` an OCI image. `channel` writes and indexes local channels (test
 //! fixtures, benchmark repodata).
 
@@ -13,6 +13,7 @@ pub mod image;
 pub mod install;
 pub mod lockfile;
 pub mod pack;
+pub mod pip;
 pub mod prefix;
 mod relocate;
 pub mod solve;

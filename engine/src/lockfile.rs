@@ -11,6 +11,7 @@ use rattler_digest::{Md5, Sha256};
 use serde::Serialize;
 use url::Url;
 
+use crate::pip::PipPackage;
 use crate::solve::Solution;
 
 /// The `sources` recorded in lockfiles this crate writes.
@@ -23,8 +24,10 @@ pub enum LockfileError {
     MissingHash { package: String, hash: &'static str },
     #[error("invalid lockfile: {0}")]
     Invalid(String),
-    #[error("package {name} ({platform}) is managed by pip: pip packages are not supported yet")]
-    PipNotSupported { name: String, platform: String },
+    #[error(
+        "package {name} ({platform}) is managed by pip and has no sha256: pip packages are installed by hash"
+    )]
+    PipWithoutHash { name: String, platform: String },
     #[error("package {name} ({platform}): {message}")]
     InvalidPackage {
         name: String,
@@ -111,12 +114,82 @@ pub fn write_lockfile(solution: &Solution) -> Result<String, LockfileError> {
             });
         }
     }
+    for (platform, packages) in &solution.pip {
+        for p in packages {
+            lock.package.push(pip_entry(platform, p));
+        }
+    }
+    // conda packages first, then pip's (as conda-lock writes them), each by platform and name.
     lock.package.sort_by(|a, b| {
-        (a.platform.as_str(), a.name.as_str()).cmp(&(b.platform.as_str(), b.name.as_str()))
+        (
+            a.manager != Manager::Conda,
+            a.platform.as_str(),
+            a.name.as_str(),
+        )
+            .cmp(&(
+                b.manager != Manager::Conda,
+                b.platform.as_str(),
+                b.name.as_str(),
+            ))
     });
     lock.metadata.content_hash = lock.compute_content_hashes();
     lock.to_yaml()
         .map_err(|e| LockfileError::Invalid(e.to_string()))
+}
+
+/// conda-lock's entry for a pip package: `manager: pip`, the file's URL and sha256.
+fn pip_entry(platform: &str, p: &PipPackage) -> Package {
+    Package {
+        name: p.name.clone(),
+        version: p.version.clone(),
+        manager: Manager::Pip,
+        platform: platform.to_string(),
+        dependencies: p.dependencies.clone(),
+        url: p.url.clone(),
+        hash: Hashes {
+            md5: None,
+            sha256: Some(p.sha256.clone()),
+        },
+        source: None,
+        build: None,
+        category: "main".into(),
+        optional: false,
+    }
+}
+
+fn pip_package(package: Package) -> Result<(String, PipPackage), LockfileError> {
+    let sha256 = package
+        .hash
+        .sha256
+        .filter(|h| h.len() == 64 && h.chars().all(|c| c.is_ascii_hexdigit()))
+        .ok_or_else(|| LockfileError::PipWithoutHash {
+            name: package.name.clone(),
+            platform: package.platform.clone(),
+        })?;
+    Ok((
+        package.platform,
+        PipPackage {
+            name: crate::pip::normalize(&package.name),
+            version: package.version,
+            url: package.url,
+            sha256: sha256.to_ascii_lowercase(),
+            dependencies: package.dependencies,
+        },
+    ))
+}
+
+/// The pip packages of one platform of a lockfile, sorted by name.
+pub fn lockfile_pip(text: &str, platform: &str) -> Result<Vec<PipPackage>, LockfileError> {
+    let document = Document::parse(text).map_err(|e| LockfileError::Invalid(e.to_string()))?;
+    let mut out: Vec<PipPackage> = document
+        .into_lock_file()
+        .package
+        .into_iter()
+        .filter(|p| p.manager == Manager::Pip && p.platform == platform)
+        .map(|p| pip_package(p).map(|(_, p)| p))
+        .collect::<Result<_, _>>()?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 /// One conda package of a lockfile: what an install needs.
@@ -184,11 +257,16 @@ impl LockedPackage {
     }
 }
 
-/// Read a conda-lock v1 document: every conda package, in file order. pip packages are an error.
+/// Read a conda-lock v1 document: every conda package, in file order (pip packages are read by
+/// [`lockfile_pip`]).
 pub fn read_lockfile(text: &str) -> Result<Vec<LockedPackage>, LockfileError> {
     let document = Document::parse(text).map_err(|e| LockfileError::Invalid(e.to_string()))?;
     let lock = document.into_lock_file();
-    lock.package.into_iter().map(locked_package).collect()
+    lock.package
+        .into_iter()
+        .filter(|p| p.manager == Manager::Conda)
+        .map(locked_package)
+        .collect()
 }
 
 fn locked_package(package: Package) -> Result<LockedPackage, LockfileError> {
@@ -197,12 +275,6 @@ fn locked_package(package: Package) -> Result<LockedPackage, LockfileError> {
         platform: package.platform.clone(),
         message,
     };
-    if package.manager != Manager::Conda {
-        return Err(LockfileError::PipNotSupported {
-            name: package.name,
-            platform: package.platform,
-        });
-    }
     let url = Url::parse(&package.url).map_err(|e| invalid(format!("invalid url: {e}")))?;
     let mut segments: Vec<&str> = url.path_segments().map(|s| s.collect()).unwrap_or_default();
     let file_name = segments.pop().unwrap_or_default().to_string();
@@ -253,6 +325,8 @@ fn locked_package(package: Package) -> Result<LockedPackage, LockfileError> {
 
 /// One package of a lockfile given as an environment's specification (conda-lock v1 fields).
 pub struct LockInput<'a> {
+    /// `conda` or `pip`.
+    pub manager: &'a str,
     pub platform: &'a str,
     pub name: &'a str,
     pub version: &'a str,
@@ -271,8 +345,29 @@ pub fn solution_from_locked<'a>(
 ) -> Result<Solution, LockfileError> {
     let mut lock = empty_lock(channels);
     let mut platforms = std::collections::BTreeSet::new();
+    let mut pip: BTreeMap<String, Vec<PipPackage>> = BTreeMap::new();
     for p in packages {
         platforms.insert(p.platform.to_string());
+        if p.manager == "pip" {
+            let (platform, package) = pip_package(Package {
+                name: p.name.to_string(),
+                version: p.version.to_string(),
+                manager: Manager::Pip,
+                platform: p.platform.to_string(),
+                dependencies: p.dependencies.clone(),
+                url: p.url.to_string(),
+                hash: Hashes {
+                    md5: None,
+                    sha256: p.sha256.map(str::to_string),
+                },
+                source: None,
+                build: None,
+                category: "main".into(),
+                optional: false,
+            })?;
+            pip.entry(platform).or_default().push(package);
+            continue;
+        }
         lock.package.push(Package {
             name: p.name.to_string(),
             version: p.version.to_string(),
@@ -304,10 +399,13 @@ pub fn solution_from_locked<'a>(
     let text = lock
         .to_yaml()
         .map_err(|e| LockfileError::Invalid(e.to_string()))?;
+    for packages in pip.values_mut() {
+        packages.sort_by(|a, b| a.name.cmp(&b.name));
+    }
     let mut solution = Solution {
         channels: channels.to_vec(),
-        specs: Vec::new(),
-        platforms: BTreeMap::new(),
+        pip,
+        ..Default::default()
     };
     for platform in platforms {
         let mut records = lockfile_records(&text, &platform)?;
@@ -330,7 +428,7 @@ pub fn lockfile_records(text: &str, platform: &str) -> Result<Vec<RepoDataRecord
     let records: Vec<RepoDataRecord> = lock
         .package
         .into_iter()
-        .filter(|p| p.platform == platform)
+        .filter(|p| p.platform == platform && p.manager == Manager::Conda)
         .map(|p| locked_package(p)?.to_repodata_record())
         .collect::<Result<_, _>>()?;
     // A platform the lockfile lists with no package is an empty environment.
@@ -341,10 +439,17 @@ pub fn lockfile_records(text: &str, platform: &str) -> Result<Vec<RepoDataRecord
 }
 
 #[derive(Serialize)]
+#[serde(untagged)]
+enum ExportedDependency {
+    Conda(String),
+    Pip { pip: Vec<String> },
+}
+
+#[derive(Serialize)]
 struct ExportedEnvironment<'a> {
     name: &'a str,
     channels: Vec<String>,
-    dependencies: Vec<String>,
+    dependencies: Vec<ExportedDependency>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     variables: &'a BTreeMap<String, String>,
 }
@@ -379,6 +484,20 @@ pub fn export_environment_with(
         })
         .collect();
     dependencies.sort();
+    let mut dependencies: Vec<ExportedDependency> = dependencies
+        .into_iter()
+        .map(ExportedDependency::Conda)
+        .collect();
+    let pip: Vec<String> = solution
+        .pip
+        .get(platform)
+        .into_iter()
+        .flatten()
+        .map(|p| format!("{}=={}", p.name, p.version))
+        .collect();
+    if !pip.is_empty() {
+        dependencies.push(ExportedDependency::Pip { pip });
+    }
     let env = ExportedEnvironment {
         name,
         channels: solution.channels.clone(),

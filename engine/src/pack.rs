@@ -92,7 +92,7 @@ pub use cache::SegmentCache;
 
 use crate::hashing::HashingWriter;
 use crate::prefix::{FileMode, InstalledPackage, PrefixError, read_installed};
-use crate::relocate::{find_c_string, replace_binary, replace_text};
+use crate::relocate::{find_c_string, fix_shebang, replace_binary, replace_text};
 
 /// Where the manifest lives in the archive, relative to the prefix.
 pub const MANIFEST_PATH: &str = "conda-meta/.conda-store-pack.manifest";
@@ -289,10 +289,25 @@ sub cfix {
     return $s . ("\0" x ($k * $pad));
 }
 
+# conda's fix for a shebang the new prefix broke (a space, or longer than the kernel reads):
+# `#!/usr/bin/env <program> <arguments>`.
+sub shebang {
+    my ($data) = @_;
+    return $data unless $data =~ /\A#!([^\n]*)/;
+    my $line = $1;
+    return $data unless substr($line, 0, length($new)) eq $new;
+    return $data unless $new =~ / / || length($line) + 2 > 127;
+    my ($exe, $args) = substr($line, length($new)) =~ /^(\S*)(.*)$/;
+    (my $program = $exe) =~ s{.*/}{};
+    substr($data, 2, length($line)) = "/usr/bin/env $program$args";
+    return $data;
+}
+
 for my $f (@files) {
     my ($rel, $mode) = @$f;
     my $data = slurp("$new/$rel");
     my $n = $mode eq 'text' ? ($data =~ s/\Q$old\E/$new/g) : ($data =~ s/($cstr)/cfix($1)/ge);
+    $data = shebang($data) if $n && $mode eq 'text';
     spew("$new/$rel", $data) if $n;
 }
 
@@ -614,7 +629,8 @@ pub fn unpack(dir: &Path) -> Result<UnpackSummary, PackError> {
     for f in &manifest.files {
         let data = read(&f.path)?;
         let replaced = match f.mode {
-            FileMode::Text => replace_text(&data, old.as_bytes(), new.as_bytes()),
+            FileMode::Text => replace_text(&data, old.as_bytes(), new.as_bytes())
+                .map(|d| fix_shebang(d, new.as_bytes())),
             FileMode::Binary => replace_binary(&data, old.as_bytes(), new.as_bytes()),
         };
         if let Some(replaced) = replaced {

@@ -1,5 +1,7 @@
 //! What an installed prefix holds, read from its `conda-meta/*.json` records (the files `conda
-//! list -p PREFIX` reads): each package's files, and which of them embed the prefix path.
+//! list -p PREFIX` reads): each package's files, and which of them embed the prefix path. The
+//! Python distributions a pip section installed are read from their `*.dist-info/RECORD`: they
+//! are packages too, to the pack (relocated by `conda-unpack`) and the image (layers).
 
 use std::path::{Path, PathBuf};
 
@@ -54,9 +56,21 @@ pub struct PrefixFile {
     pub mode: FileMode,
 }
 
+/// Which installer put a package in the prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Manager {
+    /// A conda package (a `conda-meta` record).
+    #[default]
+    Conda,
+    /// A Python distribution of a pip section (a `*.dist-info` whose `INSTALLER` is not conda).
+    Pip,
+}
+
 /// One installed package.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledPackage {
+    /// Who installed it.
+    pub manager: Manager,
     /// Package name.
     pub name: String,
     /// Version.
@@ -153,6 +167,7 @@ pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixErro
         files.dedup();
         prefix_files.sort_by(|a, b| a.path.cmp(&b.path));
         out.push(InstalledPackage {
+            manager: Manager::Conda,
             name: rec.name,
             version: rec.version,
             build: rec.build,
@@ -165,7 +180,138 @@ pub fn read_installed(prefix: &Path) -> Result<Vec<InstalledPackage>, PrefixErro
             prefix_files,
         });
     }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
+    let conda_files: std::collections::HashSet<&str> = out
+        .iter()
+        .flat_map(|p| p.files.iter().map(String::as_str))
+        .collect();
+    let mut pip = read_pip_installed(prefix, &conda_files)?;
+    out.append(&mut pip);
+    out.sort_by(|a, b| a.name.cmp(&b.name).then(a.record.cmp(&b.record)));
+    Ok(out)
+}
+
+/// `a/b/../c` → `a/c`; `None` when it leaves the root.
+fn lexical_normalize(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in path.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// The distributions pip (uv) installed: every `lib/python*/site-packages/*.dist-info` whose
+/// `INSTALLER` is not conda and whose files no conda record lists. Their files are the RECORD's,
+/// relative to the prefix; the scripts among them that embed the prefix (entry points' shebangs)
+/// are text prefix files.
+fn read_pip_installed(
+    prefix: &Path,
+    conda_files: &std::collections::HashSet<&str>,
+) -> Result<Vec<InstalledPackage>, PrefixError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| PrefixError::Io { path, source }
+    };
+    let lib = prefix.join("lib");
+    let Ok(entries) = std::fs::read_dir(&lib) else {
+        return Ok(Vec::new());
+    };
+    let mut site_dirs: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("python"))
+        .map(|n| format!("lib/{n}/site-packages"))
+        .filter(|d| prefix.join(d).is_dir())
+        .collect();
+    site_dirs.sort();
+    let needle = prefix.to_string_lossy().into_owned();
+    let mut out = Vec::new();
+    for site in site_dirs {
+        let dir = prefix.join(&site);
+        let mut infos: Vec<String> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".dist-info"))
+            .collect();
+        infos.sort();
+        for info in infos {
+            let rel_info = format!("{site}/{info}");
+            let installer = std::fs::read_to_string(prefix.join(&rel_info).join("INSTALLER"))
+                .unwrap_or_default();
+            if installer.trim() == "conda"
+                || conda_files.contains(format!("{rel_info}/METADATA").as_str())
+            {
+                continue;
+            }
+            let record_path = prefix.join(&rel_info).join("RECORD");
+            let Ok(record) = std::fs::read_to_string(&record_path) else {
+                continue;
+            };
+            let mut files = Vec::new();
+            for line in record.lines() {
+                // path,hash,size — a path with a comma is quoted (csv).
+                let path = if let Some(rest) = line.strip_prefix('"') {
+                    rest.split_once('"').map(|(p, _)| p).unwrap_or(rest)
+                } else {
+                    line.split(',').next().unwrap_or("")
+                };
+                if path.is_empty() {
+                    continue;
+                }
+                let rel = lexical_normalize(&format!("{site}/{path}"))
+                    .filter(|r| is_safe_relative(r))
+                    .ok_or_else(|| PrefixError::UnsafePath {
+                        record: record_path.clone(),
+                        path: path.to_string(),
+                    })?;
+                files.push(rel);
+            }
+            files.sort();
+            files.dedup();
+            let mut prefix_files = Vec::new();
+            for f in files.iter().filter(|f| f.starts_with("bin/")) {
+                let path = prefix.join(f);
+                let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if !meta.is_file() || meta.len() > 1 << 20 {
+                    continue;
+                }
+                let data = std::fs::read(&path).map_err(io(&path))?;
+                if data.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    prefix_files.push(PrefixFile {
+                        path: f.clone(),
+                        mode: if data.contains(&0) {
+                            FileMode::Binary
+                        } else {
+                            FileMode::Text
+                        },
+                    });
+                }
+            }
+            let (name, version) = info
+                .trim_end_matches(".dist-info")
+                .split_once('-')
+                .map(|(n, v)| (crate::pip::normalize(n), v.to_string()))
+                .unwrap_or_else(|| (info.clone(), String::new()));
+            out.push(InstalledPackage {
+                manager: Manager::Pip,
+                name,
+                version,
+                build: "pypi_0".into(),
+                record: rel_info,
+                sha256: None,
+                files,
+                prefix_files,
+            });
+        }
+    }
     Ok(out)
 }
 

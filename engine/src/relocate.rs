@@ -69,3 +69,49 @@ pub(crate) fn replace_binary(data: &[u8], old: &[u8], new: &[u8]) -> Option<Vec<
     out.extend_from_slice(&data[done..]);
     Some(out)
 }
+
+/// conda's fix for a script whose shebang the new prefix broke: the kernel reads at most 127
+/// bytes of `#!` line and splits it at the first space, so a relocated interpreter path with a
+/// space, or a line too long, becomes `#!/usr/bin/env <program> <arguments>` (found on PATH
+/// once the environment is activated). Other data is returned as it is.
+pub(crate) fn fix_shebang(data: Vec<u8>, new: &[u8]) -> Vec<u8> {
+    if !data.starts_with(b"#!") {
+        return data;
+    }
+    let end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    let line = &data[2..end];
+    if !line.starts_with(new) || (!new.contains(&b' ') && end <= 127) {
+        return data;
+    }
+    let rest = &line[new.len()..];
+    let exe_len = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+    let (exe, args) = rest.split_at(exe_len);
+    let program = exe.rsplit(|&b| b == b'/').next().unwrap_or(exe);
+    let mut out = b"#!/usr/bin/env ".to_vec();
+    out.extend_from_slice(program);
+    out.extend_from_slice(args);
+    out.extend_from_slice(&data[end..]);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fix_shebang;
+
+    #[test]
+    fn a_shebang_with_a_space_uses_env() {
+        let new = b"/a b/env";
+        let fixed = fix_shebang(b"#!/a b/env/bin/python3.11 -E\nimport x\n".to_vec(), new);
+        assert_eq!(fixed, b"#!/usr/bin/env python3.11 -E\nimport x\n");
+        let plain = b"#!/ab/env/bin/python\n".to_vec();
+        assert_eq!(fix_shebang(plain.clone(), b"/ab/env"), plain);
+        let long = format!("/{}", "x".repeat(130));
+        let script = format!("#!{long}/bin/python\nprint(1)\n").into_bytes();
+        assert_eq!(
+            fix_shebang(script, long.as_bytes()),
+            b"#!/usr/bin/env python\nprint(1)\n"
+        );
+        let not_a_script = b"data /a b/env".to_vec();
+        assert_eq!(fix_shebang(not_a_script.clone(), new), not_a_script);
+    }
+}

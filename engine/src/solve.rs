@@ -29,8 +29,14 @@ pub struct SolveRequest {
     pub channels: Vec<String>,
     /// Conda match specs (`numpy >=1.26`, `python=3.11`).
     pub specs: Vec<String>,
-    /// pip requirements; not supported yet (an error when non-empty).
+    /// pip requirements (the `pip:` section), resolved after the conda part with
+    /// [`SolveRequest::pip_config`] (see [`crate::pip`]).
     pub pip: Vec<String>,
+    /// How pip sections are resolved; `None` refuses them.
+    pub pip_config: Option<crate::pip::PipConfig>,
+    /// The conda package cache the pip resolution's interpreter is installed from (a
+    /// temporary one when `None`).
+    pub package_cache: Option<PathBuf>,
     /// Target platforms (`linux-64`, `osx-arm64`, …); each is solved separately.
     pub platforms: Vec<String>,
     /// Virtual packages per platform (`__glibc=2.28=0`), replacing the default. When a platform
@@ -56,7 +62,7 @@ pub struct SolveRequest {
 pub use rattler_conda_types::RepoDataRecord as Record;
 
 /// The result of a solve.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Solution {
     /// The channels' normalised URLs (with a trailing slash), in priority order.
     pub channels: Vec<String>,
@@ -64,6 +70,9 @@ pub struct Solution {
     pub specs: Vec<String>,
     /// Per platform, the records to install, sorted by name.
     pub platforms: BTreeMap<String, Vec<RepoDataRecord>>,
+    /// Per platform, the pip packages installed after the conda ones, sorted by name (none
+    /// without a pip section).
+    pub pip: BTreeMap<String, Vec<crate::pip::PipPackage>>,
 }
 
 /// Why a solve failed.
@@ -88,10 +97,14 @@ pub enum SolveError {
     #[error("nothing to solve: {0}")]
     Empty(&'static str),
     #[error(
-        "pip dependencies are not supported yet (got {}); remove the pip: section or lock them separately",
+        "pip dependencies are not enabled on this deployment (got {}): remove the pip: section, or ask for pip support (uv) to be configured",
         .0.join(", ")
     )]
     PipNotSupported(Vec<String>),
+    #[error(transparent)]
+    Pip(#[from] crate::pip::PipError),
+    #[error("preparing the interpreter for the pip section: {0}")]
+    PipInterpreter(String),
     #[error("cannot solve for {platform}:\n{message}")]
     Unsolvable { platform: String, message: String },
     #[error("solving for {platform} took longer than {timeout:?}")]
@@ -203,7 +216,7 @@ fn parse_virtual_package(s: &str) -> Result<GenericVirtualPackage, String> {
 
 /// Parse and check a request: specs, platforms, channels.
 fn prepare(request: &SolveRequest) -> Result<(Vec<MatchSpec>, Vec<Channel>), SolveError> {
-    if !request.pip.is_empty() {
+    if !request.pip.is_empty() && request.pip_config.is_none() {
         return Err(SolveError::PipNotSupported(request.pip.clone()));
     }
     if request.platforms.is_empty() {
@@ -247,14 +260,20 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
     let (specs, channels) = prepare(request)?;
     let channel_urls = || channels.iter().map(|c| c.base_url.to_string()).collect();
     if specs.is_empty() {
+        if !request.pip.is_empty() {
+            return Err(crate::pip::PipError::NoPython {
+                platform: request.platforms.join(", "),
+            }
+            .into());
+        }
         return Ok(Solution {
             channels: channel_urls(),
-            specs: Vec::new(),
             platforms: request
                 .platforms
                 .iter()
                 .map(|p| (p.clone(), Vec::new()))
                 .collect(),
+            ..Default::default()
         });
     }
     crate::tls::ensure_crypto_provider();
@@ -351,9 +370,85 @@ pub async fn solve(request: &SolveRequest) -> Result<Solution, SolveError> {
         });
         platforms.insert(platform.clone(), records);
     }
-    Ok(Solution {
+    let mut solution = Solution {
         channels: channel_urls(),
         specs: request.specs.clone(),
         platforms,
-    })
+        pip: BTreeMap::new(),
+    };
+    if let Some(cfg) = request
+        .pip_config
+        .as_ref()
+        .filter(|_| !request.pip.is_empty())
+    {
+        solution.pip = solve_pip(request, cfg, &solution).await?;
+    }
+    Ok(solution)
+}
+
+/// The pip section resolved for every platform of `solution`, with the python of its linux-64
+/// part installed into a scratch prefix as the resolver's interpreter.
+async fn solve_pip(
+    request: &SolveRequest,
+    cfg: &crate::pip::PipConfig,
+    solution: &Solution,
+) -> Result<BTreeMap<String, Vec<crate::pip::PipPackage>>, SolveError> {
+    let host = "linux-64";
+    let records = solution.platforms.get(host).ok_or_else(|| {
+        SolveError::PipInterpreter(format!(
+            "a pip section is resolved with the environment's {host} python: add {host} to the platforms"
+        ))
+    })?;
+    crate::pip::target_for(host, records)?;
+    let work = tempfile::tempdir().map_err(|e| SolveError::PipInterpreter(e.to_string()))?;
+    let prefix = work.path().join("python");
+    let cache = match &request.package_cache {
+        Some(c) => c.clone(),
+        None => work.path().join("pkgs"),
+    };
+    crate::install::install_records(python_closure(records), host, &prefix, &cache)
+        .await
+        .map_err(|e| SolveError::PipInterpreter(e.to_string()))?;
+    let interpreter = prefix.join("bin").join("python");
+    let mut out = BTreeMap::new();
+    for (platform, records) in &solution.platforms {
+        let target = crate::pip::target_for(platform, records)?;
+        let glibc = request
+            .virtual_packages
+            .get(platform)
+            .into_iter()
+            .flatten()
+            .find_map(|v| v.strip_prefix("__glibc="))
+            .map(|v| v.split('=').next().unwrap_or(v));
+        let packages = crate::pip::resolve(cfg, &request.pip, &interpreter, &target, glibc).await?;
+        out.insert(platform.clone(), packages);
+    }
+    Ok(out)
+}
+
+/// `python` and what it depends on, transitively, among `records`.
+fn python_closure(records: &[RepoDataRecord]) -> Vec<RepoDataRecord> {
+    let by_name: BTreeMap<&str, &RepoDataRecord> = records
+        .iter()
+        .map(|r| (r.package_record.name.as_normalized(), r))
+        .collect();
+    let mut todo = vec!["python"];
+    let mut seen = std::collections::BTreeSet::new();
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        if let Some(r) = by_name.get(name) {
+            for d in &r.package_record.depends {
+                if let Some(dep) = d.split_whitespace().next()
+                    && let Some((k, _)) = by_name.get_key_value(dep)
+                {
+                    todo.push(k);
+                }
+            }
+        }
+    }
+    seen.iter()
+        .filter_map(|n| by_name.get(n).map(|r| (*r).clone()))
+        .collect()
 }

@@ -88,6 +88,15 @@ fn resolve(root: &Path, path: &str) -> Option<PathBuf> {
     full.is_file().then_some(full)
 }
 
+/// What a file is, by its name: package indexes (PEP 503) are read as HTML pages.
+fn content_type(file: &Path) -> &'static str {
+    match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    }
+}
+
 async fn connection(
     stream: TcpStream,
     root: &Path,
@@ -140,7 +149,8 @@ async fn connection(
                 let etag = format!("\"{:x}-{:x}\"", meta.len(), mtime.as_nanosecond());
                 let last_modified = mtime.strftime("%a, %d %b %Y %H:%M:%S GMT").to_string();
                 let extra = format!(
-                    "ETag: {etag}\r\nLast-Modified: {last_modified}\r\nCache-Control: {cache_control}\r\n"
+                    "ETag: {etag}\r\nLast-Modified: {last_modified}\r\nCache-Control: {cache_control}\r\nContent-Type: {}\r\n",
+                    content_type(&file)
                 );
                 let fresh = match header("if-none-match") {
                     Some(tags) => tags.split(',').any(|t| t.trim() == etag),

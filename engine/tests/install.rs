@@ -286,6 +286,7 @@ async fn a_lockfile_given_back_locks_to_the_same_bytes() {
         spec.packages
             .iter()
             .map(|p| conda_store_engine::lockfile::LockInput {
+                manager: &p.manager,
                 platform: &p.platform,
                 name: &p.name,
                 version: &p.version,

@@ -33,6 +33,36 @@ pub struct JobInputs<'a> {
     pub environment_name: &'a str,
     /// The channel alias from the namespace's policy.
     pub channel_alias: Option<&'a str>,
+    /// Whether the specification has a pip section to resolve (the solve Job then gets the
+    /// namespace's package and uv caches, for the interpreter the resolver runs).
+    pub pip: bool,
+}
+
+/// uv's cache of a namespace's pip downloads, beside its prefixes (installs hard-link from it);
+/// one per namespace, as an index's credentials may differ between teams.
+pub fn uv_cache(envs_dir: &str, namespace: &str) -> String {
+    format!("{}/{namespace}/.uv-cache", envs_dir.trim_end_matches('/'))
+}
+
+/// The variables that configure pip sections, for the solve and install steps.
+fn pip_env(cfg: &RunArgs, namespace: &str) -> Vec<EnvVar> {
+    let mut env = vec![env_var(
+        "CONDA_STORE_PIP_CACHE",
+        &uv_cache(&cfg.envs_dir, namespace),
+    )];
+    if let Some(url) = &cfg.pip_index_url {
+        env.push(env_var("CONDA_STORE_PIP_INDEX_URL", url));
+    }
+    if !cfg.pip_extra_index_urls.is_empty() {
+        env.push(env_var(
+            "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
+            &cfg.pip_extra_index_urls.join(","),
+        ));
+    }
+    if cfg.pip_allow_build {
+        env.push(env_var("CONDA_STORE_PIP_ALLOW_BUILD", "true"));
+    }
+    env
 }
 
 /// The storage key of a build's normalised specification, the solve step's input: written by
@@ -94,10 +124,21 @@ fn step_needs(
             if let Some(alias) = i.channel_alias {
                 env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
             }
+            let mut envs_subs = vec![".repodata-cache".into()];
+            if i.pip {
+                // The resolver runs the environment's python, installed from the package cache.
+                env.push(env_var(
+                    "CONDA_STORE_PKGS_DIR",
+                    &package_cache(&cfg.envs_dir, namespace),
+                ));
+                env.extend(pip_env(cfg, namespace));
+                envs_subs.push(format!("{namespace}/.pkgs"));
+                envs_subs.push(format!("{namespace}/.uv-cache"));
+            }
             StepNeeds {
                 args: vec!["--name".into(), i.environment_name.to_string()],
                 env,
-                envs_subs: vec![".repodata-cache".into()],
+                envs_subs,
                 ..none
             }
         }
@@ -106,10 +147,12 @@ fn step_needs(
         // across mounts (even of one file system), so the cache and the prefix share a mount.
         BuildStep::Install => StepNeeds {
             args: vec!["--prefix".into(), prefix.to_string()],
-            env: vec![env_var(
+            env: std::iter::once(env_var(
                 "CONDA_STORE_PKGS_DIR",
                 &package_cache(&cfg.envs_dir, namespace),
-            )],
+            ))
+            .chain(pip_env(cfg, namespace))
+            .collect(),
             envs_subs: vec![namespace.to_string()],
             ..none
         },
@@ -551,6 +594,7 @@ mod tests {
                 build_id: 12,
                 environment_name: "env",
                 channel_alias: None,
+                pip: false,
             },
             &cfg(&["--job-namespace=conda-store"]),
         );
@@ -580,6 +624,7 @@ mod tests {
                 build_id: 12,
                 environment_name: "My Env",
                 channel_alias: Some("http://mirror/"),
+                pip: false,
             },
             &cfg(&[]),
         );
@@ -652,6 +697,7 @@ mod tests {
                     build_id: 12,
                     environment_name: "env",
                     channel_alias: None,
+                    pip: false,
                 },
                 &c,
             );
@@ -716,6 +762,7 @@ mod tests {
                     build_id: 1,
                     environment_name: "env",
                     channel_alias: None,
+                    pip: false,
                 },
                 &c,
             );
@@ -774,6 +821,7 @@ mod tests {
                 build_id: 1,
                 environment_name: "env",
                 channel_alias: None,
+                pip: false,
             },
             &c,
         );
@@ -813,6 +861,7 @@ mod tests {
                 build_id: 1,
                 environment_name: "env",
                 channel_alias: None,
+                pip: false,
             };
             let job = step_job(&inputs, &claims);
             let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();

@@ -215,8 +215,10 @@ dockerfile, layout = open(sys.argv[1]).read(), sys.argv[2]
 final = dockerfile.split("\nFROM ")[-1]  # the last stage is the image
 entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", final, re.M).group(1))
 user = re.search(r"^USER (\S+)$", final, re.M).group(1)
-copy = re.search(r"^COPY --from=\S+ (.+) (\S+/)$", final, re.M)
-binaries = sorted(p.rsplit("/", 1)[1] for p in copy.group(1).split())
+paths = []  # what every COPY of the last stage puts in the image
+for srcs, dest in re.findall(r"^COPY --from=\S+ (.+) (\S+)$", final, re.M):
+    paths += [dest + s.rsplit("/", 1)[1] if dest.endswith("/") else dest for s in srcs.split()]
+binaries = sorted(paths)
 blob = lambda d: f"{layout}/blobs/sha256/{d.split(':')[1]}"
 manifest = json.load(open(blob(json.load(open(f"{layout}/index.json"))["manifests"][0]["digest"])))
 config = json.load(open(blob(manifest["config"]["digest"])))["config"]
@@ -228,7 +230,7 @@ for layer in manifest["layers"]:
     files |= set(subprocess.run(["tar", "-tzf", blob(layer["digest"])], check=True,
                                 capture_output=True, text=True).stdout.split())
 for b in binaries:
-    assert copy.group(2).lstrip("/") + b in files, (b, sorted(f for f in files if "bin/" in f))
+    assert b.lstrip("/") in files, (b, sorted(f for f in files if "bin/" in f))
 print(f"entrypoint {entrypoint}, user {user}, binaries {binaries}")
 PY
 }

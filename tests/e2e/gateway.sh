@@ -17,6 +17,7 @@ source "$ROOT/tests/e2e/checks.sh"
 cleanup() {
   if [[ -n ${FUZZ_PID:-} ]]; then kill "$FUZZ_PID" 2>/dev/null || true; fi
   if [[ -n ${BB_PID:-} ]]; then kill "$BB_PID" 2>/dev/null || true; fi
+  if [[ -n ${PY_PID:-} ]]; then kill "$PY_PID" 2>/dev/null || true; fi
   if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
 }
@@ -459,6 +460,127 @@ pull_refused() { # demo's credentials do not pull alice's image
 check "another team's pull secret does not pull alice's image" pull_refused
 "$CONDA_STORE_KUBECTL" delete pod stolen -n demo --wait=false >/dev/null
 kill "$BB_PID" 2>/dev/null || true
+
+# A pip section, end to end: conda's python (the host's CPython made a conda package by
+# tests/support/real_channel.py) and pip's flask (its closure, with the binary wheel markupsafe
+# and the `flask` entry point) from a PEP 503 index of real PyPI wheels, both served where the
+# build pods reach them. Built through the operator; checked with conda-lock's parser, from the
+# installed prefix, from the archive unpacked elsewhere, by `conda-store run`, and in the image
+# run as a Pod pulled from the gateway's registry.
+PIP_DATA=${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}/test-data
+python3 "$ROOT/tests/support/real_channel.py" "$PIP_DATA/pip-test-channel" \
+  --wheels "$PIP_DATA/pip-test-channel-wheels" click==8.5.1 >/dev/null
+python3 "$ROOT/tests/support/pypi_index.py" "$PIP_DATA/pip-test-index" --wheels "$PIP_DATA/pip-test-index-wheels" \
+  --sdist onlysource==1.0 flask==3.1.3 werkzeug==3.1.9 jinja2==3.1.6 itsdangerous==2.2.0 click==8.5.1 \
+  click==7.1.2 blinker==1.9.0 markupsafe==3.0.4 >/dev/null
+mkdir -p "$STATE/py" && ln -sfn "$PIP_DATA/pip-test-channel" "$STATE/py/channel" && ln -sfn "$PIP_DATA/pip-test-index" "$STATE/py/index"
+PY_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server --bind "$GW_HOST" --directory "$STATE/py" "$PY_PORT" >"$STATE/py-http.log" 2>&1 &
+PY_PID=$!
+PY_URL="http://$GW_HOST:$PY_PORT"
+pip_env() { # pip_env NAME PIP_ITEMS [CONDA_ITEMS]: an Environment of alice's with a pip section
+  "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: $1, namespace: alice}
+spec:
+  channels: ["$PY_URL/channel/"]
+  dependencies: [${3:-python}, {pip: ["--index-url $PY_URL/index/simple", $2]}]
+  artifacts: [lockfile, archive, image]
+YAML
+}
+pip_env flasky '"flask"'
+check "an environment with a pip section (flask) builds through the operator" \
+  "$CONDA_STORE_KUBECTL" wait --for=condition=Ready environment/flasky -n alice --timeout=300s
+FLASKY_ID=$("$CONDA_STORE_KUBECTL" get environment flasky -n alice -o 'jsonpath={.status.currentBuild}')
+curl -fsS -u alice:alice-pw "$API/build/$FLASKY_ID/conda-lock.yml" -o "$STATE/flasky.lock"
+conda_lock_reads_pip() { # conda-lock's parser: pip entries with their sha256, conda's python
+  "$COMPAT/bin/python" - "$1" <<'PY'
+import pathlib, sys
+from conda_lock.lockfile import parse_conda_lock_file
+lock = parse_conda_lock_file(pathlib.Path(sys.argv[1]))
+pip = sorted(p.name for p in lock.package if p.manager == "pip")
+assert pip == ["blinker", "click", "flask", "itsdangerous", "jinja2", "markupsafe", "werkzeug"], pip
+assert [p.name for p in lock.package if p.manager == "conda"] == ["python"]
+assert all(len(p.hash.sha256) == 64 and p.url.endswith(".whl") for p in lock.package if p.manager == "pip")
+print(pip)
+PY
+}
+check "its lockfile has manager: pip entries that conda-lock's parser reads" conda_lock_reads_pip "$STATE/flasky.lock"
+FLASKY=$STATE/envs/alice/flasky
+check "flask imports from the installed prefix (markupsafe's compiled module too)" \
+  "$FLASKY/bin/python" -c 'import flask, markupsafe._speedups'
+check "the flask entry point runs from the installed prefix" contains "Flask 3.1.3" "$FLASKY/bin/flask" --version
+unpacked_runs() { # the archive, extracted elsewhere and relocated by its conda-unpack
+  rm -rf "$STATE/flasky-unpacked" && mkdir -p "$STATE/flasky-unpacked"
+  curl -fsS -u alice:alice-pw "$API/build/$FLASKY_ID/archive/" | tar -xz -C "$STATE/flasky-unpacked" || return 1
+  "$STATE/flasky-unpacked/bin/conda-unpack" || return 1
+  head -n 1 "$STATE/flasky-unpacked/bin/flask"
+  "$STATE/flasky-unpacked/bin/python" -c 'import flask, markupsafe._speedups' || return 1
+  "$STATE/flasky-unpacked/bin/flask" --version
+}
+check "from the archive unpacked elsewhere (after conda-unpack), flask imports and its entry point runs" \
+  contains "Flask 3.1.3" unpacked_runs
+check "conda-store run of that build runs the pip entry point" \
+  contains "Flask 3.1.3" basic alice alice-pw run --no-cache "alice/flasky" -- flask --version
+IMG_PREFIX=/opt/conda/envs/flasky
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: flasky, namespace: alice}
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  imagePullSecrets: [{name: gateway-pull}]
+  containers:
+    - name: env
+      image: $REG_HOST/alice/flasky:$FLASKY_ID
+      imagePullPolicy: Always
+      # The image has no base: the test python carries glibc's loader in lib/.
+      command:
+        - $IMG_PREFIX/lib/ld-linux-x86-64.so.2
+        - $IMG_PREFIX/bin/python3.11
+        - -c
+        - |
+          import runpy, sys, flask, markupsafe._speedups
+          print(open("$IMG_PREFIX/bin/flask").readline().strip())
+          sys.argv = ["flask", "--version"]
+          runpy.run_path("$IMG_PREFIX/bin/flask", run_name="__main__")
+YAML
+flasky_pod() {
+  local phase=""
+  for _ in $(seq 240); do
+    phase=$("$CONDA_STORE_KUBECTL" get pod flasky -n alice -o 'jsonpath={.status.phase}')
+    [[ $phase == Succeeded || $phase == Failed ]] && break
+    sleep 0.5
+  done
+  "$CONDA_STORE_KUBECTL" logs flasky -n alice
+  [[ $phase == Succeeded ]]
+}
+check "the image, pulled from the gateway's registry by the node and run as a Pod, imports flask and runs its entry point" \
+  contains "Flask 3.1.3" flasky_pod
+check "in the image the entry point's shebang names the image's python" \
+  contains "#!$IMG_PREFIX/bin/python" "$CONDA_STORE_KUBECTL" logs flasky -n alice
+# Bad input, through the operator: the build fails with a message naming the requirement, and
+# the environment that works is untouched.
+pip_env flasky-bad '"nosuchproject"'
+pip_failed() { # pip_failed ENV: the build's failure message
+  for _ in $(seq 240); do
+    local msg
+    msg=$("$CONDA_STORE_KUBECTL" get builds -n alice -l conda.store/environment="$1" \
+      -o 'jsonpath={.items[0].status.phase} {.items[0].status.message}' 2>/dev/null)
+    [[ $msg == Failed* ]] && { echo "$msg"; return 0; }
+    sleep 0.5
+  done
+  return 1
+}
+check "an unknown pip package fails the build, naming it" contains nosuchproject pip_failed flasky-bad
+pip_env flasky-conflict '"click<8"' 'python, click'
+check "a pip requirement that conflicts with a conda package fails, naming the conda package" \
+  contains "install click 8.5.1" pip_failed flasky-conflict
+check "the working pip environment is untouched" is \
+  "$("$CONDA_STORE_KUBECTL" get environment flasky -n alice -o 'jsonpath={.status.currentBuild}')" "$FLASKY_ID"
+kill "$PY_PID" 2>/dev/null || true
 
 # Dynamic images: a pull of conda-store-dynamic/<spec>/<spec> builds those packages once.
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML

@@ -73,19 +73,22 @@ busybox_ref() {
 target_dir() { echo "${CARGO_TARGET_DIR:-$HOME/.cache/conda-store-k8s/target}"; }
 operator_bin() { echo "${CONDA_STORE_OPERATOR_BIN:-$(target_dir)/debug/conda-store-operator}"; }
 api_server_bin() { echo "${CONDA_STORE_API_SERVER_BIN:-$(target_dir)/debug/conda-store-api-server}"; }
+# uv (static), which the solve and install steps run for pip sections: the pinned wheel's binary.
+uv_bin() { echo "${CONDA_STORE_UV_BIN:-$(bash "$HERE/../../scripts/install-uv.sh")}"; }
 conda-store_ref() {
-  local op api
-  op=$(operator_bin) api=$(api_server_bin)
+  local op api uv
+  op=$(operator_bin) api=$(api_server_bin) uv=$(uv_bin)
   [[ -x $op ]] || die "no operator binary at $op (cargo build -p conda-store-operator)"
   [[ -x $api ]] || die "no gateway binary at $api (cargo build -p conda-store-api-server)"
-  echo "$REPO/conda-store:$(cat "$op" "$api" | sha256sum | cut -c1-12)"
+  [[ -x $uv ]] || die "no uv at $uv (scripts/install-uv.sh)"
+  echo "$REPO/conda-store:$(cat "$op" "$api" "$uv" | sha256sum | cut -c1-12)"
 }
 
 # The project's image, as the Dockerfile describes it (binaries in /usr/local/bin, user 65532,
 # entrypoint the operator, no shell), written by the project's own OCI writer
 # (`conda-store-operator rootfs-image`, the image step's layer code) instead of docker: a runtime
 # layer (the dynamic loader and the libraries the binaries link, CA certificates, passwd) under
-# a layer for each binary, written in parallel at gzip level 1 (the image is only imported). Imported as an OCI archive named by its io.containerd.image.name.
+# a layer for each binary (uv's with the operator's), written in parallel at gzip level 1 (the image is only imported). Imported as an OCI archive named by its io.containerd.image.name.
 build_conda-store() {
   local ref=$1 out=$2 op api work lib bin layer
   op=$(operator_bin) api=$(api_server_bin)
@@ -102,6 +105,7 @@ build_conda-store() {
       cp -L "$lib" "$work/runtime$lib"
     done < <(ldd "$bin" | grep -o '/[^ ]*' | sort -u)
   done
+  cp "$(uv_bin)" "$work/operator/usr/local/bin/uv"
   cp -L /etc/ssl/certs/ca-certificates.crt "$work/runtime/etc/ssl/certs/" 2>/dev/null || true
   printf 'root:x:0:0:root:/root:/sbin/nologin\nconda-store:x:65532:65532::/home/conda-store:/sbin/nologin\n' >"$work/runtime/etc/passwd"
   printf 'root:x:0:\nconda-store:x:65532:\n' >"$work/runtime/etc/group"

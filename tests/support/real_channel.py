@@ -1,8 +1,15 @@
 """A conda channel of real, runnable packages for tests and benchmarks, made on this machine:
 
-- `python`: the host's CPython (Debian's /usr/bin/python3.X with its standard library), with a
-  `sitecustomize.py` that puts `lib/pythonX.Y/site-packages` on the path (Debian's `site` only
-  adds its own dist-packages directories), so programs really run from an installed prefix;
+- `python`: the host's CPython (Debian's /usr/bin/python3.X with its standard library), made to
+  behave like conda's: a `sitecustomize.py` puts `lib/pythonX.Y/site-packages` on the path
+  (Debian's `site` only adds its own dist-packages directories), its `sysconfig` installs into
+  that prefix scheme (Debian's defaults to `local/lib/.../dist-packages`), and the shared
+  libraries it needs beyond glibc (libz, libexpat) are in `lib/`, found through the binary's
+  RUNPATH `$ORIGIN/../lib` (set with patchelf) as conda-forge's python finds its own. So it
+  runs from an installed prefix, from an unpacked archive, and in a build pod whose image has
+  glibc and nothing else (uv runs it to install a pip section). For an image with no base at
+  all, glibc's loader and libraries are in `lib/` too: `lib/ld-linux-x86-64.so.2 bin/python3.X`
+  starts it;
 - PyPI wheels repackaged as conda packages: pure wheels as `noarch: python` (entry points in
   `info/link.json`, installed by the conda client), binary wheels as `linux-64` for that Python;
   dependencies from the wheels' `Requires-Dist` (markers evaluated for this Python on Linux).
@@ -92,11 +99,35 @@ def write_package(out_dir, subdir, name, version, build, depends, files, noarch=
     return file_name
 
 
+def shared_libraries(binary):
+    """The shared libraries ldd resolves for `binary`, with the loader: {soname: real path}."""
+    libs = {}
+    for line in subprocess.check_output(["ldd", binary], text=True).splitlines():
+        parts = line.split()
+        if "=>" in parts and len(parts) >= 3 and parts[2].startswith("/"):
+            libs[parts[0]] = os.path.realpath(parts[2])
+        elif parts and parts[0].startswith("/") and "ld-linux" in parts[0]:
+            libs[os.path.basename(parts[0])] = os.path.realpath(parts[0])
+    return libs
+
+
+def relinked_python(short):
+    """The host's python binary with RUNPATH $ORIGIN/../lib (patchelf works on a copy)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "python"
+        shutil.copyfile(HOST_PYTHON, copy)
+        subprocess.check_call(["patchelf", "--set-rpath", "$ORIGIN/../lib", str(copy)])
+        return copy.read_bytes()
+
+
 def python_package(out_dir):
     full, short = host_python()
     lib = Path("/usr/lib") / f"python{short}"
-    files = [(f"bin/python{short}", Path(HOST_PYTHON).read_bytes(), 0o755),
+    files = [(f"bin/python{short}", relinked_python(short), 0o755),
              ("bin/python3", f"python{short}", 0), ("bin/python", f"python{short}", 0)]
+    for soname, path in sorted(shared_libraries(HOST_PYTHON).items()):
+        files.append((f"lib/{soname}", Path(path).read_bytes(), 0o755))
     for root, dirs, names in os.walk(lib):
         rel_root = Path(root).relative_to(lib)
         # Tests, caches and Debian's dist-packages marker are not part of a conda python.
@@ -107,7 +138,11 @@ def python_package(out_dir):
             p = Path(root) / n
             if p.is_symlink() or not p.is_file():
                 continue
-            files.append((f"lib/python{short}/{rel_root / n}".replace("/./", "/"), p.read_bytes(), 0o644))
+            data = p.read_bytes()
+            if n == "sysconfig.py" and rel_root == Path("."):
+                # conda's python installs into its prefix's site-packages (posix_prefix).
+                data = data.replace(b"prefix_scheme = 'posix_local'", b"prefix_scheme = 'posix_prefix'")
+            files.append((f"lib/python{short}/{rel_root / n}".replace("/./", "/"), data, 0o644))
     files.append((f"lib/python{short}/sitecustomize.py", SITECUSTOMIZE.encode(), 0o644))
     files.append((f"lib/python{short}/site-packages/README.txt", b"conda site-packages\n", 0o644))
     write_package(out_dir, "linux-64", "python", full, "host_0", [], files)
@@ -227,7 +262,7 @@ def main():
     out = Path(args.out)
     _, short = host_python()
     stamp = out / ".inputs.json"
-    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 1}
+    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 2}
     if stamp.exists() and json.loads(stamp.read_text()) == inputs:
         print(out)
         return

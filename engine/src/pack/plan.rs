@@ -313,6 +313,7 @@ mod tests {
 
     fn pkg(name: &str, files: &[&str]) -> InstalledPackage {
         InstalledPackage {
+            manager: crate::prefix::Manager::Conda,
             name: name.into(),
             version: "1".into(),
             build: "0".into(),

@@ -400,6 +400,7 @@ impl Shell<'_> {
                     build_id: status.id.unwrap_or_default(),
                     environment_name: &display,
                     channel_alias: policy.channel_alias.as_deref(),
+                    pip: !spec.spec.spec.pip.is_empty(),
                 },
                 &ctx.cfg,
             );

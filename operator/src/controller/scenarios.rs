@@ -409,6 +409,7 @@ fn solving(
             build_id: 1,
             environment_name: "tools",
             channel_alias: None,
+            pip: false,
         },
         &ctx.cfg,
     );

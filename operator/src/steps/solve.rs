@@ -10,8 +10,9 @@ use conda_store_crds::spec::{NormalizedSpec, normalize_yaml_local};
 use conda_store_crds::{Artifact, ArtifactKind, Policy};
 use conda_store_engine::install::install_lockfile;
 use conda_store_engine::lockfile::{
-    LockInput, export_environment_with, solution_from_locked, write_lockfile,
+    LockInput, export_environment_with, lockfile_pip, solution_from_locked, write_lockfile,
 };
+use conda_store_engine::pip::PipConfig;
 use conda_store_engine::solve::{Solution, SolveRequest, solve};
 use conda_store_storage::ArtifactStore;
 
@@ -59,6 +60,49 @@ pub struct SolveArgs {
     /// with HTTP caching); without it every solve downloads the channels' repodata again.
     #[arg(long, env = "CONDA_STORE_REPODATA_CACHE")]
     pub repodata_cache: Option<PathBuf>,
+    /// The conda package cache the pip resolver's interpreter is installed from.
+    #[arg(long, env = "CONDA_STORE_PKGS_DIR")]
+    pub package_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub pip: PipArgs,
+}
+
+/// How pip sections are resolved and installed (`crate::pip` of the engine).
+#[derive(Debug, Clone, Args)]
+pub struct PipArgs {
+    /// The uv binary (the image carries it); without it pip sections are refused.
+    #[arg(long, env = "CONDA_STORE_UV", default_value = "/usr/local/bin/uv")]
+    pub uv: PathBuf,
+    /// The index (PyPI when unset); a pip section's own `--index-url` line overrides it.
+    #[arg(long, env = "CONDA_STORE_PIP_INDEX_URL")]
+    pub pip_index_url: Option<String>,
+    /// Further indexes.
+    #[arg(
+        long = "pip-extra-index-url",
+        env = "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
+        value_delimiter = ','
+    )]
+    pub pip_extra_index_urls: Vec<String>,
+    /// uv's cache (downloads and unpacked wheels).
+    #[arg(long, env = "CONDA_STORE_PIP_CACHE")]
+    pub pip_cache: Option<PathBuf>,
+    /// Build packages that have no wheel from their source distribution.
+    #[arg(long, env = "CONDA_STORE_PIP_ALLOW_BUILD")]
+    pub pip_allow_build: bool,
+}
+
+impl PipArgs {
+    /// The engine's configuration, when uv is there.
+    pub fn config(&self) -> Option<PipConfig> {
+        self.uv.is_file().then(|| {
+            let mut cfg = PipConfig::new(&self.uv);
+            cfg.index_url = self.pip_index_url.clone();
+            cfg.extra_index_urls = self.pip_extra_index_urls.clone();
+            cfg.cache_dir = self.pip_cache.clone();
+            cfg.allow_build = self.pip_allow_build;
+            cfg
+        })
+    }
 }
 
 /// `step install` arguments.
@@ -77,6 +121,8 @@ pub struct InstallArgs {
         default_value = "/var/cache/conda-store/pkgs"
     )]
     pub package_cache: PathBuf,
+    #[command(flatten)]
+    pub pip: PipArgs,
 }
 
 async fn read_spec(args: &SolveArgs, store: &dyn ArtifactStore) -> anyhow::Result<NormalizedSpec> {
@@ -123,17 +169,10 @@ pub async fn run_solve(
             lock.packages.len(),
             lock.platforms.join(", ")
         ));
-        if let Some(p) = lock.packages.iter().find(|p| p.manager != "conda") {
-            anyhow::bail!(
-                "{} ({}) is a {} package: only conda packages can be installed so far",
-                p.name,
-                p.platform,
-                p.manager
-            );
-        }
         let solution = solution_from_locked(
             &lock.channels,
             lock.packages.iter().map(|p| LockInput {
+                manager: &p.manager,
                 platform: &p.platform,
                 name: &p.name,
                 version: &p.version,
@@ -161,12 +200,22 @@ pub async fn run_solve(
         channels: spec.channels.clone(),
         specs: spec.dependencies.clone(),
         pip: spec.pip.clone(),
+        pip_config: args.pip.config(),
+        package_cache: args.package_cache.clone(),
         platforms: platforms.clone(),
         channel_alias: args.channel_alias.clone(),
         repodata_cache: args.repodata_cache.clone(),
         ..Default::default()
     })
     .await?;
+    if !spec.pip.is_empty() {
+        let counts: Vec<String> = solution
+            .pip
+            .iter()
+            .map(|(p, pkgs)| format!("{p}: {}", pkgs.len()))
+            .collect();
+        log.line(format!("pip section resolved: {}", counts.join(", ")));
+    }
     if let Some(dir) = &args.repodata_cache {
         // Shards and bodies unused for a month go; a pruned entry is only fetched again.
         match conda_store_engine::cache_dir::CacheDir::new(dir).and_then(|c| c.prune()) {
@@ -239,6 +288,18 @@ pub async fn run_install(
     let summary =
         install_lockfile(&lock, &args.platform, &args.prefix, &args.package_cache).await?;
     log.line(format!("{} operations", summary.operations));
+    let pip = lockfile_pip(&lock, &args.platform)?;
+    if !pip.is_empty() {
+        let cfg = args.pip.config().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the lockfile has {} pip packages, and this deployment has no uv ({}) to install them",
+                pip.len(),
+                args.pip.uv.display()
+            )
+        })?;
+        let done = conda_store_engine::pip::install(&cfg, &args.prefix, &pip).await?;
+        log.line(format!("{} pip packages installed", done.packages));
+    }
     // The environment's variables, from the solve step's YAML export, into conda-meta/state
     // (what `conda activate` sets, and the image's environment).
     let vars = match store
