@@ -4,8 +4,9 @@
   behave like conda's: a `sitecustomize.py` puts `lib/pythonX.Y/site-packages` on the path
   (Debian's `site` only adds its own dist-packages directories), its `sysconfig` installs into
   that prefix scheme (Debian's defaults to `local/lib/.../dist-packages`), and the shared
-  libraries it needs beyond glibc (libz, libexpat) are in `lib/`, found through the binary's
-  RUNPATH `$ORIGIN/../lib` (set with patchelf) as conda-forge's python finds its own. So it
+  libraries it and its extension modules need (libz, libexpat, libssl, ...) are in `lib/`,
+  found through the binary's RPATH `$ORIGIN/../lib` (set with patchelf) as conda-forge's python
+  finds its own. So it
   runs from an installed prefix, from an unpacked archive, and in a build pod whose image has
   glibc and nothing else (uv runs it to install a pip section). For an image with no base at
   all, glibc's loader and libraries are in `lib/` too: `lib/ld-linux-x86-64.so.2 bin/python3.X`
@@ -117,7 +118,8 @@ def relinked_python(short):
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "python"
         shutil.copyfile(HOST_PYTHON, copy)
-        subprocess.check_call(["patchelf", "--set-rpath", "$ORIGIN/../lib", str(copy)])
+        # DT_RPATH, not RUNPATH: it also applies to what the extension modules load.
+        subprocess.check_call(["patchelf", "--force-rpath", "--set-rpath", "$ORIGIN/../lib", str(copy)])
         return copy.read_bytes()
 
 
@@ -126,7 +128,15 @@ def python_package(out_dir):
     lib = Path("/usr/lib") / f"python{short}"
     files = [(f"bin/python{short}", relinked_python(short), 0o755),
              ("bin/python3", f"python{short}", 0), ("bin/python", f"python{short}", 0)]
-    for soname, path in sorted(shared_libraries(HOST_PYTHON).items()):
+    libs = shared_libraries(HOST_PYTHON)
+    for ext in sorted((lib / "lib-dynload").glob("*.so")):
+        libs.update(shared_libraries(str(ext)))
+    # glibc's compatibility libraries, which wheels built for older glibc (manylinux2014) link.
+    for compat in ("libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1"):
+        host = Path("/lib/x86_64-linux-gnu") / compat
+        if host.exists():
+            libs.setdefault(compat, os.path.realpath(host))
+    for soname, path in sorted(libs.items()):
         files.append((f"lib/{soname}", Path(path).read_bytes(), 0o755))
     for root, dirs, names in os.walk(lib):
         rel_root = Path(root).relative_to(lib)
@@ -262,7 +272,7 @@ def main():
     out = Path(args.out)
     _, short = host_python()
     stamp = out / ".inputs.json"
-    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 2}
+    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 4}
     if stamp.exists() and json.loads(stamp.read_text()) == inputs:
         print(out)
         return
