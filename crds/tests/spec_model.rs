@@ -423,8 +423,102 @@ fn invalid_pip_requirement_is_refused() {
     let e = err("dependencies:\n  - python\n  - pip:\n    - '>=1.0'\n");
     let (line, kind) = single(&e);
     assert_eq!(line, Some(4));
-    assert_eq!(kind, &SpecErrorKind::InvalidPipRequirement(">=1.0".into()));
+    assert!(
+        matches!(kind, SpecErrorKind::InvalidPipRequirement { requirement, .. } if requirement == ">=1.0"),
+        "{kind:?}"
+    );
     assert!(e.to_string().contains("dependencies[1].pip[0]"), "{e}");
+}
+
+#[test]
+fn editable_and_local_pip_lines_are_refused_with_their_line() {
+    let e = err(
+        "dependencies:\n  - python\n  - pip:\n    - flask\n    - -e ./mypkg\n    - /srv/x.whl\n",
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("dependencies[1].pip[1]") && text.contains("editable"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dependencies[1].pip[2]") && text.contains("local paths"),
+        "{text}"
+    );
+    assert!(text.contains("line 5") || text.contains(":5"), "{text}");
+}
+
+#[test]
+fn pip_policy_default_included_required_and_indexes() {
+    let policy = Policy {
+        pypi_default_packages: Some(vec!["ipykernel".into()]),
+        pypi_included_packages: Some(vec!["nbformat>=5".into()]),
+        pypi_index_url: Some("https://pypi.example/simple".into()),
+        ..Policy::default()
+    };
+    // No pip section: the defaults, the included packages, the policy's index.
+    let spec = normalize_yaml("dependencies: [python]\n", &policy).unwrap();
+    assert_eq!(
+        spec.pip,
+        [
+            "--index-url https://pypi.example/simple",
+            "ipykernel",
+            "nbformat>=5"
+        ]
+    );
+    // A pip section of its own: no defaults; an included package it names is not added twice.
+    let spec = normalize_yaml(
+        "dependencies: [python, {pip: [Flask, NBFormat==5.9]}]\n",
+        &policy,
+    )
+    .unwrap();
+    assert_eq!(
+        spec.pip,
+        [
+            "--index-url https://pypi.example/simple",
+            "Flask",
+            "NBFormat==5.9"
+        ]
+    );
+    // Required and missing: refused, naming it.
+    let strict = Policy {
+        pypi_required_packages: Some(vec!["ipykernel".into()]),
+        ..Policy::default()
+    };
+    let e = err_with("dependencies: [python, {pip: [flask]}]\n", &strict);
+    assert!(
+        e.to_string()
+            .contains("\"ipykernel\" is required by policy"),
+        "{e}"
+    );
+    assert!(
+        normalize_yaml(
+            "dependencies: [python, {pip: [flask, ipykernel]}]\n",
+            &strict
+        )
+        .is_ok()
+    );
+    // An index outside the allowlist: refused, naming it; one on it passes.
+    let allow = Policy {
+        pypi_allowed_indexes: Some(vec!["https://pypi.example/simple/".into()]),
+        ..Policy::default()
+    };
+    let e = err_with(
+        "dependencies:\n  - python\n  - pip:\n    - --extra-index-url https://evil.example/simple\n    - flask\n",
+        &allow,
+    );
+    let (line, kind) = single(&e);
+    assert_eq!(line, Some(4));
+    assert!(
+        matches!(kind, SpecErrorKind::PipIndexNotAllowed { index, .. } if index == "https://evil.example/simple"),
+        "{kind:?}"
+    );
+    assert!(
+        normalize_yaml(
+            "dependencies: [python, {pip: ['--index-url https://PYPI.example/simple', flask]}]\n",
+            &allow
+        )
+        .is_ok()
+    );
 }
 
 #[test]

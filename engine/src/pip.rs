@@ -24,6 +24,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use conda_store_crds::spec::{PipLine, parse_pip_line};
 use rattler_conda_types::RepoDataRecord;
 use serde::{Deserialize, Serialize};
 
@@ -135,23 +136,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> PipError + '_ {
     }
 }
 
-/// PEP 503 normalisation.
-pub fn normalize(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    let mut sep = false;
-    for c in name.chars() {
-        if matches!(c, '-' | '_' | '.') {
-            sep = true;
-        } else {
-            if sep && !out.is_empty() {
-                out.push('-');
-            }
-            sep = false;
-            out.push(c.to_ascii_lowercase());
-        }
-    }
-    out
-}
+/// PEP 503 normalisation of a project name.
+pub use conda_store_crds::spec::normalize_project as normalize;
 
 /// uv's `--python-platform` for a conda platform. Linux targets manylinux 2.17 (conda-forge's
 /// glibc floor) unless the solve's `__glibc` virtual package says more.
@@ -225,63 +211,6 @@ pub fn target_for(platform: &str, records: &[RepoDataRecord]) -> Result<PythonTa
         version: python.package_record.version.to_string(),
         provided,
     })
-}
-
-/// A requirement line split into what uv gets: a requirement, or an index option.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RequirementLine {
-    Requirement(String),
-    IndexUrl(String),
-    ExtraIndexUrl(String),
-}
-
-/// Classifies one requirement of a pip section. Editable installs, local paths, VCS and
-/// direct-URL requirements and any other pip option are refused: they name code outside the
-/// index (or a file of the build pod), and a lockfile could not pin them by hash.
-pub fn parse_requirement(line: &str) -> Result<RequirementLine, PipError> {
-    let l = line.trim();
-    let bad = |why: &str| PipError::InvalidRequirement(l.to_string(), why.to_string());
-    // `--name URL` or `--name=URL`.
-    let option = |names: &[&str]| -> Option<String> {
-        names.iter().find_map(|n| {
-            let rest = l.strip_prefix(n)?;
-            let value = rest.strip_prefix('=').or_else(|| rest.strip_prefix(' '))?;
-            let value = value.trim();
-            (!value.is_empty() && !value.contains(' ')).then(|| value.to_string())
-        })
-    };
-    if l.starts_with('-') {
-        if let Some(u) = option(&["--index-url", "-i"]) {
-            return Ok(RequirementLine::IndexUrl(u));
-        }
-        if let Some(u) = option(&["--extra-index-url"]) {
-            return Ok(RequirementLine::ExtraIndexUrl(u));
-        }
-        if l.starts_with("-e") || l.starts_with("--editable") {
-            return Err(bad("editable installs are not supported"));
-        }
-        return Err(bad(
-            "only --index-url and --extra-index-url options are supported",
-        ));
-    }
-    if l.is_empty() {
-        return Err(bad("empty"));
-    }
-    if l.starts_with(['.', '/', '~']) || l.starts_with("file:") {
-        return Err(bad(
-            "local paths are not supported: publish the package to an index",
-        ));
-    }
-    if l.contains("://") || l.contains('@') {
-        return Err(bad(
-            "direct URL and VCS requirements are not supported: publish the package to an index",
-        ));
-    }
-    let first = l.chars().next().unwrap_or(' ');
-    if !first.is_ascii_alphanumeric() {
-        return Err(bad("a requirement starts with a project name"));
-    }
-    Ok(RequirementLine::Requirement(l.to_string()))
 }
 
 /// Makes this process non-dumpable, so a child running another party's code cannot read its
@@ -365,14 +294,14 @@ async fn run(
 }
 
 /// The indexes uv is given: the requirement lines' own, else the configuration's.
-fn index_args(cfg: &PipConfig, lines: &[RequirementLine]) -> Vec<String> {
+fn index_args(cfg: &PipConfig, lines: &[PipLine]) -> Vec<String> {
     let mut index = cfg.index_url.clone().unwrap_or_else(|| PYPI.to_string());
     let mut extra = cfg.extra_index_urls.clone();
     for l in lines {
         match l {
-            RequirementLine::IndexUrl(u) => index = u.clone(),
-            RequirementLine::ExtraIndexUrl(u) => extra.push(u.clone()),
-            RequirementLine::Requirement(_) => {}
+            PipLine::IndexUrl(u) => index = u.clone(),
+            PipLine::ExtraIndexUrl(u) => extra.push(u.clone()),
+            PipLine::Requirement { .. } => {}
         }
     }
     let mut args = vec!["--index-url".to_string(), index];
@@ -478,14 +407,16 @@ pub async fn resolve(
     target: &PythonTarget,
     glibc: Option<&str>,
 ) -> Result<Vec<PipPackage>, PipError> {
-    let lines: Vec<RequirementLine> = requirements
+    // The specification was checked when it was normalised; a caller of this function directly
+    // gets the same refusals.
+    let lines: Vec<PipLine> = requirements
         .iter()
-        .map(|r| parse_requirement(r))
+        .map(|r| parse_pip_line(r).map_err(|why| PipError::InvalidRequirement(r.clone(), why)))
         .collect::<Result<_, _>>()?;
     let reqs: Vec<&str> = lines
         .iter()
         .filter_map(|l| match l {
-            RequirementLine::Requirement(r) => Some(r.as_str()),
+            PipLine::Requirement { text, .. } => Some(text.as_str()),
             _ => None,
         })
         .collect();
@@ -532,12 +463,18 @@ pub async fn resolve(
         cmd.arg("--output-file").arg(out);
         Ok(cmd)
     };
+    // The same resolution twice, side by side: pylock.toml gives each file's URL and hash, the
+    // annotated requirements.txt the edges (uv writes no dependencies into pylock.toml).
     let lock_path = w.join("pylock.toml");
-    if let Err(stderr) = run(base("pylock.toml", &lock_path)?, &cfg.uv).await? {
+    let txt_path = w.join("requirements.txt");
+    let (lock_run, txt_run) = tokio::join!(
+        run(base("pylock.toml", &lock_path)?, &cfg.uv),
+        run(base("requirements.txt", &txt_path)?, &cfg.uv)
+    );
+    if let Err(stderr) = lock_run? {
         return Err(resolve_err(explain(&stderr, target)));
     }
-    let txt_path = w.join("requirements.txt");
-    if let Err(stderr) = run(base("requirements.txt", &txt_path)?, &cfg.uv).await? {
+    if let Err(stderr) = txt_run? {
         return Err(resolve_err(explain(&stderr, target)));
     }
     let lock_text = std::fs::read_to_string(&lock_path).map_err(io_err(&lock_path))?;
@@ -698,13 +635,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_normalise() {
-        assert_eq!(normalize("Flask_SQLAlchemy"), "flask-sqlalchemy");
-        assert_eq!(normalize("zope.interface"), "zope-interface");
-        assert_eq!(normalize("a--b"), "a-b");
-    }
-
-    #[test]
     fn platforms_map_to_wheel_tags() {
         assert_eq!(
             wheel_platform("linux-64", None).unwrap(),
@@ -723,44 +653,6 @@ mod tests {
             "aarch64-apple-darwin"
         );
         assert_eq!(wheel_platform("emscripten-wasm32", None), None);
-    }
-
-    #[test]
-    fn requirement_lines() {
-        use RequirementLine::*;
-        for ok in [
-            "flask",
-            "flask>=3,<4",
-            "requests[socks]==2.*",
-            "tomli; python_version < '3.11'",
-        ] {
-            assert_eq!(
-                parse_requirement(ok).unwrap(),
-                Requirement(ok.into()),
-                "{ok}"
-            );
-        }
-        assert_eq!(
-            parse_requirement("--index-url https://i.example/simple").unwrap(),
-            IndexUrl("https://i.example/simple".into())
-        );
-        assert_eq!(
-            parse_requirement("--extra-index-url=https://x/simple").unwrap(),
-            ExtraIndexUrl("https://x/simple".into())
-        );
-        for (bad, why) in [
-            ("-e ./pkg", "editable"),
-            ("./pkg", "local paths"),
-            ("/srv/pkg.whl", "local paths"),
-            ("file:///srv/pkg.whl", "local paths"),
-            ("git+https://github.com/x/y", "VCS"),
-            ("pkg @ https://x/pkg.whl", "direct URL"),
-            ("--find-links /srv", "only --index-url"),
-            ("--index-url", "only --index-url"),
-        ] {
-            let e = parse_requirement(bad).unwrap_err().to_string();
-            assert!(e.contains(why), "{bad}: {e}");
-        }
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct SolveRequest {
     /// The conda package cache the pip resolution's interpreter is installed from (a
     /// temporary one when `None`).
     pub package_cache: Option<PathBuf>,
+    /// Where the pip resolution's interpreters are kept between solves (by the hashes of the
+    /// python packages); `None` installs one for every solve.
+    pub pip_interpreters: Option<PathBuf>,
     /// Target platforms (`linux-64`, `osx-arm64`, …); each is solved separately.
     pub platforms: Vec<String>,
     /// Virtual packages per platform (`__glibc=2.28=0`), replacing the default. When a platform
@@ -401,14 +404,17 @@ async fn solve_pip(
     })?;
     crate::pip::target_for(host, records)?;
     let work = tempfile::tempdir().map_err(|e| SolveError::PipInterpreter(e.to_string()))?;
-    let prefix = work.path().join("python");
     let cache = match &request.package_cache {
         Some(c) => c.clone(),
         None => work.path().join("pkgs"),
     };
-    crate::install::install_records(python_closure(records), host, &prefix, &cache)
-        .await
-        .map_err(|e| SolveError::PipInterpreter(e.to_string()))?;
+    let prefix = interpreter_prefix(
+        python_closure(records),
+        request.pip_interpreters.as_deref(),
+        work.path(),
+        &cache,
+    )
+    .await?;
     let interpreter = prefix.join("bin").join("python");
     let mut out = BTreeMap::new();
     for (platform, records) in &solution.platforms {
@@ -424,6 +430,55 @@ async fn solve_pip(
         out.insert(platform.clone(), packages);
     }
     Ok(out)
+}
+
+/// A prefix holding `closure` (the python the resolver runs): kept under `shared` by the
+/// closure's hashes, so the next solve with the same python finds it ready, or made in `work`
+/// without `shared`. A new one is installed beside its final name and renamed into place, so
+/// concurrent solves never see half of one (the loser of a race uses the winner's).
+async fn interpreter_prefix(
+    closure: Vec<RepoDataRecord>,
+    shared: Option<&Path>,
+    work: &Path,
+    cache: &Path,
+) -> Result<PathBuf, SolveError> {
+    let err = |e: &dyn std::fmt::Display| SolveError::PipInterpreter(e.to_string());
+    let Some(shared) = shared else {
+        let prefix = work.join("python");
+        crate::install::install_records(closure, "linux-64", &prefix, cache)
+            .await
+            .map_err(|e| err(&e))?;
+        return Ok(prefix);
+    };
+    let mut ids: Vec<String> = closure
+        .iter()
+        .map(|r| {
+            r.package_record
+                .sha256
+                .map(hex::encode)
+                .unwrap_or_else(|| r.url.to_string())
+        })
+        .collect();
+    ids.sort();
+    let key = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(ids.join("\n")));
+    let done = shared.join(&key[..32]);
+    if done.join("bin").join("python").exists() {
+        return Ok(done);
+    }
+    std::fs::create_dir_all(shared).map_err(|e| err(&e))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".new-")
+        .tempdir_in(shared)
+        .map_err(|e| err(&e))?;
+    let prefix = tmp.path().join("python");
+    crate::install::install_records(closure, "linux-64", &prefix, cache)
+        .await
+        .map_err(|e| err(&e))?;
+    match std::fs::rename(&prefix, &done) {
+        Ok(()) => Ok(done),
+        Err(_) if done.join("bin").join("python").exists() => Ok(done),
+        Err(e) => Err(err(&e)),
+    }
 }
 
 /// `python` and what it depends on, transitively, among `records`.

@@ -421,3 +421,33 @@ async fn a_lockfile_whose_hash_does_not_match_installs_nothing_of_pip() {
         "nothing of the package was installed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_resolvers_interpreter_is_kept_for_the_next_solve() {
+    let s = setup().await;
+    let shared = s.tmp.join("interpreters");
+    let mut request = s.request(&["python"], &["itsdangerous"]);
+    request.pip_interpreters = Some(shared.clone());
+    // Two solves at once share one interpreter; neither sees half of one.
+    let (a, b) = tokio::join!(solve(&request), solve(&request));
+    assert_eq!(a.unwrap().pip, b.unwrap().pip);
+    let entries = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&shared)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let first = entries();
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(!first[0].starts_with(".new-"));
+    let python = shared.join(&first[0]).join("bin/python");
+    let before = std::fs::metadata(&python).unwrap().modified().unwrap();
+    solve(&request).await.unwrap();
+    assert_eq!(entries(), first);
+    assert_eq!(
+        std::fs::metadata(&python).unwrap().modified().unwrap(),
+        before
+    );
+}

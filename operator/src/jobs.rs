@@ -132,8 +132,13 @@ fn step_needs(
                     &package_cache(&cfg.envs_dir, namespace),
                 ));
                 env.extend(pip_env(cfg, namespace));
+                env.push(env_var(
+                    "CONDA_STORE_PIP_INTERPRETERS",
+                    &format!("{envs}/{namespace}/.pip-python"),
+                ));
                 envs_subs.push(format!("{namespace}/.pkgs"));
                 envs_subs.push(format!("{namespace}/.uv-cache"));
+                envs_subs.push(format!("{namespace}/.pip-python"));
             }
             StepNeeds {
                 args: vec!["--name".into(), i.environment_name.to_string()],
@@ -804,6 +809,74 @@ mod tests {
             }
             assert_eq!(init.security_context, container(&job).security_context);
         }
+    }
+
+    /// A solve with a pip section gets its own namespace's package and uv caches (the resolver
+    /// runs the environment's python), and nothing of another namespace or the caches' roots;
+    /// a solve without one gets neither. Install finds uv's cache in its namespace's directory.
+    #[test]
+    fn a_pip_solve_mounts_only_its_namespaces_caches() {
+        let b = build();
+        let c = cfg(&[
+            "--envs-dir=/envs/",
+            "--storage-dir=/artifacts",
+            "--pip-index-url=https://pypi.example/simple",
+        ]);
+        let job = |step, pip| {
+            step_job(
+                &JobInputs {
+                    build: &b,
+                    step,
+                    build_id: 1,
+                    environment_name: "env",
+                    channel_alias: None,
+                    pip,
+                },
+                &c,
+            )
+        };
+        let envs_subs = |job: &Job| -> Vec<String> {
+            container(job)
+                .volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|m| m.name == "envs")
+                .map(|m| m.sub_path.clone().unwrap_or_default())
+                .collect()
+        };
+        let solve = job(BuildStep::Solve, true);
+        assert_eq!(
+            envs_subs(&solve),
+            [
+                ".repodata-cache",
+                "team/.pkgs",
+                "team/.uv-cache",
+                "team/.pip-python"
+            ]
+        );
+        assert_eq!(
+            env_of(&solve, "CONDA_STORE_PIP_CACHE").as_deref(),
+            Some("/envs/team/.uv-cache")
+        );
+        assert_eq!(
+            env_of(&solve, "CONDA_STORE_PKGS_DIR").as_deref(),
+            Some("/envs/team/.pkgs")
+        );
+        assert_eq!(
+            env_of(&solve, "CONDA_STORE_PIP_INDEX_URL").as_deref(),
+            Some("https://pypi.example/simple")
+        );
+        assert_eq!(
+            envs_subs(&job(BuildStep::Solve, false)),
+            [".repodata-cache"]
+        );
+        let install = job(BuildStep::Install, true);
+        assert_eq!(envs_subs(&install), ["team"]);
+        assert_eq!(
+            env_of(&install, "CONDA_STORE_PIP_CACHE").as_deref(),
+            Some("/envs/team/.uv-cache")
+        );
     }
 
     #[test]

@@ -3,7 +3,10 @@ given: an environment of it runs in a container without any base image (the imag
 builds have none), so the node's containerd can pull an environment's image from the gateway's
 registry and run a command of the environment.
 
-Usage: python3 busybox-channel.py OUT_DIR BUSYBOX_BINARY
+Usage: python3 busybox-channel.py OUT_DIR BUSYBOX_BINARY [NAME VERSION PATH]
+
+With NAME VERSION PATH the package is NAME at VERSION and the binary is installed at PATH (the
+pip e2e makes a hostile `python` this way).
 """
 
 import hashlib
@@ -15,10 +18,11 @@ import tarfile
 
 out, binary = sys.argv[1], sys.argv[2]
 data = open(binary, "rb").read()
-name, version, build = "busybox", "1.35.0", "0"
+name, version, target = (sys.argv[3:6] if len(sys.argv) > 5 else ("busybox", "1.35.0", "bin/busybox"))
+build = "0"
 index = {"name": name, "version": version, "build": build, "build_number": 0, "depends": [],
          "subdir": "linux-64", "arch": "x86_64", "platform": "linux", "license": "GPL-2.0-only"}
-paths = {"paths_version": 1, "paths": [{"_path": "bin/busybox", "path_type": "hardlink",
+paths = {"paths_version": 1, "paths": [{"_path": target, "path_type": "hardlink",
          "sha256": hashlib.sha256(data).hexdigest(), "size_in_bytes": len(data)}]}
 
 
@@ -32,8 +36,8 @@ buf = io.BytesIO()
 with tarfile.open(fileobj=buf, mode="w:bz2") as tar:
     add(tar, "info/index.json", json.dumps(index).encode())
     add(tar, "info/paths.json", json.dumps(paths).encode())
-    add(tar, "info/files", b"bin/busybox\n")
-    add(tar, "bin/busybox", data, 0o755)
+    add(tar, "info/files", target.encode() + b"\n")
+    add(tar, target, data, 0o755)
 pkg = buf.getvalue()
 file_name = f"{name}-{version}-{build}.tar.bz2"
 for subdir in ("linux-64", "noarch"):

@@ -25,6 +25,13 @@ contains() { # contains NEEDLE COMMAND...: the command succeeds and its output h
   grep -qF -- "$needle" <<<"$out" || { printf 'expected %q in:\n%s\n' "$needle" "$out"; return 1; }
 }
 
+lacks() { # lacks NEEDLE COMMAND...: the command succeeds and its output does not hold NEEDLE
+  local needle=$1 out
+  shift
+  out=$("$@" 2>&1) || { echo "$out"; return 1; }
+  if grep -qF -- "$needle" <<<"$out"; then printf 'unexpected %q in:\n%s\n' "$needle" "$out"; return 1; fi
+}
+
 refused() { # refused NEEDLE COMMAND...: the command fails and says NEEDLE
   local needle=$1 out
   shift

@@ -578,6 +578,24 @@ check "an unknown pip package fails the build, naming it" contains nosuchproject
 pip_env flasky-conflict '"click<8"' 'python, click'
 check "a pip requirement that conflicts with a conda package fails, naming the conda package" \
   contains "install click 8.5.1" pip_failed flasky-conflict
+# A hostile channel: its `python` (tests/support/snoop.c, static) reads the environment of every
+# process above it when the build runs it, as a package could to steal the pod's storage
+# credentials. The step process makes itself non-dumpable and runs uv with a cleared
+# environment: nothing of the build's settings is readable.
+gcc -static -O2 -o "$STATE/snoop" "$ROOT/tests/support/snoop.c"
+python3 "$ROOT/tests/e2e/busybox-channel.py" "$STATE/py/hostile" "$STATE/snoop" python 3.11.0 bin/python >/dev/null
+"$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
+apiVersion: conda.store/v1alpha1
+kind: Environment
+metadata: {name: sneaky, namespace: alice}
+spec:
+  channels: ["$PY_URL/hostile/"]
+  dependencies: [python, {pip: ["--index-url $PY_URL/index/simple", flask]}]
+YAML
+check "a channel's python run by the pip resolver ran (its build fails with its report)" \
+  contains "snoop: pid 1 environ unreadable" pip_failed sneaky
+check "and read nothing of the build's settings from any process above it" \
+  lacks "LEAKED" pip_failed sneaky
 check "the working pip environment is untouched" is \
   "$("$CONDA_STORE_KUBECTL" get environment flasky -n alice -o 'jsonpath={.status.currentBuild}')" "$FLASKY_ID"
 kill "$PY_PID" 2>/dev/null || true

@@ -123,6 +123,24 @@ def relinked_python(short):
         return copy.read_bytes()
 
 
+def compiled(source, rel, short):
+    """The module's bytecode as an unchecked-hash .pyc (PEP 552: valid whatever the file times),
+    as conda's python ships its standard library compiled: without it every start of a fresh
+    prefix compiles what it imports. None when this interpreter cannot compile it for `short`."""
+    import importlib.util
+    import py_compile
+    import tempfile
+    if "%d.%d" % sys.version_info[:2] != short:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "m.py", Path(tmp) / "m.pyc"
+        src.write_bytes(source)
+        if py_compile.compile(str(src), cfile=str(out), dfile=rel, doraise=False,
+                              invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH) is None:
+            return None
+        return out.read_bytes()
+
+
 def python_package(out_dir):
     full, short = host_python()
     lib = Path("/usr/lib") / f"python{short}"
@@ -152,7 +170,14 @@ def python_package(out_dir):
             if n == "sysconfig.py" and rel_root == Path("."):
                 # conda's python installs into its prefix's site-packages (posix_prefix).
                 data = data.replace(b"prefix_scheme = 'posix_local'", b"prefix_scheme = 'posix_prefix'")
-            files.append((f"lib/python{short}/{rel_root / n}".replace("/./", "/"), data, 0o644))
+            rel = f"lib/python{short}/{rel_root / n}".replace("/./", "/")
+            files.append((rel, data, 0o644))
+            if n.endswith(".py"):
+                pyc = compiled(data, rel, short)
+                if pyc is not None:
+                    stem = n[:-3]
+                    tag = f"cpython-{short.replace('.', '')}"
+                    files.append((f"{rel.rsplit('/', 1)[0]}/__pycache__/{stem}.{tag}.pyc", pyc, 0o644))
     files.append((f"lib/python{short}/sitecustomize.py", SITECUSTOMIZE.encode(), 0o644))
     files.append((f"lib/python{short}/site-packages/README.txt", b"conda site-packages\n", 0o644))
     write_package(out_dir, "linux-64", "python", full, "host_0", [], files)
@@ -272,7 +297,7 @@ def main():
     out = Path(args.out)
     _, short = host_python()
     stamp = out / ".inputs.json"
-    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 4}
+    inputs = {"requirements": args.requirements, "python": host_python()[0], "version": 5}
     if stamp.exists() and json.loads(stamp.read_text()) == inputs:
         print(out)
         return

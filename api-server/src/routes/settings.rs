@@ -19,23 +19,36 @@ use crate::app::App;
 use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult, ack, ok};
 
-/// conda-store's setting keys this server keeps, and the Policy field each is.
-const KEYS: [&str; 5] = [
-    "conda_allowed_channels",
-    "conda_default_channels",
-    "conda_default_packages",
-    "conda_required_packages",
-    "conda_channel_alias",
+/// conda-store's setting keys this server keeps, and the Policy field (camelCase) each is. The
+/// two `pypi_*index*` keys are this server's: conda-store has no index policy.
+const KEYS: [(&str, &str); 10] = [
+    ("conda_allowed_channels", "allowedChannels"),
+    ("conda_default_channels", "defaultChannels"),
+    ("conda_default_packages", "defaultPackages"),
+    ("conda_required_packages", "requiredPackages"),
+    ("conda_channel_alias", "channelAlias"),
+    ("pypi_default_packages", "pypiDefaultPackages"),
+    ("pypi_included_packages", "pypiIncludedPackages"),
+    ("pypi_required_packages", "pypiRequiredPackages"),
+    ("pypi_index_url", "pypiIndexUrl"),
+    ("pypi_allowed_indexes", "pypiAllowedIndexes"),
 ];
 
+/// The Policy fields that are one string; the others are lists of strings.
+const STRING_FIELDS: [&str; 2] = ["channelAlias", "pypiIndexUrl"];
+
 fn view(p: &Policy) -> Value {
-    json!({
-        "conda_allowed_channels": p.allowed_channels,
-        "conda_default_channels": p.default_channels,
-        "conda_default_packages": p.default_packages,
-        "conda_required_packages": p.required_packages,
-        "conda_channel_alias": p.channel_alias,
-    })
+    let fields = serde_json::to_value(p).unwrap_or_default();
+    let out: Map<String, Value> = KEYS
+        .iter()
+        .map(|(key, field)| {
+            (
+                key.to_string(),
+                fields.get(field).cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    Value::Object(out)
 }
 
 /// The Policy fields a settings body sets (camelCase, for a merge patch), refusing unknown
@@ -46,20 +59,15 @@ fn patch_of(body: &Value) -> ApiResult<Map<String, Value>> {
         .ok_or_else(|| ApiError::bad_request("settings must be a JSON object"))?;
     let mut out = Map::new();
     for (k, v) in body {
-        let field = match k.as_str() {
-            "conda_allowed_channels" => "allowedChannels",
-            "conda_default_channels" => "defaultChannels",
-            "conda_default_packages" => "defaultPackages",
-            "conda_required_packages" => "requiredPackages",
-            "conda_channel_alias" => "channelAlias",
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown or global-only setting {other:?}; settable here: {}",
-                    KEYS.join(", ")
-                )));
-            }
+        let Some((_, field)) = KEYS.iter().find(|(key, _)| key == k) else {
+            let settable: Vec<&str> = KEYS.iter().map(|(key, _)| *key).collect();
+            return Err(ApiError::bad_request(format!(
+                "unknown or global-only setting {k:?}; settable here: {}",
+                settable.join(", ")
+            )));
         };
-        let ok_type = if field == "channelAlias" {
+        let string = STRING_FIELDS.contains(field);
+        let ok_type = if string {
             v.is_string() || v.is_null()
         } else {
             v.is_null() || v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
@@ -67,14 +75,14 @@ fn patch_of(body: &Value) -> ApiResult<Map<String, Value>> {
         if !ok_type {
             return Err(ApiError::bad_request(format!(
                 "setting {k} must be {}",
-                if field == "channelAlias" {
+                if string {
                     "a string"
                 } else {
                     "a list of strings"
                 }
             )));
         }
-        out.insert(field.into(), v.clone());
+        out.insert(field.to_string(), v.clone());
     }
     Ok(out)
 }

@@ -104,9 +104,25 @@ pub enum SpecErrorKind {
         /// The parser's reason.
         reason: String,
     },
-    /// A pip requirement that is empty or not a requirement.
-    #[error("{0:?} is not a valid pip requirement")]
-    InvalidPipRequirement(String),
+    /// A pip line this builder does not accept (see `spec::pip`).
+    #[error("{requirement:?} is not a pip requirement this builder accepts: {reason}")]
+    InvalidPipRequirement {
+        /// The line as written.
+        requirement: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A pip index outside the policy's `pypiAllowedIndexes`.
+    #[error("pip index {index:?} is not allowed; allowed indexes are: {allowed}")]
+    PipIndexNotAllowed {
+        /// The index as written.
+        index: String,
+        /// The allowlist, comma-separated.
+        allowed: String,
+    },
+    /// A pip package the policy requires (`pypiRequiredPackages`).
+    #[error("pip package {0:?} is required by policy and missing from the pip section")]
+    RequiredPipPackageMissing(String),
     /// A channel that is neither a channel name nor a URL.
     #[error("{channel:?} is not a valid channel: {reason}")]
     InvalidChannel {

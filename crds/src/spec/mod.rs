@@ -6,6 +6,7 @@
 pub mod error;
 pub mod lockfile;
 pub mod normalize;
+pub mod pip;
 pub mod raw;
 pub mod yaml;
 
@@ -15,4 +16,5 @@ pub use normalize::{
     NormalizedSpec, canonical_match_spec, normalize, normalize_yaml, normalize_yaml_local,
     package_name,
 };
+pub use pip::{PipLine, normalize_project, parse_pip_line};
 pub use raw::{Located, MAX_SPEC_BYTES, RawSpec};

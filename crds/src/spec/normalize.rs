@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::{Collector, Location, SpecErrorKind, SpecErrors};
 use super::lockfile::{LockSpec, parse_lockfile};
+use super::pip::{PipLine, index_key, parse_pip_line};
 use super::raw::RawSpec;
 use crate::v1alpha1::Policy;
 
@@ -299,19 +300,97 @@ fn normalize_dependencies(
     conda.dedup();
     spec.dependencies = conda;
 
-    let mut pip = Vec::new();
+    spec.pip = normalize_pip(raw, policy, errors);
+}
+
+/// The pip section under the policy: each line checked (with its location), the policy's
+/// default, included and required packages (conda-store's rules) and indexes applied.
+fn normalize_pip(raw: &RawSpec, policy: &Policy, errors: &mut Collector) -> Vec<String> {
+    let at = raw.dependencies_at.clone().unwrap_or_default();
+    let mut lines: Vec<(String, PipLine)> = Vec::new();
+    let allowed = policy
+        .pypi_allowed_indexes
+        .as_ref()
+        .filter(|a| !a.is_empty());
     for req in &raw.pip {
-        match canonical_pip(&req.value) {
-            Some(r) => pip.push(r),
-            None => errors.push(
+        let line = match parse_pip_line(&req.value) {
+            Ok(line) => line,
+            Err(reason) => {
+                errors.push(
+                    req.loc.clone(),
+                    SpecErrorKind::InvalidPipRequirement {
+                        requirement: req.value.clone(),
+                        reason,
+                    },
+                );
+                continue;
+            }
+        };
+        if let (PipLine::IndexUrl(u) | PipLine::ExtraIndexUrl(u), Some(allowed)) = (&line, allowed)
+            && !allowed.iter().any(|a| index_key(a) == index_key(u))
+        {
+            errors.push(
                 req.loc.clone(),
-                SpecErrorKind::InvalidPipRequirement(req.value.clone()),
-            ),
+                SpecErrorKind::PipIndexNotAllowed {
+                    index: u.clone(),
+                    allowed: allowed.join(", "),
+                },
+            );
+        }
+        lines.push((req.value.clone(), line));
+    }
+    // What the policy adds is the deployment's text, not the person's: a bad entry is skipped.
+    let policy_lines = |list: &Option<Vec<String>>| -> Vec<(String, PipLine)> {
+        list.iter()
+            .flatten()
+            .filter_map(|r| parse_pip_line(r).ok().map(|l| (r.clone(), l)))
+            .collect()
+    };
+    let names = |lines: &[(String, PipLine)]| -> Vec<String> {
+        lines
+            .iter()
+            .filter_map(|(_, l)| match l {
+                PipLine::Requirement { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    if names(&lines).is_empty() {
+        lines.extend(policy_lines(&policy.pypi_default_packages));
+    }
+    for (text, line) in policy_lines(&policy.pypi_included_packages) {
+        if let PipLine::Requirement { name, .. } = &line
+            && !names(&lines).contains(name)
+        {
+            lines.push((text, line));
         }
     }
+    for (text, line) in policy_lines(&policy.pypi_required_packages) {
+        if let PipLine::Requirement { name, .. } = &line
+            && !names(&lines).contains(name)
+        {
+            errors.push(at.clone(), SpecErrorKind::RequiredPipPackageMissing(text));
+        }
+    }
+    let has_requirements = !names(&lines).is_empty();
+    let has_index = lines.iter().any(|(_, l)| matches!(l, PipLine::IndexUrl(_)));
+    if has_requirements
+        && !has_index
+        && let Some(url) = &policy.pypi_index_url
+    {
+        lines.push((format!("--index-url {url}"), PipLine::IndexUrl(url.clone())));
+    }
+    let mut pip: Vec<String> = lines
+        .into_iter()
+        .map(|(_, l)| match l {
+            PipLine::Requirement { text, .. } => text,
+            PipLine::IndexUrl(u) => format!("--index-url {u}"),
+            PipLine::ExtraIndexUrl(u) => format!("--extra-index-url {u}"),
+        })
+        .collect();
     pip.sort();
     pip.dedup();
-    spec.pip = pip;
+    pip
 }
 
 /// Characters around which whitespace carries no meaning in a match spec.
@@ -363,14 +442,6 @@ pub fn package_name(spec: &str) -> &str {
         .find(|c: char| c == ' ' || c == '[' || OPERATORS.contains(c))
         .unwrap_or(rest.len());
     &rest[..end]
-}
-
-fn canonical_pip(req: &str) -> Option<String> {
-    let r = req.split_whitespace().collect::<Vec<_>>().join(" ");
-    let first = r.chars().next()?;
-    // A requirement names a project, or is a URL / path / option line pip also accepts.
-    let plausible = first.is_ascii_alphanumeric() || r.starts_with("--") || r.starts_with("git+");
-    plausible.then_some(r)
 }
 
 fn validate_channel(c: &str) -> Result<(), String> {

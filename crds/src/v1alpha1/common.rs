@@ -39,6 +39,26 @@ pub struct Policy {
     /// Base URL channel names expand to; `https://conda.anaconda.org` when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_alias: Option<String>,
+    /// pip requirements used as the pip section of an environment that has none
+    /// (conda-store's `pypi_default_packages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi_default_packages: Option<Vec<String>>,
+    /// pip requirements added to every pip section that does not already name the project
+    /// (conda-store's `pypi_included_packages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi_included_packages: Option<Vec<String>>,
+    /// Projects every environment's pip section must name; one without them is refused
+    /// (conda-store's `pypi_required_packages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi_required_packages: Option<Vec<String>>,
+    /// The index pip sections use when they name none (an `--index-url` line is added);
+    /// the deployment's (`--pip-index-url`, else PyPI) when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi_index_url: Option<String>,
+    /// Indexes a pip section may name with `--index-url` / `--extra-index-url`. When set and
+    /// not empty, any other index is refused with an error naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pypi_allowed_indexes: Option<Vec<String>>,
 }
 
 impl Policy {
@@ -65,6 +85,26 @@ impl Policy {
                 .channel_alias
                 .clone()
                 .or_else(|| self.channel_alias.clone()),
+            pypi_default_packages: over
+                .pypi_default_packages
+                .clone()
+                .or_else(|| self.pypi_default_packages.clone()),
+            pypi_included_packages: over
+                .pypi_included_packages
+                .clone()
+                .or_else(|| self.pypi_included_packages.clone()),
+            pypi_required_packages: over
+                .pypi_required_packages
+                .clone()
+                .or_else(|| self.pypi_required_packages.clone()),
+            pypi_index_url: over
+                .pypi_index_url
+                .clone()
+                .or_else(|| self.pypi_index_url.clone()),
+            pypi_allowed_indexes: over
+                .pypi_allowed_indexes
+                .clone()
+                .or_else(|| self.pypi_allowed_indexes.clone()),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct SolveArgs {
     /// The conda package cache the pip resolver's interpreter is installed from.
     #[arg(long, env = "CONDA_STORE_PKGS_DIR")]
     pub package_cache: Option<PathBuf>,
+    /// Where the pip resolver's interpreters are kept between solves.
+    #[arg(long, env = "CONDA_STORE_PIP_INTERPRETERS")]
+    pub pip_interpreters: Option<PathBuf>,
     #[command(flatten)]
     pub pip: PipArgs,
 }
@@ -202,6 +205,7 @@ pub async fn run_solve(
         pip: spec.pip.clone(),
         pip_config: args.pip.config(),
         package_cache: args.package_cache.clone(),
+        pip_interpreters: args.pip_interpreters.clone(),
         platforms: platforms.clone(),
         channel_alias: args.channel_alias.clone(),
         repodata_cache: args.repodata_cache.clone(),
