@@ -874,8 +874,22 @@ fn lockfile_packages_outside_the_allowlist_are_refused() {
 }
 
 #[test]
-fn empty_lockfile_package_list_is_refused() {
+fn empty_lockfile_package_list_is_an_empty_environment() {
     let text = format!("{}package: []\n", LOCK.split("package:").next().unwrap());
-    let e = normalize_env(&lock_spec(&text), &Policy::default()).unwrap_err();
-    assert!(matches!(single(&e).1, SpecErrorKind::InvalidLockfile(m) if m.contains("empty")));
+    let spec = normalize_env(&lock_spec(&text), &Policy::default()).unwrap();
+    assert!(spec.lockfile.unwrap().packages.is_empty());
+}
+
+/// The lockfile of an environment with no dependencies (which this project builds, as
+/// conda-store does) is a lockfile: posted back it builds the same empty environment.
+#[test]
+fn an_empty_environments_lockfile_is_a_lockfile() {
+    let text = "version: 1\nmetadata:\n  content_hash: {linux-64: x}\n  channels: []\n  platforms: [linux-64]\n  sources: [environment.yml]\npackage: []\n";
+    let lock = conda_store_crds::spec::parse_lockfile(
+        text,
+        &conda_store_crds::spec::Location::path("lockfile"),
+    )
+    .unwrap();
+    assert!(lock.packages.is_empty());
+    assert_eq!(lock.platforms, ["linux-64"]);
 }

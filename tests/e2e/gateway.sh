@@ -148,6 +148,8 @@ check "with the same packages installed" is "$(pkgs "Authorization: Bearer $TOKE
 EMPTY=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d '{"namespace":"alice","specification":"name: empty\n"}' "$API/specification/" | j 'd["data"]["build_id"]')
 check "an environment with no dependencies builds" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
   "$VENV/bin/conda-store" wait "$EMPTY" --timeout 240 --interval 1
+check "its explicit list is served (an empty lockfile is a lockfile)" \
+  contains '@EXPLICIT' curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$EMPTY/explicit/"
 # Live logs: ?follow=true streams each step's log as it is written and ends with the build.
 FOLLOW_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"followed","specification":"channels: [\""+sys.argv[1]+"\"]\ndependencies: [libb]\n"}))' "$CHANNEL")
 FOLLOWED=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$FOLLOW_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
@@ -507,6 +509,17 @@ print(pip)
 PY
 }
 check "its lockfile has manager: pip entries that conda-lock's parser reads" conda_lock_reads_pip "$STATE/flasky.lock"
+pip_entries() { # the pip entries of a conda-lock document on stdin: name, version, url, sha256
+  python3 -c 'import sys, yaml; print(sorted((p["name"], p["version"], p["url"], p["hash"]["sha256"]) for p in yaml.safe_load(sys.stdin)["package"] if p["manager"] == "pip"))'
+}
+PIP_ROUND_BODY=$(python3 -c 'import json,sys; print(json.dumps({"namespace":"alice","environment_name":"flasky-relocked","is_lockfile":True,"specification":open(sys.argv[1]).read()}))' "$STATE/flasky.lock")
+PIP_RELOCKED=$(curl -fsS -H "Authorization: Bearer $TOKEN" -d "$PIP_ROUND_BODY" "$API/specification/" | j 'd["data"]["build_id"]')
+check "that lockfile posted back (is_lockfile) builds" env CONDA_STORE_AUTH=token CONDA_STORE_TOKEN="$TOKEN" \
+  "$VENV/bin/conda-store" wait "$PIP_RELOCKED" --timeout 300 --interval 1
+check "with exactly the locked pip files" is \
+  "$(curl -fsS -H "Authorization: Bearer $TOKEN" "$API/build/$PIP_RELOCKED/conda-lock.yml" | pip_entries)" \
+  "$(pip_entries <"$STATE/flasky.lock")"
+check "and flask imports from that build's prefix" "$STATE/envs/alice/flasky-relocked/bin/python" -c 'import flask'
 FLASKY=$STATE/envs/alice/flasky
 check "flask imports from the installed prefix (markupsafe's compiled module too)" \
   "$FLASKY/bin/python" -c 'import flask, markupsafe._speedups'

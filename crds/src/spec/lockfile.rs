@@ -110,17 +110,14 @@ pub fn parse_lockfile(text: &str, at: &Location) -> Result<LockSpec, SpecErrors>
                 ..
             },
         )) => {
+            // An empty list is an empty environment's lockfile (one this project writes for a
+            // specification without dependencies, as conda-store builds those).
+            let _ = k;
             for (i, item) in items.iter().enumerate() {
                 let item_at = at.child(Some(item.line), &format!("package[{i}]"));
                 if let Some(p) = read_package(item, &item_at, &spec.platforms, &mut errors) {
                     spec.packages.push(p);
                 }
-            }
-            if items.is_empty() {
-                errors.push(
-                    at.child(Some(k.line), "package"),
-                    SpecErrorKind::InvalidLockfile("the package list is empty".into()),
-                );
             }
         }
         Some((k, other)) => errors.push(
