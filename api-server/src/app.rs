@@ -79,6 +79,8 @@ pub struct App {
     pub solver: crate::routes::solve::Solver,
     /// The channels the package catalog indexes.
     pub catalog: crate::catalog::CatalogConfig,
+    /// The web UI's bundle, when installed.
+    pub ui: Option<crate::routes::ui::UiAssets>,
     /// Bumped on every change the watches see: list rows are rebuilt when it moved.
     pub generation: std::sync::atomic::AtomicU64,
     /// The list rows of the last generation they were built for.

@@ -26,6 +26,15 @@ pub struct ServeArgs {
     /// Path prefix of the conda-store API.
     #[arg(long, env = "CONDA_STORE_URL_PREFIX", default_value = "/conda-store/")]
     pub url_prefix: String,
+    /// The conda-store-ui bundle served at `{prefix}ui/` (`index.html`, `main.js`, `main.css`
+    /// of npm `@conda-store/conda-store-ui`'s `dist/`; the image carries it). Without it the UI
+    /// is a page saying so.
+    #[arg(
+        long,
+        env = "CONDA_STORE_UI_DIR",
+        default_value = "/usr/share/conda-store-ui"
+    )]
+    pub ui_dir: PathBuf,
     /// The SQL index: `sqlite://PATH` (created when missing) or `postgres://...`.
     #[arg(
         long,

@@ -100,6 +100,8 @@ pub async fn build_app(
         policy,
         solver,
         catalog,
+        ui: routes::ui::UiAssets::load(&args.ui_dir)
+            .with_context(|| format!("reading the UI bundle in {}", args.ui_dir.display()))?,
     });
     Ok((app, writers))
 }

@@ -229,8 +229,9 @@ files = set()
 for layer in manifest["layers"]:
     files |= set(subprocess.run(["tar", "-tzf", blob(layer["digest"])], check=True,
                                 capture_output=True, text=True).stdout.split())
-for b in binaries:
-    assert b.lstrip("/") in files, (b, sorted(f for f in files if "bin/" in f))
+for b in binaries:  # a file, or a directory (a COPY of one) with files in it
+    b = b.lstrip("/")
+    assert b in files or any(f.startswith(b.rstrip("/") + "/") for f in files), (b, sorted(f for f in files if "bin/" in f))
 print(f"entrypoint {entrypoint}, user {user}, binaries {binaries}")
 PY
 }

@@ -75,13 +75,16 @@ operator_bin() { echo "${CONDA_STORE_OPERATOR_BIN:-$(target_dir)/debug/conda-sto
 api_server_bin() { echo "${CONDA_STORE_API_SERVER_BIN:-$(target_dir)/debug/conda-store-api-server}"; }
 # uv (static), which the solve and install steps run for pip sections: the pinned wheel's binary.
 uv_bin() { echo "${CONDA_STORE_UV_BIN:-$(bash "$HERE/../../scripts/install-uv.sh")}"; }
+# conda-store-ui's bundle, which the gateway serves at {prefix}ui/: the pinned npm tarball's dist/.
+ui_dir() { echo "${CONDA_STORE_UI_BUNDLE:-$(bash "$HERE/../../scripts/install-ui.sh")}"; }
 conda-store_ref() {
-  local op api uv
-  op=$(operator_bin) api=$(api_server_bin) uv=$(uv_bin)
+  local op api uv ui
+  op=$(operator_bin) api=$(api_server_bin) uv=$(uv_bin) ui=$(ui_dir)
   [[ -x $op ]] || die "no operator binary at $op (cargo build -p conda-store-operator)"
   [[ -x $api ]] || die "no gateway binary at $api (cargo build -p conda-store-api-server)"
   [[ -x $uv ]] || die "no uv at $uv (scripts/install-uv.sh)"
-  echo "$REPO/conda-store:$(cat "$op" "$api" "$uv" | sha256sum | cut -c1-12)"
+  [[ -f $ui/main.js ]] || die "no conda-store-ui bundle in $ui (scripts/install-ui.sh)"
+  echo "$REPO/conda-store:$(cat "$op" "$api" "$uv" "$ui/main.js" | sha256sum | cut -c1-12)"
 }
 
 # The project's image, as the Dockerfile describes it (binaries in /usr/local/bin, user 65532,
@@ -106,6 +109,8 @@ build_conda-store() {
     done < <(ldd "$bin" | grep -o '/[^ ]*' | sort -u)
   done
   cp "$(uv_bin)" "$work/operator/usr/local/bin/uv"
+  mkdir -p "$work/api-server/usr/share/conda-store-ui"
+  cp "$(ui_dir)"/{index.html,main.js,main.css,main.js.LICENSE.txt,LICENSE} "$work/api-server/usr/share/conda-store-ui/"
   cp -L /etc/ssl/certs/ca-certificates.crt "$work/runtime/etc/ssl/certs/" 2>/dev/null || true
   printf 'root:x:0:0:root:/root:/sbin/nologin\nconda-store:x:65532:65532::/home/conda-store:/sbin/nologin\n' >"$work/runtime/etc/passwd"
   printf 'root:x:0:\nconda-store:x:65532:\n' >"$work/runtime/etc/group"

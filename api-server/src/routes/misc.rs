@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::openapi::{Answers, PageParams};
-use super::{AppState, json_body, read_body};
+use super::{AppState, json_body};
 use crate::app::App;
 use crate::auth::jwt::Claims;
 use crate::auth::login::COOKIE_NAME;
@@ -316,12 +316,11 @@ pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiR
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let form: LoginForm = if is_form {
-        let bytes = read_body(&app, body).await?;
-        serde_urlencoded_form(&bytes)?
-    } else {
-        json_body(&app, body).await?
-    };
+    if is_form {
+        // The sign-in page's form: CSRF-checked, answered with a redirect (routes/ui.rs).
+        return Ok(super::ui::login_form_post(&app, &headers, body).await);
+    }
+    let form: LoginForm = json_body(&app, body).await?;
     let caller = app.auth.password_login(&form.username, &form.password)?;
     let now = jiff::Timestamp::now().as_second();
     let token = app.auth.session_token(
@@ -360,31 +359,7 @@ pub fn forwarded_https(headers: &HeaderMap) -> bool {
         .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
 }
 
-fn serde_urlencoded_form(bytes: &[u8]) -> ApiResult<LoginForm> {
-    let mut user = None;
-    let mut password = None;
-    for (k, v) in url::form_urlencoded::parse(bytes) {
-        match k.as_ref() {
-            "username" => user = Some(v.into_owned()),
-            "password" => password = Some(v.into_owned()),
-            _ => {}
-        }
-    }
-    match (user, password) {
-        (Some(username), Some(password)) => Ok(LoginForm { username, password }),
-        _ => Err(ApiError::bad_request("username and password are required")),
-    }
-}
-
-pub async fn login_form() -> Response {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "POST a JSON or form body with username and password to log in",
-    )
-    .into_response()
-}
-
-pub async fn logout(State(app): AppState, headers: HeaderMap) -> Response {
+pub async fn logout(State(app): AppState, headers: HeaderMap, uri: axum::http::Uri) -> Response {
     // The session ends here, not only in this browser: a copied cookie stops working too.
     if let Some(c) = app.auth.presented_claims(&headers)
         && c.session
@@ -393,7 +368,9 @@ pub async fn logout(State(app): AppState, headers: HeaderMap) -> Response {
     {
         return e.into_response();
     }
-    let mut resp = crate::error::ack("logged out");
+    // The sign-out page's form goes back to this site; the UI's fetch gets the JSON answer.
+    let mut resp = super::ui::after_logout(&headers, &uri, &app.prefix)
+        .unwrap_or_else(|| crate::error::ack("logged out"));
     resp.headers_mut().insert(
         SET_COOKIE,
         format!("{COOKIE_NAME}=; Path=/; HttpOnly; Max-Age=0")

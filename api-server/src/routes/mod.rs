@@ -11,6 +11,7 @@ mod openapi;
 mod registry;
 mod settings;
 pub mod solve;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -95,8 +96,13 @@ pub async fn read_body(app: &App, body: Body) -> ApiResult<bytes::Bytes> {
 pub fn router(app: Arc<App>) -> Router {
     let (api, doc) = api_routes().split_for_parts();
     let api = api
-        .route("/login", post(misc::login).get(misc::login_form))
-        .route("/logout", post(misc::logout))
+        .route("/login", post(misc::login).get(ui::login_page))
+        .route("/logout", post(misc::logout).get(ui::logout_page))
+        // The web UI (routes/ui.rs): the page at ui/ and below, its bundle's files.
+        .route("/", get(ui::root))
+        .route("/ui", get(ui::ui_page))
+        .route("/ui/{*path}", get(ui::ui_page))
+        .route("/static/conda-store-ui/{file}", get(ui::asset))
         // conda-store serves these under its prefix too (monitoring scripts call them there).
         .route("/metrics", get(misc::metrics))
         .route("/celery", get(misc::celery))
