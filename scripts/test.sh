@@ -49,4 +49,7 @@ bash tests/e2e/operator.sh
 # the operator and the gateway as pods, the example Environments build through them; then the
 # published conda-store client and the checks against the gateway and its registry.
 step "e2e: the gateway with the conda-store client"
-bash tests/e2e/gateway.sh
+# The browser journeys' screenshots stay after the run (CI output), outside the checkout.
+SHOTS_DIR=${CONDA_STORE_SCREENSHOTS:-$HOME/.cache/conda-store-k8s/ci-output/screenshots}
+CONDA_STORE_SCREENSHOTS=$SHOTS_DIR bash tests/e2e/gateway.sh
+echo "browser screenshots: $SHOTS_DIR"

@@ -102,13 +102,16 @@ PY
 check "conda-store run runs a program of the environment from its archive" run_tool
 
 # The web UI in a real browser (Debian's chromium, PyPI playwright): tests/e2e/browser.py walks
-# the journeys and checks what the pages show; its screenshots are kept in $STATE/screenshots.
+# the journeys and checks what the pages show; its screenshots are kept in $CONDA_STORE_SCREENSHOTS
+# (scripts/test.sh: ~/.cache/conda-store-k8s/ci-output/screenshots), else $STATE/screenshots.
 BROWSER_VENV=${CONDA_STORE_BROWSER_VENV:-$HOME/.cache/conda-store-k8s/browser-venv}
 check "conda-store-ui is served at ui/ (its bundle from the image)" \
   contains 'src="/conda-store/static/conda-store-ui/main.js"' curl -fsS -H "Authorization: Bearer $(basic demo demo token)" "${URL}ui/"
 check "the UI's script is served" contains 'condaStoreConfig' curl -fsS "${URL}static/conda-store-ui/main.js"
 check "the prefix redirects to the UI" is "$(curl -s -o /dev/null -w '%{redirect_url}' "$URL")" "${URL}ui/"
-browser_out=$("$BROWSER_VENV/bin/python" "$ROOT/tests/e2e/browser.py" "$URL" demo demo Demo Tools "$STATE/screenshots" 2>&1) || true
+SHOTS=${CONDA_STORE_SCREENSHOTS:-$STATE/screenshots}
+rm -rf "$SHOTS"
+browser_out=$("$BROWSER_VENV/bin/python" "$ROOT/tests/e2e/browser.py" "$URL" demo demo Demo Tools "$SHOTS" 2>&1) || true
 while IFS= read -r line; do
   case $line in
     "ok   "*) passed=$((passed + 1)); echo "$line" ;;
@@ -116,7 +119,7 @@ while IFS= read -r line; do
   esac
 done <<<"$browser_out"
 grep -q '^ok   browser:' <<<"$browser_out" || { failed=$((failed + 1)); printf 'FAIL the browser journeys ran\n%s\n' "$browser_out"; }
-if [[ -n ${KEEP_LOGS:-} ]]; then cp -r "$STATE/screenshots" "$KEEP_LOGS/" 2>/dev/null || true; fi
+if [[ -n ${KEEP_LOGS:-} ]]; then cp -r "$SHOTS" "$KEEP_LOGS/" 2>/dev/null || true; fi
 printf 'channels: ["%s"]\ndependencies: [tool]\n' "$CHANNEL_URL" >solve.yaml
 check "conda-store solve lists the solved packages" contains '"libb"' basic demo demo solve solve.yaml --output json
 check "conda-lock.yml is served" contains 'version: 1' curl -fsS -u demo:demo "$API/build/$ID/conda-lock.yml"
