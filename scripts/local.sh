@@ -139,7 +139,10 @@ cmd_up() {
     || { cat "$STATE/helm.log" >&2; die "helm could not install the chart"; }
   echo "http://localhost:$api_port/conda-store/" >"$STATE/api.url"
   log "waiting for the operator and the gateway (kubectl get pods -n conda-store)"
-  if ! k wait --for=condition=Available deployment --all -n conda-store --timeout=180s >/dev/null; then
+  # `rollout status`, not `wait --for=condition=Available`: on a second `up` the old revision is
+  # still Available while the new one (a new image, a new port) starts.
+  if ! { k rollout status deployment/conda-store-operator -n conda-store --timeout=180s &&
+    k rollout status deployment/conda-store-api-server -n conda-store --timeout=180s; } >/dev/null; then
     k get pods -n conda-store -o wide >&2 || true
     k logs -n conda-store deployment/conda-store-operator --tail=30 >&2 || true
     k logs -n conda-store deployment/conda-store-api-server --tail=30 >&2 || true

@@ -64,8 +64,11 @@ pub const ARTIFACT_TYPES: [&str; 9] = [
     "DOCKER_BLOB",
 ];
 
+/// A time as conda-store serves it: UTC without an offset (`2026-12-05T23:01:02`), which
+/// conda-store-ui reads by appending `Z` (with an offset already there it shows no date).
 fn time(t: &Option<Time>) -> Option<String> {
-    t.as_ref().map(|t| t.0.to_string())
+    t.as_ref()
+        .map(|t| t.0.to_zoned(jiff::tz::TimeZone::UTC).datetime().to_string())
 }
 
 /// A role mapping of a namespace.

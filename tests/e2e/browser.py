@@ -10,6 +10,7 @@ BASE_URL is the API prefix (`http://host:port/conda-store/`). Prints `ok   NAME`
 
 import sys
 import traceback
+from datetime import datetime
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright
@@ -42,7 +43,7 @@ with sync_playwright() as p:
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
 
     # An anonymous visitor is sent to sign in, and comes back to the page asked for.
-    ctx = browser.new_context(viewport={"width": 1280, "height": 800})
+    ctx = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="UTC")
     page = ctx.new_page()
 
     def anonymous_is_sent_to_sign_in():
@@ -80,6 +81,16 @@ with sync_playwright() as p:
         page.screenshot(path=str(SHOTS / "03-environment.png"))
     check(f"the environment {ENVIRONMENT} opens with its completed build and installed packages",
           opens_the_environment)
+
+    def the_build_shows_its_time():
+        env = page.request.get(f"{BASE}api/v1/environment/{NAMESPACE}/{ENVIRONMENT}/").json()["data"]
+        build = page.request.get(f"{BASE}api/v1/build/{env['current_build_id']}/").json()["data"]
+        ended = datetime.fromisoformat(build["ended_on"])  # naive UTC, as conda-store serves it
+        assert ended.tzinfo is None, build["ended_on"]
+        hour = ended.hour % 12 or 12
+        want = f"{hour}:{ended.minute:02d} {'AM' if ended.hour < 12 else 'PM'} - Active"
+        page.get_by_text(want).first.wait_for(timeout=10000)
+    check("the build's end time is shown as the API gives it (UTC, no offset)", the_build_shows_its_time)
 
     def a_viewer_cannot_edit():
         assert page.get_by_role("button", name="Edit").is_disabled(), "Edit is enabled for a viewer"
