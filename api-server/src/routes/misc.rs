@@ -322,24 +322,7 @@ pub async fn login(State(app): AppState, headers: HeaderMap, body: Body) -> ApiR
     }
     let form: LoginForm = json_body(&app, body).await?;
     let caller = app.auth.password_login(&form.username, &form.password)?;
-    let now = jiff::Timestamp::now().as_second();
-    let token = app.auth.session_token(
-        caller.username.as_deref().unwrap_or_default(),
-        &caller.primary_namespace,
-        now,
-        None,
-    );
-    // Behind a proxy that terminated TLS the browser spoke https: the cookie must never go
-    // out over plain http then.
-    let secure = if forwarded_https(&headers) {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-        app.auth.session_seconds
-    );
+    let cookie = super::ui::session_cookie(&app, &caller, forwarded_https(&headers));
     let mut resp = ok(json!({"primary_namespace": caller.primary_namespace}));
     resp.headers_mut().insert(
         SET_COOKIE,

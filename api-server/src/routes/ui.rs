@@ -117,6 +117,18 @@ fn js_string(s: &str) -> String {
         .replace('>', "\\u003e")
 }
 
+/// An HTML answer that no cache keeps (pages carry per-request tokens and origins).
+fn html_response(status: StatusCode, html: String) -> Response {
+    let mut resp = (status, html).into_response();
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{} - conda-store</title>\
@@ -128,14 +140,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
         html_escape(title),
         html_escape(title)
     );
-    let mut resp = (status, html).into_response();
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    html_response(status, html)
 }
 
 fn redirect(to: &str) -> Response {
@@ -223,14 +228,7 @@ pub async fn ui_page(State(app): AppState, headers: HeaderMap, uri: Uri) -> Resp
     } else {
         StatusCode::OK
     };
-    let mut resp = (status, html).into_response();
-    resp.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    html_response(status, html)
 }
 
 /// `{prefix}static/conda-store-ui/{file}`: the bundle's files, by name only.
@@ -390,6 +388,24 @@ pub async fn login_form_post(app: &App, headers: &HeaderMap, body: Body) -> Resp
         }
     }
     resp
+}
+
+/// The session cookie of a caller who just proved their password: `HttpOnly`, `SameSite=Lax`,
+/// and `Secure` when the browser spoke https to the proxy in front (it must never go out over
+/// plain http then).
+pub fn session_cookie(app: &App, caller: &crate::auth::Caller, https: bool) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    let token = app.auth.session_token(
+        caller.username.as_deref().unwrap_or_default(),
+        &caller.primary_namespace,
+        now,
+        None,
+    );
+    let secure = if https { "; Secure" } else { "" };
+    format!(
+        "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+        app.auth.session_seconds
+    )
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
