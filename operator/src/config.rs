@@ -122,21 +122,9 @@ pub struct RunArgs {
     /// requiredPackages, channelAlias); a Namespace's policy overrides it field by field.
     #[arg(long, env = "CONDA_STORE_POLICY")]
     pub policy: Option<PathBuf>,
-    /// The index pip sections resolve from (PEP 503 simple API; PyPI when unset). A pip
-    /// section's own `--index-url` line overrides it.
-    #[arg(long, env = "CONDA_STORE_PIP_INDEX_URL")]
-    pub pip_index_url: Option<String>,
-    /// Further indexes pip sections resolve from, after the first.
-    #[arg(
-        long = "pip-extra-index-url",
-        env = "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
-        value_delimiter = ','
-    )]
-    pub pip_extra_index_urls: Vec<String>,
-    /// Let a pip package with no wheel be built from its source distribution in the build pod
-    /// (off: such a package is refused, naming it).
-    #[arg(long, env = "CONDA_STORE_PIP_ALLOW_BUILD")]
-    pub pip_allow_build: bool,
+    /// Where pip sections resolve from (given to the solve and install Jobs).
+    #[command(flatten)]
+    pub pip: PipIndexArgs,
     /// Address of /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -156,6 +144,27 @@ pub struct RunArgs {
     /// Artifact storage (the operator deletes the artifacts of deleted builds).
     #[command(flatten)]
     pub storage: StorageArgs,
+}
+
+/// The indexes of pip sections: set on the operator, passed to its Jobs by the same variables,
+/// read there by the steps (one declaration for both).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PipIndexArgs {
+    /// The index pip sections resolve from (PEP 503 simple API; PyPI when unset). A pip
+    /// section's own `--index-url` line overrides it.
+    #[arg(long, env = "CONDA_STORE_PIP_INDEX_URL")]
+    pub pip_index_url: Option<String>,
+    /// Further indexes pip sections resolve from, after the first.
+    #[arg(
+        long = "pip-extra-index-url",
+        env = "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
+        value_delimiter = ','
+    )]
+    pub pip_extra_index_urls: Vec<String>,
+    /// Let a pip package with no wheel be built from its source distribution in the build pod
+    /// (off: such a package is refused, naming it).
+    #[arg(long, env = "CONDA_STORE_PIP_ALLOW_BUILD")]
+    pub pip_allow_build: bool,
 }
 
 impl RunArgs {

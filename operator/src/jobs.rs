@@ -50,16 +50,16 @@ fn pip_env(cfg: &RunArgs, namespace: &str) -> Vec<EnvVar> {
         "CONDA_STORE_PIP_CACHE",
         &uv_cache(&cfg.envs_dir, namespace),
     )];
-    if let Some(url) = &cfg.pip_index_url {
+    if let Some(url) = &cfg.pip.pip_index_url {
         env.push(env_var("CONDA_STORE_PIP_INDEX_URL", url));
     }
-    if !cfg.pip_extra_index_urls.is_empty() {
+    if !cfg.pip.pip_extra_index_urls.is_empty() {
         env.push(env_var(
             "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
-            &cfg.pip_extra_index_urls.join(","),
+            &cfg.pip.pip_extra_index_urls.join(","),
         ));
     }
-    if cfg.pip_allow_build {
+    if cfg.pip.pip_allow_build {
         env.push(env_var("CONDA_STORE_PIP_ALLOW_BUILD", "true"));
     }
     env

@@ -294,17 +294,19 @@ fn login_form(
 
 /// `GET {prefix}login/`: the sign-in form.
 pub async fn login_page(State(app): AppState, headers: HeaderMap, uri: Uri) -> Response {
-    let origin = origin(&headers);
-    let next = query_param(&uri, "next").unwrap_or_default();
-    let next = if next.is_empty() {
-        format!("{}ui/", app.prefix)
-    } else {
-        match safe_next(&next, &origin) {
-            Some(n) => n,
-            None => return off_site(),
-        }
+    let Some(next) = login_next(&app, query_param(&uri, "next"), &headers) else {
+        return off_site();
     };
     login_form(&app, forwarded_https(&headers), &next, None, StatusCode::OK)
+}
+
+/// Where a sign-in goes afterwards: the UI when `next` is absent, `next` when it is of this
+/// site, else `None` (the caller answers [`off_site`] before any session is made).
+fn login_next(app: &App, next: Option<String>, headers: &HeaderMap) -> Option<String> {
+    match next.filter(|n| !n.is_empty()) {
+        None => Some(format!("{}ui/", app.prefix)),
+        Some(n) => safe_next(&n, &origin(headers)),
+    }
 }
 
 fn off_site() -> Response {
@@ -327,15 +329,8 @@ pub async fn login_form_post(app: &App, headers: &HeaderMap, body: Body) -> Resp
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
     let https = forwarded_https(headers);
-    let origin = origin(headers);
-    let next = fields.get("next").cloned().unwrap_or_default();
-    let next = if next.is_empty() {
-        format!("{}ui/", app.prefix)
-    } else {
-        match safe_next(&next, &origin) {
-            Some(n) => n,
-            None => return off_site(),
-        }
+    let Some(next) = login_next(app, fields.get("next").cloned(), headers) else {
+        return off_site();
     };
     let sent = fields.get("_csrf").map(String::as_str).unwrap_or_default();
     let kept = cookie_value(headers, CSRF_COOKIE).unwrap_or_default();

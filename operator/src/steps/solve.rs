@@ -76,22 +76,11 @@ pub struct PipArgs {
     /// The uv binary (the image carries it); without it pip sections are refused.
     #[arg(long, env = "CONDA_STORE_UV", default_value = "/usr/local/bin/uv")]
     pub uv: PathBuf,
-    /// The index (PyPI when unset); a pip section's own `--index-url` line overrides it.
-    #[arg(long, env = "CONDA_STORE_PIP_INDEX_URL")]
-    pub pip_index_url: Option<String>,
-    /// Further indexes.
-    #[arg(
-        long = "pip-extra-index-url",
-        env = "CONDA_STORE_PIP_EXTRA_INDEX_URLS",
-        value_delimiter = ','
-    )]
-    pub pip_extra_index_urls: Vec<String>,
+    #[command(flatten)]
+    pub index: conda_store_operator::config::PipIndexArgs,
     /// uv's cache (downloads and unpacked wheels).
     #[arg(long, env = "CONDA_STORE_PIP_CACHE")]
     pub pip_cache: Option<PathBuf>,
-    /// Build packages that have no wheel from their source distribution.
-    #[arg(long, env = "CONDA_STORE_PIP_ALLOW_BUILD")]
-    pub pip_allow_build: bool,
 }
 
 impl PipArgs {
@@ -99,10 +88,10 @@ impl PipArgs {
     pub fn config(&self) -> Option<PipConfig> {
         self.uv.is_file().then(|| {
             let mut cfg = PipConfig::new(&self.uv);
-            cfg.index_url = self.pip_index_url.clone();
-            cfg.extra_index_urls = self.pip_extra_index_urls.clone();
+            cfg.index_url = self.index.pip_index_url.clone();
+            cfg.extra_index_urls = self.index.pip_extra_index_urls.clone();
             cfg.cache_dir = self.pip_cache.clone();
-            cfg.allow_build = self.pip_allow_build;
+            cfg.allow_build = self.index.pip_allow_build;
             cfg
         })
     }
