@@ -68,6 +68,66 @@ pub struct ServeArgs {
         default_value = "preferred_username"
     )]
     pub oidc_username_claim: String,
+    /// The claim listing a person's groups at the issuer (for `--group-binding`).
+    #[arg(long, env = "CONDA_STORE_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// The client secret for browser sign-in with the issuer (unset: a public client, PKCE
+    /// alone). Browser sign-in is offered whenever an issuer is set; register
+    /// `{origin}{prefix}oauth_callback/` as its redirect URI there.
+    #[arg(long, env = "CONDA_STORE_OIDC_CLIENT_SECRET", hide_env_values = true)]
+    pub oidc_client_secret: Option<String>,
+    /// The scopes browser sign-in asks the issuer for.
+    #[arg(
+        long,
+        env = "CONDA_STORE_OIDC_SCOPES",
+        default_value = "openid profile"
+    )]
+    pub oidc_scopes: String,
+    /// The sign-in button's words: "Sign in with ...".
+    #[arg(
+        long,
+        env = "CONDA_STORE_OIDC_DISPLAY_NAME",
+        default_value = "OpenID Connect"
+    )]
+    pub oidc_display_name: String,
+    /// A JupyterHub people sign in with, as browsers reach it (without `/hub/`). This gateway
+    /// is registered there as a service with `oauth_client_id`, `api_token` (the client
+    /// secret) and `oauth_redirect_uri` `{origin}{prefix}oauth_callback/`.
+    #[arg(
+        long,
+        env = "CONDA_STORE_JUPYTERHUB_URL",
+        requires = "jupyterhub_client_secret"
+    )]
+    pub jupyterhub_url: Option<String>,
+    /// The hub as this gateway reaches it, when not by `--jupyterhub-url` (a cluster address).
+    #[arg(long, env = "CONDA_STORE_JUPYTERHUB_API_URL")]
+    pub jupyterhub_api_url: Option<String>,
+    /// This gateway's OAuth client id at the hub.
+    #[arg(
+        long,
+        env = "CONDA_STORE_JUPYTERHUB_CLIENT_ID",
+        default_value = "service-conda-store"
+    )]
+    pub jupyterhub_client_id: String,
+    /// The service's API token at the hub (its OAuth client secret).
+    #[arg(
+        long,
+        env = "CONDA_STORE_JUPYTERHUB_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    pub jupyterhub_client_secret: Option<String>,
+    /// The JupyterHub sign-in button's words.
+    #[arg(
+        long,
+        env = "CONDA_STORE_JUPYTERHUB_DISPLAY_NAME",
+        default_value = "JupyterHub"
+    )]
+    pub jupyterhub_display_name: String,
+    /// Bindings a group at the identity provider earns, `GROUP:PATTERN=ROLE` (repeatable).
+    /// `GROUP` may be `*` (every group) and `PATTERN` may hold `{group}`:
+    /// `*:{group}/*=editor` makes each group's members editors of its namespace.
+    #[arg(long = "group-binding")]
+    pub group_bindings: Vec<crate::auth::groups::GroupBinding>,
     /// The role people get on their own primary namespace (`none` for no role).
     #[arg(long, env = "CONDA_STORE_OWN_NAMESPACE_ROLE", default_value = "admin", value_parser = parse_optional_role)]
     pub own_namespace_role: OptionalRole,

@@ -53,13 +53,39 @@ pub async fn build_app(
         args.token_review.then(|| client.clone()),
     );
     auth.own_namespace_role = args.own_namespace_role.0;
+    let mut oidc_client = None;
     if let (Some(issuer), Some(client)) = (&args.oidc_issuer, &args.oidc_client_id) {
         auth.oidc = Some(auth::oidc::Oidc::new(
             issuer,
             client,
             &args.oidc_username_claim,
+            &args.oidc_groups_claim,
         ));
+        oidc_client = Some(auth::sso::OidcClient {
+            display: args.oidc_display_name.clone(),
+            client_secret: args.oidc_client_secret.clone(),
+            scopes: args.oidc_scopes.clone(),
+        });
     }
+    let hub = match (&args.jupyterhub_url, &args.jupyterhub_client_secret) {
+        (Some(url), Some(secret)) => {
+            let url = url.trim_end_matches('/').to_string();
+            Some(auth::sso::JupyterHub {
+                api_url: args
+                    .jupyterhub_api_url
+                    .as_deref()
+                    .map(|u| u.trim_end_matches('/').to_string())
+                    .unwrap_or_else(|| url.clone()),
+                url,
+                client_id: args.jupyterhub_client_id.clone(),
+                client_secret: secret.clone(),
+                display: args.jupyterhub_display_name.clone(),
+            })
+        }
+        _ => None,
+    };
+    auth.sso = auth::sso::Sso::new(oidc_client, hub);
+    auth.group_bindings = args.group_bindings.clone();
     auth.authenticated_bindings = args.authenticated_bindings.clone();
     auth.anonymous_bindings = args.anonymous_bindings.clone();
     auth.session_seconds = args.session_seconds;

@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use axum::Json;
@@ -16,57 +15,13 @@ use clap::Parser;
 use conda_store_api_server::app::App;
 use conda_store_api_server::build_app;
 use conda_store_api_server::config::ServeArgs;
-use ring::rand::SystemRandom;
 use ring::rsa::PublicKeyComponents;
-use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
 struct Args {
     #[command(flatten)]
     serve: ServeArgs,
-}
-
-fn rsa_key(dir: &std::path::Path, name: &str) -> RsaKeyPair {
-    let pem = dir.join(format!("{name}.pem"));
-    let der = dir.join(format!("{name}.der"));
-    let run = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("openssl runs")
-            .status
-            .success();
-        assert!(ok, "openssl {args:?}");
-    };
-    run(&["genrsa", "-out", pem.to_str().unwrap(), "2048"]);
-    // PKCS#1 DER, which ring reads.
-    run(&[
-        "rsa",
-        "-in",
-        pem.to_str().unwrap(),
-        "-outform",
-        "DER",
-        "-traditional",
-        "-out",
-        der.to_str().unwrap(),
-    ]);
-    RsaKeyPair::from_der(&std::fs::read(der).unwrap()).unwrap()
-}
-
-fn sign(key: &RsaKeyPair, kid: &str, claims: &Value) -> String {
-    let h =
-        B64.encode(serde_json::to_vec(&json!({"alg": "RS256", "kid": kid, "typ": "JWT"})).unwrap());
-    let b = B64.encode(serde_json::to_vec(claims).unwrap());
-    let mut sig = vec![0; key.public().modulus_len()];
-    key.sign(
-        &RSA_PKCS1_SHA256,
-        &SystemRandom::new(),
-        format!("{h}.{b}").as_bytes(),
-        &mut sig,
-    )
-    .unwrap();
-    format!("{h}.{b}.{}", B64.encode(sig))
 }
 
 async fn call(app: &Arc<App>, token: &str) -> (StatusCode, Value) {
@@ -82,8 +37,8 @@ async fn call(app: &Arc<App>, token: &str) -> (StatusCode, Value) {
 async fn id_tokens_of_the_issuer_log_people_in() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let key = rsa_key(dir.path(), "issuer");
-    let stranger = rsa_key(dir.path(), "stranger");
+    let key = support::rsa_key(dir.path(), "issuer");
+    let stranger = support::rsa_key(dir.path(), "stranger");
     let public: PublicKeyComponents<Vec<u8>> = key.public().into();
 
     // The issuer: discovery and keys.
@@ -120,7 +75,11 @@ async fn id_tokens_of_the_issuer_log_people_in() {
         json!({"iss": issuer, "aud": aud, "exp": exp, "iat": now, "sub": "1234",
                "preferred_username": "carol"})
     };
-    let (s, v) = call(&app, &sign(&key, "k1", &claims("conda-store", now + 300))).await;
+    let (s, v) = call(
+        &app,
+        &support::sign(&key, "k1", &claims("conda-store", now + 300)),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["data"]["authenticated"], true);
     assert_eq!(v["data"]["primary_namespace"], "carol");
@@ -135,19 +94,19 @@ async fn id_tokens_of_the_issuer_log_people_in() {
     for (what, token) in [
         (
             "another audience",
-            sign(&key, "k1", &claims("other-app", now + 300)),
+            support::sign(&key, "k1", &claims("other-app", now + 300)),
         ),
         (
             "expired",
-            sign(&key, "k1", &claims("conda-store", now - 10)),
+            support::sign(&key, "k1", &claims("conda-store", now - 10)),
         ),
         (
             "an unpublished key",
-            sign(&stranger, "k1", &claims("conda-store", now + 300)),
+            support::sign(&stranger, "k1", &claims("conda-store", now + 300)),
         ),
         (
             "an unknown kid",
-            sign(&stranger, "k9", &claims("conda-store", now + 300)),
+            support::sign(&stranger, "k9", &claims("conda-store", now + 300)),
         ),
     ] {
         let (s, v) = call(&app, &token).await;
@@ -155,7 +114,7 @@ async fn id_tokens_of_the_issuer_log_people_in() {
         assert_eq!(v["status"], "error");
     }
     // A changed claim breaks the signature.
-    let good = sign(&key, "k1", &claims("conda-store", now + 300));
+    let good = support::sign(&key, "k1", &claims("conda-store", now + 300));
     let parts: Vec<&str> = good.split('.').collect();
     let mut forged = claims("conda-store", now + 300);
     forged["preferred_username"] = json!("admin");

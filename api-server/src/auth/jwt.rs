@@ -49,6 +49,10 @@ pub struct Claims {
     /// The token's id, by which it can be revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// A session's groups at the identity provider it signed in with (mapped to bindings by
+    /// the configuration in force at each request).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// Signs and verifies tokens with one secret.
@@ -76,6 +80,11 @@ impl Signer {
         Signer {
             key: hmac::Key::new(hmac::HMAC_SHA256, secret),
         }
+    }
+
+    /// The key, for other MACs of this gateway (each with its own domain prefix).
+    pub fn key(&self) -> &hmac::Key {
+        &self.key
     }
 
     /// The token for `claims`.

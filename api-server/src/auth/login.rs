@@ -68,6 +68,10 @@ pub struct Authenticator {
     pub token_review: Option<kube::Client>,
     /// Accepts ID tokens of this OpenID Connect issuer when set.
     pub oidc: Option<super::oidc::Oidc>,
+    /// Browser sign-in through identity providers.
+    pub sso: super::sso::Sso,
+    /// Bindings people earn by their groups at the identity provider.
+    pub group_bindings: Vec<super::groups::GroupBinding>,
     /// Lifetime of a login session and the default of an API token, seconds.
     pub session_seconds: i64,
     /// Failed password logins per user name.
@@ -100,6 +104,8 @@ impl Authenticator {
             anonymous_bindings: Vec::new(),
             token_review,
             oidc: None,
+            group_bindings: Vec::new(),
+            sso: super::sso::Sso::default(),
             session_seconds: 24 * 3600,
             throttle: Throttle::default(),
             revoked: RwLock::new(HashSet::new()),
@@ -130,6 +136,14 @@ impl Authenticator {
         }
     }
 
+    /// `caller` with the bindings their groups at the identity provider earn.
+    pub fn with_groups(&self, mut caller: Caller, groups: &[String]) -> Caller {
+        caller
+            .bindings
+            .extend(super::groups::bindings(&self.group_bindings, groups));
+        caller
+    }
+
     /// The caller a token's claims describe, if the token still stands: not revoked, and its
     /// holder still in the users file when that is where they came from.
     pub fn from_claims(&self, c: Claims) -> Result<Caller, ApiError> {
@@ -147,7 +161,9 @@ impl Authenticator {
             ));
         }
         if c.session {
-            return Ok(self.user(Via::Login, &username, &c.primary_namespace, Some(c.exp)));
+            let mut caller = self.user(Via::Login, &username, &c.primary_namespace, Some(c.exp));
+            caller.from_users_file = from_users_file;
+            return Ok(self.with_groups(caller, &c.groups));
         }
         let mut bindings = Vec::new();
         for (pattern, roles) in &c.role_bindings {
@@ -183,6 +199,27 @@ impl Authenticator {
             session: true,
             src: Some(SRC_USERS.into()),
             jti: Some(new_token_id()),
+            ..Default::default()
+        })
+    }
+
+    /// A session token for a person an identity provider (`src`) vouched for, with their
+    /// groups there.
+    pub fn provider_session_token(
+        &self,
+        username: &str,
+        src: &str,
+        groups: Vec<String>,
+        now: i64,
+    ) -> String {
+        self.signer.sign(&Claims {
+            sub: Some(username.into()),
+            exp: now + self.session_seconds,
+            primary_namespace: username.into(),
+            session: true,
+            src: Some(src.into()),
+            jti: Some(new_token_id()),
+            groups,
             ..Default::default()
         })
     }
@@ -241,11 +278,12 @@ impl Authenticator {
                         .is_some_and(|o| o.claims_issuer(credentials)) =>
                 {
                     let oidc = self.oidc.as_ref().expect("checked");
-                    let (user, exp) = oidc
+                    let (who, exp) = oidc
                         .verify(credentials, now)
                         .await
                         .map_err(|e| ApiError::unauthorized(e.to_string()))?;
-                    Ok(self.user(Via::Oidc, &user, &user, Some(exp)))
+                    let caller = self.user(Via::Oidc, &who.username, &who.username, Some(exp));
+                    Ok(self.with_groups(caller, &who.groups))
                 }
                 "bearer" if self.token_review.is_some() => self.review(credentials).await,
                 "bearer" => Err(ApiError::unauthorized("the bearer token is not valid")),

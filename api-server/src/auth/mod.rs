@@ -8,9 +8,11 @@
 //! - unless they present an API token (a snapshot of rights), the `roleBindings` of the target's
 //!   Namespace whose `entity` pattern matches them (`<primary namespace>/<user>`, or `anonymous`).
 
+pub mod groups;
 pub mod jwt;
 pub mod login;
 pub mod oidc;
+pub mod sso;
 pub mod users;
 
 use std::collections::BTreeMap;

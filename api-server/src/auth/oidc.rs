@@ -1,6 +1,7 @@
-//! OpenID Connect: people present an ID token from the organisation's identity provider
-//! (`Authorization: Bearer`), verified against the issuer's published keys (RS256), its
-//! audience (this gateway's client id) and expiry. The user name comes from a claim.
+//! OpenID Connect: an ID token of the organisation's identity provider, presented as a bearer
+//! token or received at the end of a browser sign-in (`auth::sso`), verified against the
+//! issuer's published keys (RS256), its audience (this gateway's client id), expiry and, for a
+//! sign-in, its nonce. The user name and groups come from claims.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -55,28 +56,147 @@ const MIN_REFRESH: Duration = Duration::from_secs(10);
 
 type Keys = HashMap<String, (Vec<u8>, Vec<u8>)>;
 
+/// The issuer's endpoints, from its discovery document.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Endpoints {
+    /// Where the browser is sent to sign in.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Where a code is exchanged for tokens.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// Where the claims an ID token leaves out are read with the access token.
+    #[serde(default)]
+    pub userinfo_endpoint: Option<String>,
+    jwks_uri: Option<String>,
+}
+
+/// Who an ID token (and the userinfo endpoint) says the person is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user name (a valid namespace name: it is their primary namespace).
+    pub username: String,
+    /// Their groups at the provider.
+    pub groups: Vec<String>,
+}
+
 /// An OIDC issuer this gateway trusts.
 pub struct Oidc {
     issuer: String,
     audience: String,
     username_claim: String,
+    groups_claim: String,
     http: reqwest::Client,
     keys: tokio::sync::Mutex<Option<(Instant, Keys)>>,
+    endpoints: tokio::sync::Mutex<Option<(Instant, Endpoints)>>,
 }
 
 impl Oidc {
-    /// Trusts ID tokens of `issuer` for `audience`, naming users by `username_claim`.
-    pub fn new(issuer: &str, audience: &str, username_claim: &str) -> Oidc {
+    /// Trusts ID tokens of `issuer` for `audience`, naming users by `username_claim` and
+    /// reading their groups from `groups_claim`.
+    pub fn new(issuer: &str, audience: &str, username_claim: &str, groups_claim: &str) -> Oidc {
         Oidc {
             issuer: issuer.trim_end_matches('/').to_string(),
             audience: audience.to_string(),
             username_claim: username_claim.to_string(),
+            groups_claim: groups_claim.to_string(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .expect("an HTTP client"),
             keys: tokio::sync::Mutex::new(None),
+            endpoints: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The issuer, as configured (no trailing `/`).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// This gateway's client id at the issuer.
+    pub fn client_id(&self) -> &str {
+        &self.audience
+    }
+
+    /// The issuer's endpoints (its discovery document, read again every ten minutes).
+    pub async fn endpoints(&self) -> Result<Endpoints, OidcError> {
+        let mut slot = self.endpoints.lock().await;
+        if let Some((at, e)) = slot.as_ref()
+            && at.elapsed() < KEYS_TTL
+        {
+            return Ok(e.clone());
+        }
+        let doc = self
+            .get_json(&format!("{}/.well-known/openid-configuration", self.issuer))
+            .await?;
+        let e: Endpoints = serde_json::from_value(doc)
+            .map_err(|e| OidcError::Provider(format!("the discovery document: {e}")))?;
+        *slot = Some((Instant::now(), e.clone()));
+        Ok(e)
+    }
+
+    /// The person a set of verified claims names: the user name claim, and the groups claim
+    /// (a list of names, or one name).
+    pub fn identity(&self, claims: &Value) -> Result<Identity, OidcError> {
+        let user = claims
+            .get(&self.username_claim)
+            .and_then(Value::as_str)
+            .ok_or_else(|| OidcError::Claims(format!("no {} claim", self.username_claim)))?;
+        conda_store_crds::naming::validate_conda_name(user)
+            .map_err(|e| OidcError::Claims(format!("user name: {e}")))?;
+        let groups = match claims.get(&self.groups_claim) {
+            Some(Value::Array(a)) => a
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            Some(Value::String(g)) => vec![g.clone()],
+            _ => Vec::new(),
+        };
+        Ok(Identity {
+            username: user.to_string(),
+            groups,
+        })
+    }
+
+    /// Whether `claims` name the person (a user name claim is there), or the userinfo
+    /// endpoint must be asked.
+    pub fn names_user(&self, claims: &Value) -> bool {
+        claims.get(&self.username_claim).is_some()
+    }
+
+    /// The claims of the userinfo endpoint for `access_token`, when they are about `sub`.
+    pub async fn userinfo(
+        &self,
+        endpoint: &str,
+        access_token: &str,
+        sub: &str,
+    ) -> Result<Value, OidcError> {
+        let resp = self
+            .http
+            .get(endpoint)
+            .bearer_auth(access_token)
+            .header("Accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| OidcError::Provider(format!("userinfo: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Provider(format!("userinfo: {}", resp.status())));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| OidcError::Provider(e.to_string()))?;
+        let info: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| OidcError::Provider(format!("userinfo: {e}")))?;
+        // OpenID Connect Core 5.3.2: the answer must be about the ID token's subject.
+        if info.get("sub").and_then(Value::as_str) != Some(sub) {
+            return Err(OidcError::Claims(
+                "the userinfo answer is about someone else".into(),
+            ));
+        }
+        Ok(info)
     }
 
     /// Whether `token` claims to come from this issuer (unverified: only to route it here).
@@ -94,8 +214,21 @@ impl Oidc {
             .unwrap_or(false)
     }
 
-    /// The user name of a valid ID token and when the token expires.
-    pub async fn verify(&self, token: &str, now: i64) -> Result<(String, i64), OidcError> {
+    /// The person a valid bearer ID token names and when the token expires.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<(Identity, i64), OidcError> {
+        let claims = self.verify_claims(token, now, None).await?;
+        let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        Ok((self.identity(&claims)?, exp))
+    }
+
+    /// The claims of a valid ID token: signed by the issuer, for this gateway, unexpired, and
+    /// carrying `nonce` when one is given (the sign-in that asked for it).
+    pub async fn verify_claims(
+        &self,
+        token: &str,
+        now: i64,
+        nonce: Option<&str>,
+    ) -> Result<Value, OidcError> {
         let mut parts = token.split('.');
         let (Some(h), Some(b), Some(s), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -159,13 +292,14 @@ impl Oidc {
         {
             return Err(OidcError::Claims("not valid yet".into()));
         }
-        let user = claims
-            .get(&self.username_claim)
-            .and_then(Value::as_str)
-            .ok_or_else(|| OidcError::Claims(format!("no {} claim", self.username_claim)))?;
-        conda_store_crds::naming::validate_conda_name(user)
-            .map_err(|e| OidcError::Claims(format!("user name: {e}")))?;
-        Ok((user.to_string(), exp))
+        if let Some(n) = nonce
+            && claims.get("nonce").and_then(Value::as_str) != Some(n)
+        {
+            return Err(OidcError::Claims(
+                "the nonce is not the one this sign-in sent".into(),
+            ));
+        }
+        Ok(claims)
     }
 
     async fn key(&self, kid: &str, refresh: bool) -> Result<Option<(Vec<u8>, Vec<u8>)>, OidcError> {
@@ -187,31 +321,30 @@ impl Oidc {
         }))
     }
 
+    async fn get_json(&self, url: &str) -> Result<Value, OidcError> {
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| OidcError::Provider(format!("{url}: {e}")))?;
+        if !resp.status().is_success() {
+            return Err(OidcError::Provider(format!("{url}: {}", resp.status())));
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| OidcError::Provider(e.to_string()))?;
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| OidcError::Provider(format!("{url}: {e}")))
+    }
+
     async fn fetch(&self) -> Result<Keys, OidcError> {
-        let get = |url: String| async move {
-            let resp = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| OidcError::Provider(format!("{url}: {e}")))?;
-            if !resp.status().is_success() {
-                return Err(OidcError::Provider(format!("{url}: {}", resp.status())));
-            }
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| OidcError::Provider(e.to_string()))?;
-            serde_json::from_slice::<Value>(&bytes)
-                .map_err(|e| OidcError::Provider(format!("{url}: {e}")))
-        };
-        let discovery = get(format!("{}/.well-known/openid-configuration", self.issuer)).await?;
-        let jwks_uri = discovery
-            .get("jwks_uri")
-            .and_then(Value::as_str)
-            .ok_or_else(|| OidcError::Provider("no jwks_uri in the discovery document".into()))?
-            .to_string();
-        let jwks = get(jwks_uri).await?;
+        let jwks_uri =
+            self.endpoints().await?.jwks_uri.ok_or_else(|| {
+                OidcError::Provider("no jwks_uri in the discovery document".into())
+            })?;
+        let jwks = self.get_json(&jwks_uri).await?;
         let mut keys = HashMap::new();
         for k in jwks
             .get("keys")

@@ -157,6 +157,11 @@ impl UsersFile {
         })
     }
 
+    /// Whether people may sign in with a password here at all.
+    pub fn is_configured(&self) -> bool {
+        self.path.is_some() || !self.current().0.is_empty()
+    }
+
     /// Fixed users (tests).
     pub fn fixed(users: Users) -> UsersFile {
         UsersFile {

@@ -301,6 +301,7 @@ pub async fn token(State(app): AppState, caller: Caller, body: Body) -> ApiResul
         session: false,
         src: crate::auth::login::Authenticator::source_of(&caller),
         jti: Some(crate::auth::login::new_token_id()),
+        groups: Vec::new(),
     });
     Ok(ok(json!({"token": token})))
 }

@@ -11,6 +11,7 @@ mod openapi;
 mod registry;
 mod settings;
 pub mod solve;
+mod sso;
 pub mod ui;
 
 use std::sync::Arc;
@@ -98,6 +99,9 @@ pub fn router(app: Arc<App>) -> Router {
     let api = api
         .route("/login", post(misc::login).get(ui::login_page))
         .route("/logout", post(misc::logout).get(ui::logout_page))
+        // Browser sign-in through an identity provider (routes/sso.rs).
+        .route("/oauth_login/{provider}", get(sso::oauth_login))
+        .route("/oauth_callback", get(sso::oauth_callback))
         // The web UI (routes/ui.rs): the page at ui/ and below, its bundle's files.
         .route("/", get(ui::root))
         .route("/ui", get(ui::ui_page))

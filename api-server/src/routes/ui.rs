@@ -60,7 +60,7 @@ impl UiAssets {
 }
 
 /// `scheme://host` of this server as the browser sees it.
-fn origin(headers: &HeaderMap) -> String {
+pub(crate) fn origin(headers: &HeaderMap) -> String {
     let scheme = if forwarded_https(headers) {
         "https"
     } else {
@@ -94,7 +94,7 @@ pub fn safe_next(next: &str, origin: &str) -> Option<String> {
     (path.starts_with('/') && !path.starts_with("//")).then(|| path.to_string())
 }
 
-fn html_escape(s: &str) -> String {
+pub(crate) fn html_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -129,13 +129,15 @@ fn html_response(status: StatusCode, html: String) -> Response {
     resp
 }
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{} - conda-store</title>\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <style>body{{font-family:sans-serif;max-width:28rem;margin:4rem auto;padding:0 1rem}}\
          label,input,button{{display:block;width:100%;margin:.4rem 0}}input{{padding:.4rem}}\
-         button{{padding:.5rem;margin-top:1rem}}.error{{color:#b00020}}</style></head>\
+         button{{padding:.5rem;margin-top:1rem}}a.provider{{display:block;text-align:center;\
+         padding:.6rem;margin:.6rem 0;border:1px solid #2e7d32;border-radius:4px;color:#2e7d32;\
+         text-decoration:none}}.or{{text-align:center;color:#666;margin-top:1.5rem}}.error{{color:#b00020}}</style></head>\
          <body><h1>{}</h1>{body}</body></html>\n",
         html_escape(title),
         html_escape(title)
@@ -143,7 +145,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     html_response(status, html)
 }
 
-fn redirect(to: &str) -> Response {
+pub(crate) fn redirect(to: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         resp.headers_mut().insert(LOCATION, v);
@@ -151,13 +153,13 @@ fn redirect(to: &str) -> Response {
     resp
 }
 
-fn query_param(uri: &Uri, name: &str) -> Option<String> {
+pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
 }
 
-fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -269,19 +271,48 @@ fn login_form(
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", html_escape(e)))
         .unwrap_or_default();
-    let body = format!(
-        "{error}<form method=\"post\" action=\"{prefix}login/\">\
-         <input type=\"hidden\" name=\"_csrf\" value=\"{token}\">\
-         <input type=\"hidden\" name=\"next\" value=\"{next}\">\
-         <label for=\"username\">User name</label>\
-         <input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
-         <label for=\"password\">Password</label>\
-         <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <button type=\"submit\">Sign in</button></form>",
-        prefix = app.prefix,
-        next = html_escape(next),
+    let next_q: String = url::form_urlencoded::byte_serialize(next.as_bytes()).collect();
+    // A button per identity provider; the password form when there is a users file (or no
+    // provider at all, so the page never offers nothing).
+    let providers = app.auth.sso.providers();
+    let buttons: String = providers
+        .iter()
+        .map(|(kind, display)| {
+            format!(
+                "<a class=\"provider\" href=\"{}oauth_login/{}/?next={}\">Sign in with {}</a>",
+                app.prefix,
+                kind.id(),
+                html_escape(&next_q),
+                html_escape(display)
+            )
+        })
+        .collect();
+    let form = if app.auth.users.is_configured() || providers.is_empty() {
+        format!(
+            "{or}<form method=\"post\" action=\"{prefix}login/\">\
+             <input type=\"hidden\" name=\"_csrf\" value=\"{token}\">\
+             <input type=\"hidden\" name=\"next\" value=\"{next}\">\
+             <label for=\"username\">User name</label>\
+             <input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
+             <label for=\"password\">Password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\">Sign in</button></form>",
+            or = if providers.is_empty() {
+                ""
+            } else {
+                "<p class=\"or\">or with a password</p>"
+            },
+            prefix = app.prefix,
+            next = html_escape(next),
+        )
+    } else {
+        String::new()
+    };
+    let mut resp = page(
+        status,
+        "Sign in to conda-store",
+        &format!("{error}{buttons}{form}"),
     );
-    let mut resp = page(status, "Sign in to conda-store", &body);
     let secure = if https { "; Secure" } else { "" };
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{CSRF_COOKIE}={token}; Path={}; HttpOnly; SameSite=Strict; Max-Age=3600{secure}",
@@ -292,24 +323,57 @@ fn login_form(
     resp
 }
 
+/// Whether the browser shows a session cookie that no longer stands (expired, signed out,
+/// its user removed): the sign-in page then says so.
+fn session_ended(app: &App, headers: &HeaderMap) -> bool {
+    let now = jiff::Timestamp::now().as_second();
+    crate::auth::login::cookie(headers, COOKIE_NAME).is_some_and(|t| {
+        !t.is_empty()
+            && app
+                .auth
+                .signer
+                .verify(t, now)
+                .ok()
+                .and_then(|c| app.auth.from_claims(c).ok())
+                .is_none()
+    })
+}
+
 /// `GET {prefix}login/`: the sign-in form.
 pub async fn login_page(State(app): AppState, headers: HeaderMap, uri: Uri) -> Response {
     let Some(next) = login_next(&app, query_param(&uri, "next"), &headers) else {
         return off_site();
     };
-    login_form(&app, forwarded_https(&headers), &next, None, StatusCode::OK)
+    let notice = session_ended(&app, &headers)
+        .then_some("Your session has ended (it expired or was signed out). Sign in again.");
+    let mut resp = login_form(
+        &app,
+        forwarded_https(&headers),
+        &next,
+        notice,
+        StatusCode::OK,
+    );
+    if notice.is_some() {
+        // The dead cookie goes, so the notice is shown once.
+        if let Ok(v) =
+            HeaderValue::from_str(&format!("{COOKIE_NAME}=; Path=/; HttpOnly; Max-Age=0"))
+        {
+            resp.headers_mut().append(SET_COOKIE, v);
+        }
+    }
+    resp
 }
 
 /// Where a sign-in goes afterwards: the UI when `next` is absent, `next` when it is of this
 /// site, else `None` (the caller answers [`off_site`] before any session is made).
-fn login_next(app: &App, next: Option<String>, headers: &HeaderMap) -> Option<String> {
+pub(crate) fn login_next(app: &App, next: Option<String>, headers: &HeaderMap) -> Option<String> {
     match next.filter(|n| !n.is_empty()) {
         None => Some(format!("{}ui/", app.prefix)),
         Some(n) => safe_next(&n, &origin(headers)),
     }
 }
 
-fn off_site() -> Response {
+pub(crate) fn off_site() -> Response {
     page(
         StatusCode::BAD_REQUEST,
         "Not signed in",

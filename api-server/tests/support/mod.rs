@@ -70,3 +70,51 @@ pub async fn gateway(
         .await
         .unwrap()
 }
+
+/// A 2048-bit RSA key `openssl` generates (as an identity provider's signing key).
+#[allow(dead_code)]
+pub fn rsa_key(dir: &std::path::Path, name: &str) -> ring::signature::RsaKeyPair {
+    let pem = dir.join(format!("{name}.pem"));
+    let der = dir.join(format!("{name}.der"));
+    let run = |args: &[&str]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl runs")
+            .status
+            .success();
+        assert!(ok, "openssl {args:?}");
+    };
+    run(&["genrsa", "-out", pem.to_str().unwrap(), "2048"]);
+    // PKCS#1 DER, which ring reads.
+    run(&[
+        "rsa",
+        "-in",
+        pem.to_str().unwrap(),
+        "-outform",
+        "DER",
+        "-traditional",
+        "-out",
+        der.to_str().unwrap(),
+    ]);
+    ring::signature::RsaKeyPair::from_der(&std::fs::read(der).unwrap()).unwrap()
+}
+
+/// An RS256 JWT of `claims` signed with `key` under `kid`.
+#[allow(dead_code)]
+pub fn sign(key: &ring::signature::RsaKeyPair, kid: &str, claims: &Value) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = serde_json::json!({"alg": "RS256", "kid": kid, "typ": "JWT"});
+    let h = b64.encode(serde_json::to_vec(&header).unwrap());
+    let b = b64.encode(serde_json::to_vec(claims).unwrap());
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        format!("{h}.{b}").as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{h}.{b}.{}", b64.encode(sig))
+}
