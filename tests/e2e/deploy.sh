@@ -58,7 +58,12 @@ apiServer:
   replicas: 3
   secretKey: {existingSecret: conda-store-signing, key: key}
   database: {existingSecret: conda-store-postgres, databaseUrlKey: url}
-  oidc: {issuer: "https://login.example.com/realms/data", clientId: conda-store, usernameClaim: email}
+  oidc: {issuer: "https://login.example.com/realms/data", clientId: conda-store, usernameClaim: email,
+         displayName: Keycloak, scopes: "openid profile groups",
+         clientSecret: {existingSecret: conda-store-oidc}}
+  jupyterhub: {url: "https://hub.example.com", apiUrl: "http://proxy-public.jhub",
+               clientSecret: {existingSecret: conda-store-hub-service}}
+  groupBindings: ["*:{group}/*=editor", "platform:*/*=admin"]
   authenticatedBindings: ["*/*=viewer"]
   anonymousBindings: ["public/*=viewer"]
   service: {type: LoadBalancer, port: 443}
@@ -155,6 +160,13 @@ aenv = {e["name"]: e for e in api["spec"]["template"]["spec"]["containers"][0]["
 assert aenv["CONDA_STORE_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "conda-store-postgres", "key": "url"}
 assert aenv["CONDA_STORE_OIDC_ISSUER"]["value"].startswith("https://login.example.com")
 assert "--authenticated-binding=*/*=viewer" in api["spec"]["template"]["spec"]["containers"][0]["args"]
+assert "--group-binding=*:{group}/*=editor" in api["spec"]["template"]["spec"]["containers"][0]["args"]
+assert aenv["CONDA_STORE_OIDC_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "conda-store-oidc", "key": "client-secret"}
+assert aenv["CONDA_STORE_OIDC_DISPLAY_NAME"]["value"] == "Keycloak"
+assert aenv["CONDA_STORE_JUPYTERHUB_URL"]["value"] == "https://hub.example.com"
+assert aenv["CONDA_STORE_JUPYTERHUB_API_URL"]["value"] == "http://proxy-public.jhub"
+assert aenv["CONDA_STORE_JUPYTERHUB_CLIENT_ID"]["value"] == "service-conda-store"
+assert aenv["CONDA_STORE_JUPYTERHUB_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "conda-store-hub-service", "key": "api-token"}
 ing = by[("Ingress", "conda-store-api-server")]["spec"]
 assert ing["tls"][0]["secretName"] == "conda-store-tls"
 assert [p["path"] for p in ing["rules"][0]["http"]["paths"]] == ["/conda-store/", "/v2/"]
@@ -194,6 +206,10 @@ check "schema: a role binding without a role" bad "apiServer.authenticatedBindin
 check "schema: a relative host path" bad "environments.hostPath" 'environments: {hostPath: srv/envs}'
 check "an issuer without a client id names the missing value" bad "apiServer.oidc.clientId" \
   'apiServer: {oidc: {issuer: "https://login.example.com"}}'
+check "a hub without its client secret names the missing value" bad "apiServer.jupyterhub.clientSecret.existingSecret" \
+  'apiServer: {jupyterhub: {url: "https://hub.example.com"}}'
+check "schema: a group binding without a group" bad "apiServer.groupBindings" \
+  'apiServer: {groupBindings: ["team/*=editor"]}'
 
 # The Argo CD health check of examples/argocd-health.md on the statuses it must not call done
 # (operator.sh runs it on real Healthy and Degraded Environments).
