@@ -18,7 +18,9 @@
 #     host's CPython into a conda-like python package;
 #   - a browser for the web UI's journeys: Debian's chromium, driven by PyPI playwright in its
 #     own virtualenv (never `playwright install`, which downloads a browser), and the
-#     conda-store-ui bundle (scripts/install-ui.sh: npm, integrity pinned).
+#     conda-store-ui bundle (scripts/install-ui.sh: npm, integrity pinned);
+#   - the identity providers of the browser sign-in journeys (scripts/install-sso.sh: npm
+#     oidc-provider and configurable-http-proxy, PyPI jupyterhub).
 # Prints the environment the tests read (eval "$(scripts/install-test-deps.sh)").
 set -euo pipefail
 CACHE="${CONDA_STORE_CACHE:-$HOME/.cache/conda-store-k8s}"
@@ -84,6 +86,7 @@ if ! "$BROWSER_VENV/bin/pip" show playwright 2>/dev/null | grep -x "Version: $PL
   "$BROWSER_VENV/bin/pip" install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION" >&2
 fi
 echo "export CONDA_STORE_BROWSER_VENV=$BROWSER_VENV"
+bash "$(dirname "$0")/install-sso.sh"
 echo "export CONDA_STORE_HELM=$HELM"
 echo "export CONDA_STORE_MOTO_SERVER=$VENV/bin/moto_server"
 echo "export CONDA_STORE_CLIENT_VENV=$CLIENT_VENV"

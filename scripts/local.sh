@@ -14,7 +14,10 @@
 # demo channel (the example's dependencies then have to exist there; CONDA_STORE_LOCAL_EXAMPLES=0
 # applies none of the example Environments), CONDA_STORE_LOCAL_USERS
 # to a users file for the gateway's logins, CONDA_STORE_LOCAL_API_PORT to fix the API's port,
-# CONDA_STORE_LOCAL_PROFILE=release to run release builds of the binaries.
+# CONDA_STORE_LOCAL_PROFILE=release to run release builds of the binaries,
+# CONDA_STORE_LOCAL_VALUES to a values file given to Helm after this machine's (sign-in
+# providers, say), and CONDA_STORE_LOCAL_SECRETS to `SECRET/KEY=FILE` words: Secrets in the
+# release's namespace that such values name.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -130,12 +133,24 @@ cmd_up() {
     --from-file=secret-key="$STATE/secret.key" --dry-run=client -o yaml | k apply -f - >/dev/null
   k create secret generic conda-store-local-users -n conda-store \
     --from-file=users.yaml="$STATE/users.yaml" --dry-run=client -o yaml | k apply -f - >/dev/null
+  local entry name key file
+  for entry in ${CONDA_STORE_LOCAL_SECRETS:-}; do
+    name=${entry%%/*} key=${entry#*/} file=${entry#*=}
+    key=${key%%=*}
+    k create secret generic "$name" -n conda-store --from-file="$key=$file" \
+      --dry-run=client -o yaml | k apply -f - >/dev/null
+  done
+  local values=(-f "$STATE/values.yaml")
+  if [[ -n ${CONDA_STORE_LOCAL_VALUES:-} ]]; then
+    cp "$CONDA_STORE_LOCAL_VALUES" "$STATE/extra-values.yaml"
+    values+=(-f "$STATE/extra-values.yaml")
+  fi
   # The real Helm, as a platform team installs: the CRDs from the chart, then the release.
   local helm
   helm=${CONDA_STORE_HELM:-$(bash "$ROOT/scripts/install-helm.sh")}
-  log "helm upgrade --install conda-store charts/conda-store -n conda-store -f $STATE/values.yaml"
+  log "helm upgrade --install conda-store charts/conda-store -n conda-store ${values[*]}"
   "$helm" --kubeconfig "$KUBECONFIG" upgrade --install conda-store "$ROOT/charts/conda-store" \
-    -n conda-store -f "$STATE/values.yaml" >"$STATE/helm.log" \
+    -n conda-store "${values[@]}" >"$STATE/helm.log" \
     || { cat "$STATE/helm.log" >&2; die "helm could not install the chart"; }
   echo "http://localhost:$api_port/conda-store/" >"$STATE/api.url"
   log "waiting for the operator and the gateway (kubectl get pods -n conda-store)"

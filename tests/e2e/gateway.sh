@@ -20,6 +20,8 @@ cleanup() {
   if [[ -n ${PY_PID:-} ]]; then kill "$PY_PID" 2>/dev/null || true; fi
   if [[ -n ${KEEP_LOGS:-} && -d $STATE ]]; then cp "$STATE"/*.log "$KEEP_LOGS"/ 2>/dev/null || true; fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
+  bash "$ROOT/tests/support/identity-providers.sh" stop "$STATE.sso" >/dev/null 2>&1 || true
+  rm -rf "$STATE.sso"
 }
 trap cleanup EXIT
 
@@ -43,6 +45,33 @@ API_BIN=$CARGO_TARGET_DIR/debug/conda-store-api-server
 hash_pw() { echo "$1" | "$API_BIN" hash-password; }
 printf 'users:\n  - username: demo\n    password: "%s"\n  - username: alice\n    password: "%s"\n' \
   "$(hash_pw demo)" "$(hash_pw alice-pw)" >"$USERS"
+# Browser sign-in: npm's oidc-provider and a real JupyterHub on loopback (the gateway runs on
+# the host network, so it reaches them where the browser does), the gateway configured for both
+# through the chart's values, the secrets as Secrets.
+[[ -n ${CONDA_STORE_JUPYTERHUB:-} ]] || eval "$(bash "$ROOT/scripts/install-sso.sh")"
+export CONDA_STORE_LOCAL_API_PORT
+CONDA_STORE_LOCAL_API_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+bash "$ROOT/tests/support/identity-providers.sh" start "$STATE.sso" \
+  "http://localhost:$CONDA_STORE_LOCAL_API_PORT/conda-store/oauth_callback/" >/dev/null
+# shellcheck disable=SC1091
+source "$STATE.sso/sso.env"
+printf '%s' "$OIDC_CLIENT_SECRET" >"$STATE.sso/oidc-secret"
+printf '%s' "$HUB_SERVICE_TOKEN" >"$STATE.sso/hub-token"
+cat >"$STATE.sso/values.yaml" <<EOF
+apiServer:
+  oidc:
+    issuer: "$ISSUER"
+    clientId: conda-store
+    displayName: Test IdP
+    scopes: "openid profile groups"
+    clientSecret: {existingSecret: e2e-oidc-client}
+  jupyterhub:
+    url: "$HUB_URL"
+    clientSecret: {existingSecret: e2e-hub-service}
+  groupBindings: ["*:{group}/*=editor"]
+EOF
+export CONDA_STORE_LOCAL_VALUES=$STATE.sso/values.yaml
+export CONDA_STORE_LOCAL_SECRETS="e2e-oidc-client/client-secret=$STATE.sso/oidc-secret e2e-hub-service/api-token=$STATE.sso/hub-token"
 CONDA_STORE_LOCAL_USERS=$USERS bash "$ROOT/scripts/local.sh" up >"$STATE.up.log" 2>&1 ||
   { tail -n 30 "$STATE.up.log"; exit 1; }
 rm -f "$USERS"

@@ -4,14 +4,14 @@
 //   node tests/support/oidc_issuer.mjs PORT CONFIG.json
 //
 // CONFIG: {"clients": [oidc-provider client metadata], "groups": {"user": ["group", ...]}}.
-// Run from a directory whose node_modules holds oidc-provider (scripts/install-test-deps.sh).
+// CONDA_STORE_OIDC_PROVIDER_MODULES names the node_modules holding it (scripts/install-sso.sh).
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 
 const [port, configPath] = process.argv.slice(2);
 const config = JSON.parse(fs.readFileSync(configPath, 'utf8'));
-const require = createRequire(path.join(process.env.OIDC_PROVIDER_MODULES || process.cwd(), 'x.js'));
+const require = createRequire(path.join(process.env.CONDA_STORE_OIDC_PROVIDER_MODULES || process.cwd(), 'x.js'));
 const Provider = require('oidc-provider').default ?? require('oidc-provider');
 
 const issuer = `http://127.0.0.1:${port}`;
