@@ -203,15 +203,32 @@ pub fn build(b: &Build, environment_id: i64, spec: Option<Value>) -> BuildView {
                     artifact_type: artifact_type(a.kind),
                     key: a.key.clone(),
                 })
-                .collect()
+                .collect::<Vec<_>>()
         })
         .unwrap_or_default();
+    let mut build_artifacts = build_artifacts;
+    // conda-store's log artifact exists from a build's first line (it appends as it goes), and
+    // `logs/` serves a running build's pods' output: list it while the build runs, so the UI
+    // links it then.
+    if build_phase(b) == BuildPhase::Building
+        && !build_artifacts
+            .iter()
+            .any(|a| a.artifact_type == artifact_type(ArtifactKind::Logs))
+    {
+        build_artifacts.push(ArtifactView {
+            id: id * 100 + 99,
+            artifact_type: artifact_type(ArtifactKind::Logs),
+            key: format!("logs/{id}"),
+        });
+    }
+    // conda-store's status_info says why a build failed or what it waits for; the UI shows it
+    // beside the status, so a step's "done in 0.1 s" is not it.
     let status_info = status.and_then(|s| {
         s.message.clone().or_else(|| {
             s.conditions
                 .iter()
                 .rev()
-                .find(|c| !c.message.is_empty())
+                .find(|c| c.status == "False" && !c.message.is_empty())
                 .map(|c| c.message.clone())
         })
     });

@@ -275,7 +275,9 @@ pub async fn update(
         spec.insert("pinnedBuild".into(), json!(id));
     }
     if let Some(d) = body.description {
-        spec.insert("description".into(), json!(d));
+        // A merge patch's null removes the field: an emptied description is none.
+        let d = if d.is_empty() { Value::Null } else { json!(d) };
+        spec.insert("description".into(), d);
     }
     if spec.is_empty() {
         return Err(ApiError::bad_request("give build_id or description"));
@@ -366,7 +368,12 @@ fn environment_spec(body: &SpecificationBody) -> ApiResult<(Value, Option<String
         "platforms",
         "description",
     ] {
-        if let Some(v) = value.get(field).filter(|v| !v.is_null()) {
+        // conda-store-ui's editor sends `description: ''` and `prefix: null`: empty means
+        // none (and an empty string would reach the object as a null, which its schema refuses).
+        if let Some(v) = value
+            .get(field)
+            .filter(|v| !v.is_null() && v.as_str() != Some(""))
+        {
             spec.insert(field.into(), v.clone());
         }
     }
@@ -584,4 +591,25 @@ fn decided(
         return newest_with_id(&old).map(Ok);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uis_specification_keeps_no_nulls() {
+        // What conda-store-ui's editor POSTs (its YAML mode, no description typed).
+        let body: SpecificationBody = serde_json::from_value(json!({
+            "namespace": "lab",
+            "specification": "channels:\n  - http://ch/\ndependencies:\n  - tool\nvariables: {}\n\ndescription: ''\nname: ui-made\nprefix: null"
+        }))
+        .unwrap();
+        let (spec, name) = environment_spec(&body).unwrap();
+        assert_eq!(name.as_deref(), Some("ui-made"));
+        assert_eq!(
+            spec,
+            json!({"channels": ["http://ch/"], "dependencies": ["tool"], "variables": {}})
+        );
+    }
 }

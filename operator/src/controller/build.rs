@@ -128,14 +128,29 @@ pub(super) fn job_state(job: &Job) -> JobState {
     JobState::Running
 }
 
+/// What the phase overlay is keyed by: the object's uid, never its name. An environment
+/// deleted and made again has a new Build of the same name, which must not inherit the old
+/// one's ended phase (it would wait for the cache to show that end, forever).
+fn phase_key(b: &Build) -> String {
+    b.uid().unwrap_or_else(|| key(b))
+}
+
+/// Records `p` as the phase this process wrote for `b` (until the cache shows it).
+pub(super) fn record_phase(ctx: &Ctx, b: &Build, p: BuildPhase) {
+    ctx.phases
+        .lock()
+        .expect("not poisoned")
+        .insert(phase_key(b), p);
+}
+
 /// The effective phase: what this process wrote last, if the cache is behind.
-fn effective_phase(ctx: &Ctx, b: &Build) -> BuildPhase {
+pub(super) fn effective_phase(ctx: &Ctx, b: &Build) -> BuildPhase {
     let cached = phase(b);
     let mut phases = ctx.phases.lock().expect("not poisoned");
-    match phases.get(&key(b)).copied() {
+    match phases.get(&phase_key(b)).copied() {
         Some(p) if p != cached && !cached.is_terminal() => p,
         Some(_) => {
-            phases.remove(&key(b));
+            phases.remove(&phase_key(b));
             cached
         }
         None => cached,
@@ -230,10 +245,7 @@ async fn apply(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
         if let Some(p) = plan.status.phase
             && plan.status.phase != status.phase
         {
-            ctx.phases
-                .lock()
-                .expect("not poisoned")
-                .insert(key(&build), p);
+            record_phase(&ctx, &build, p);
         }
         status = plan.status;
         next = plan.next;
@@ -625,6 +637,10 @@ async fn read_report(
 /// A deleted Build: its Jobs go with it (owner references); its artifacts and installed
 /// prefix are removed here. Content-addressed image blobs are shared and stay.
 async fn cleanup(build: Arc<Build>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    ctx.phases
+        .lock()
+        .expect("not poisoned")
+        .remove(&phase_key(&build));
     let ns = build.namespace().unwrap_or_default();
     let name = build.name_any();
     let prefix = format!("{}/", labels::build_key(&ns, &name));

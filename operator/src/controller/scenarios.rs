@@ -860,3 +860,30 @@ async fn an_environment_is_ready_once_its_build_completed() {
     run.await.unwrap().unwrap();
     api.nothing_more();
 }
+
+/// An environment deleted and made again gets a Build of the same name: the phase this process
+/// recorded for the old one (ended) must not hold the new one back (it waited forever for the
+/// cache to show an end that was the old build's).
+#[tokio::test]
+async fn a_build_made_again_under_a_deleted_ones_name_is_not_held_by_its_phase() {
+    use conda_store_crds::BuildPhase;
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, _api, _w) = context(dir.path());
+    let env = environment("team", "tools", &["tool"]);
+    let (_, mut old) = build_of(&env, "tool");
+    old.metadata.uid = Some("old-uid".into());
+    super::build::record_phase(&ctx, &old, BuildPhase::Completed);
+    let (_, new) = build_of(&env, "tool");
+    assert_eq!(
+        kube::ResourceExt::name_any(&new),
+        kube::ResourceExt::name_any(&old)
+    );
+    assert_eq!(
+        super::build::effective_phase(&ctx, &new),
+        BuildPhase::Queued
+    );
+    assert_eq!(
+        super::build::effective_phase(&ctx, &old),
+        BuildPhase::Completed
+    );
+}
