@@ -10,6 +10,7 @@ BASE_URL is the API prefix (`http://host:port/conda-store/`). Prints `ok   NAME`
 
 import os
 import sys
+import time
 import traceback
 from datetime import datetime
 from pathlib import Path
@@ -22,9 +23,11 @@ BASE, USER, PASSWORD, NAMESPACE, ENVIRONMENT, SHOTS = sys.argv[1:7]
 # data-team), groups mapped by `*:{group}/*=editor` (tests/support/identity-providers.sh).
 SSO = bool(os.environ.get("CONDA_STORE_E2E_SSO"))
 HUB_PASSWORD = os.environ.get("HUB_PASSWORD", "hub-pw")
-# Which journeys run: all, or a comma-separated list of groups (password, sso), for working
-# on one.
+# Which journeys run: a comma-separated list of groups (password, sso, editor).
 ONLY = set(os.environ.get("BROWSER_JOURNEYS", "password,sso").split(","))
+# The editor journeys build from this channel (with python) and PyPI-like index.
+EDITOR_CHANNEL = os.environ.get("EDITOR_CHANNEL", "")
+EDITOR_INDEX = os.environ.get("EDITOR_INDEX", "")
 BASE = BASE.rstrip("/") + "/"
 SHOTS = Path(SHOTS)
 SHOTS.mkdir(parents=True, exist_ok=True)
@@ -257,12 +260,177 @@ def sso_journeys(browser):
     ctx.close()
 
 
+def api(page, path):
+    return page.request.get(BASE + "api/v1/" + path)
+
+
+def build_of(page, build_id):
+    return api(page, f"build/{build_id}/").json()["data"]
+
+
+def env_of(page, ns, name):
+    r = api(page, f"environment/{ns}/{name}/")
+    return r.json()["data"] if r.ok else None
+
+
+def until(what, fn, timeout=300, reload=None):
+    """Polls fn until it returns a true value; `reload` (a page) is reloaded every 15 s, as a
+    person would."""
+    start = time.time()
+    last = start
+    while time.time() - start < timeout:
+        v = fn()
+        if v:
+            return v
+        if reload is not None and time.time() - last > 15:
+            reload.reload()
+            last = time.time()
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def type_yaml(page, text):
+    """Into conda-store-ui's YAML editor (CodeMirror): replaces its text."""
+    page.get_by_text("YAML", exact=True).click()
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+A")
+    page.keyboard.insert_text(text)
+
+
+def name_it(page, name):
+    """The editor's name field (after its YAML: the editor settles its fields from the text)."""
+    page.wait_for_timeout(500)
+    field = page.get_by_label("Environment name")
+    field.fill(name)
+    page.wait_for_timeout(300)
+    assert field.input_value() == name, field.input_value()
+
+
+def sign_in_with_password(page):
+    page.goto(BASE + "login/")
+    page.fill("#username", USER)
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.get_by_role("button", name="Log out").wait_for(timeout=30000)
+
+
+def editor_journeys(browser):
+    """As USER, an editor of NAMESPACE: an environment with a pip section made, watched,
+    downloaded, changed, switched back, deleted in conda-store-ui's editor."""
+    ctx = browser.new_context(viewport={"width": 1280, "height": 1000}, timezone_id="UTC")
+    page = ctx.new_page()
+    env = "ui-flask"
+    seen = {}
+    spec = (f"channels:\n- {EDITOR_CHANNEL}\ndependencies:\n- python\n- pip:\n"
+            f"  - --index-url {EDITOR_INDEX}\n  - flask\n")
+
+    def creates():
+        sign_in_with_password(page)
+        page.get_by_label(f"Create a new environment in the {NAMESPACE} namespace").click()
+        type_yaml(page, spec)
+        name_it(page, env)
+        with page.expect_response("**/api/v1/specification/") as answer:
+            page.get_by_role("button", name="Create", exact=True).click()
+        assert answer.value.ok, answer.value.text()
+        seen["first"] = answer.value.json()["data"]["build_id"]
+        page.wait_for_url(f"**/ui/{NAMESPACE}/{env}", timeout=60000)
+    check("the editor creates an environment with a pip section (YAML), the UI opens it", creates)
+
+    def log_while_running():
+        # The link's address read in the page at once (the list re-renders as the build goes).
+        href = page.wait_for_function(
+            "t => { const a = [...document.querySelectorAll('a')]"
+            ".find(a => a.textContent.includes(t)); return a && a.href; }",
+            arg=f"Show Conda environment {seen['first']} log", timeout=60000).json_value()
+        assert build_of(page, seen["first"])["status"] == "BUILDING", "the build ended first"
+        page.screenshot(path=str(SHOTS / "11-building.png"))
+        r = page.request.get(href)
+        assert r.ok and "solve" in r.text(), (r.status, r.text()[:300])
+    check("while it builds, its log is linked and opens", log_while_running)
+
+    def completes():
+        until("the build completed",
+              lambda: build_of(page, seen["first"])["status"] in ("COMPLETED", "FAILED"))
+        assert build_of(page, seen["first"])["status"] == "COMPLETED", build_of(page, seen["first"])
+        page.reload()
+        page.get_by_text("Status: Completed").first.wait_for(timeout=30000)
+        page.get_by_text("python", exact=True).first.wait_for()
+        page.screenshot(path=str(SHOTS / "12-completed.png"))
+    check("it reaches Completed, python among its installed packages", completes)
+
+    def downloads():
+        lock = page.get_by_role("link", name="Show lockfile").get_attribute("href")
+        r = page.request.get(lock)
+        assert r.ok, r.status
+        pip = [p["name"] for p in r.json()["package"] if p["manager"] == "pip"]
+        assert "flask" in pip, pip
+        archive = page.get_by_role("link", name="Download archive").get_attribute("href")
+        r = page.request.get(archive)
+        assert r.ok and r.body()[:2] == b"\x1f\x8b", (r.status, r.body()[:20])
+    check("its lockfile (pip entries) and archive download from the UI's links", downloads)
+
+    def edits():
+        page.get_by_role("button", name="Edit").click()
+        type_yaml(page, spec.replace("- python\n", "- python\n- click\n"))
+        page.get_by_role("button", name="Save").click()
+        until("a second build completed", lambda: (
+            (e := env_of(page, NAMESPACE, env))["current_build_id"] not in (None, seen["first"])
+            and build_of(page, e["current_build_id"])["status"] == "COMPLETED"))
+        seen["second"] = env_of(page, NAMESPACE, env)["current_build_id"]
+    check("an edit saved in the editor builds again and becomes current", edits)
+
+    def switches_back():
+        page.reload()
+        page.get_by_role("button", name="Edit").click()
+        page.get_by_role("combobox").first.click()
+        page.get_by_role("option").filter(has_text="Available").first.click()
+        page.get_by_role("button", name="Change environment version").click()
+        until("the first build current again",
+              lambda: env_of(page, NAMESPACE, env)["current_build_id"] == seen["first"])
+        page.reload()
+        page.get_by_text("Active").first.wait_for()
+        page.screenshot(path=str(SHOTS / "13-switched-back.png"))
+    check("the environment is switched back to its older build", switches_back)
+
+    def deletes():
+        page.get_by_role("button", name="Edit").click()
+        page.get_by_text("Delete environment", exact=True).click()
+        page.get_by_role("button", name="Delete").click()
+        until("the environment gone", lambda: env_of(page, NAMESPACE, env) is None, timeout=60)
+        page.goto(BASE + "ui/")
+        page.get_by_role("button", name="Log out").wait_for()
+        assert page.get_by_role("link", name=env).count() == 0
+    check("the environment is deleted from the editor", deletes)
+
+    def made_again():
+        # The same name again: a new environment, built (not held by the deleted one's state).
+        r = page.request.post(BASE + "api/v1/specification/", data={
+            "namespace": NAMESPACE, "specification": spec + f"name: {env}\n"})
+        assert r.ok, r.text()
+        bid = r.json()["data"]["build_id"]
+        until("the new build completed", lambda: build_of(page, bid)["status"] == "COMPLETED")
+    check("an environment made again under the deleted one's name builds", made_again)
+
+    def a_viewer_is_refused():
+        page.goto(BASE + "ui/Demo/new-environment")  # alice only views Demo
+        type_yaml(page, spec)
+        name_it(page, "not-mine")
+        page.get_by_role("button", name="Create", exact=True).click()
+        page.get_by_text("may not environment:create on Demo/not-mine").wait_for(timeout=30000)
+        assert env_of(page, "Demo", "not-mine") is None
+        page.screenshot(path=str(SHOTS / "14-viewer-refused.png"))
+    check("a viewer's create is refused, the UI showing the gateway's message", a_viewer_is_refused)
+    ctx.close()
+
+
 with sync_playwright() as p:
     browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS, headless=True)
     if "password" in ONLY:
         password_journeys(browser)
     if SSO and "sso" in ONLY:
         sso_journeys(browser)
+    if "editor" in ONLY:
+        editor_journeys(browser)
     browser.close()
 
 sys.exit(1 if failed else 0)
