@@ -195,13 +195,25 @@ impl Answer {
 }
 
 async fn get_page(app: &Arc<App>, uri: &str, cookies: &[(&str, &str)]) -> Answer {
+    get_via(app, uri, cookies, &[]).await
+}
+
+/// [`get_page`] with more headers (a proxy's `X-Forwarded-*`).
+async fn get_via(
+    app: &Arc<App>,
+    uri: &str,
+    cookies: &[(&str, &str)],
+    headers: &[(&str, &str)],
+) -> Answer {
     let cookie: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let req = Request::builder()
+    let mut req = Request::builder()
         .uri(uri)
         .header("host", "cs.test")
-        .header("cookie", cookie.join("; "))
-        .body(Body::empty())
-        .unwrap();
+        .header("cookie", cookie.join("; "));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Body::empty()).unwrap();
     let svc =
         tower::util::MapRequestLayer::new(routes::normalize).layer(routes::router(app.clone()));
     let resp = svc.oneshot(req).await.unwrap();
@@ -461,4 +473,67 @@ async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
     // A first visit says nothing of the kind.
     let fresh = get_page(&app, "/conda-store/login/", &[]).await;
     assert!(!fresh.body.contains("session has ended"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_tls_proxy_the_callback_and_cookies_are_https() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let idp = start_idp(dir.path()).await;
+    let (app, _w) = support::gateway(
+        dir.path(),
+        &[
+            "--oidc-issuer",
+            &idp.issuer,
+            "--oidc-client-id",
+            CLIENT,
+            "--oidc-client-secret",
+            SECRET,
+        ],
+    )
+    .await;
+    let proxy = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "conda.example.org"),
+    ];
+    let a = get_via(&app, "/conda-store/oauth_login/oidc/", &[], &proxy).await;
+    assert_eq!(a.status, 303);
+    let to = a.location();
+    let q: HashMap<String, String> = url::Url::parse(&to)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    assert_eq!(
+        q["redirect_uri"],
+        "https://conda.example.org/conda-store/oauth_callback/"
+    );
+    let set: Vec<&str> = a
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        set.iter().any(|c| c.starts_with("conda-store-oauth=")
+            && c.contains("; Secure")
+            && c.contains("Path=/conda-store/")),
+        "{set:?}"
+    );
+    let flow = a.cookie("conda-store-oauth").unwrap();
+    let cb = at_idp(&to).await;
+    let done = get_via(&app, &local(&cb), &[("conda-store-oauth", &flow)], &proxy).await;
+    assert_eq!(done.status, 303, "{}", done.body);
+    let session = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|c| c.starts_with("conda-store-auth="))
+        .unwrap()
+        .to_string();
+    assert!(
+        session.contains("; Secure") && session.contains("HttpOnly"),
+        "{session}"
+    );
 }
