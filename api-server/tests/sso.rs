@@ -429,25 +429,35 @@ fn urlenc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
+/// An issuer and a gateway that signs people in with it (plus `extra` flags); the directory
+/// holds both's files.
+async fn setup(
+    extra: &[&str],
+) -> (
+    tempfile::TempDir,
+    Arc<Idp>,
+    Arc<App>,
+    conda_store_api_server::app::Writers,
+) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let idp = start_idp(dir.path()).await;
-    let (app, _w) = support::gateway(
-        dir.path(),
-        &[
-            "--oidc-issuer",
-            &idp.issuer,
-            "--oidc-client-id",
-            CLIENT,
-            "--oidc-client-secret",
-            SECRET,
-            "--session-seconds",
-            "1",
-        ],
-    )
-    .await;
+    let mut flags = vec![
+        "--oidc-issuer",
+        &idp.issuer,
+        "--oidc-client-id",
+        CLIENT,
+        "--oidc-client-secret",
+        SECRET,
+    ];
+    flags.extend(extra);
+    let (app, w) = support::gateway(dir.path(), &flags).await;
+    (dir, idp.clone(), app, w)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
+    let (_dir, _idp, app, _w) = setup(&["--session-seconds", "1"]).await;
     let (flow, to) = begin(&app, "/conda-store/ui/").await;
     let cb = at_idp(&to).await;
     let done = get_page(&app, &local(&cb), &[("conda-store-oauth", &flow)]).await;
@@ -477,21 +487,7 @@ async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_tls_proxy_the_callback_and_cookies_are_https() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let idp = start_idp(dir.path()).await;
-    let (app, _w) = support::gateway(
-        dir.path(),
-        &[
-            "--oidc-issuer",
-            &idp.issuer,
-            "--oidc-client-id",
-            CLIENT,
-            "--oidc-client-secret",
-            SECRET,
-        ],
-    )
-    .await;
+    let (_dir, _idp, app, _w) = setup(&[]).await;
     let proxy = [
         ("x-forwarded-proto", "https"),
         ("x-forwarded-host", "conda.example.org"),
