@@ -91,6 +91,10 @@ struct StepNeeds {
     blobs: bool,
 }
 
+/// The repodata cache's directory, in the environments volume (or in a namespace's directory
+/// there, for solves that run tenant code).
+const REPODATA_CACHE: &str = ".repodata-cache";
+
 /// The one place that says what each step's Job gets (exhaustive: a new step must say).
 fn step_needs(
     i: &JobInputs,
@@ -109,22 +113,28 @@ fn step_needs(
     };
     match i.step {
         // Solve reads its specification from storage and touches no environment; it keeps
-        // remote repodata in the cache the solve Jobs share (revalidated before each use).
+        // remote repodata in a cache solve Jobs share (revalidated before each use). Which
+        // cache: a pip section's resolver runs the environment's python, code a tenant chose,
+        // in this pod; such a solve gets its namespace's own cache, so what that code may
+        // write there reaches no other team's solves. The cache of every namespace is mounted
+        // only where no tenant code runs.
         BuildStep::Solve => {
+            let cache = if i.pip {
+                format!("{namespace}/{REPODATA_CACHE}")
+            } else {
+                REPODATA_CACHE.to_string()
+            };
             let mut env = vec![
                 env_var(
                     "CONDA_STORE_SPECIFICATION_KEY",
                     &spec_key(namespace, build_name),
                 ),
-                env_var(
-                    "CONDA_STORE_REPODATA_CACHE",
-                    &format!("{envs}/.repodata-cache"),
-                ),
+                env_var("CONDA_STORE_REPODATA_CACHE", &format!("{envs}/{cache}")),
             ];
             if let Some(alias) = i.channel_alias {
                 env.push(env_var("CONDA_STORE_CHANNEL_ALIAS", alias));
             }
-            let mut envs_subs = vec![".repodata-cache".into()];
+            let mut envs_subs = vec![cache];
             if i.pip {
                 // The resolver runs the environment's python, installed from the package cache.
                 env.push(env_var(
@@ -846,10 +856,16 @@ mod tests {
                 .collect()
         };
         let solve = job(BuildStep::Solve, true);
+        // A pip section's solve runs the environment's python: its namespace's repodata
+        // cache, never the one every namespace's solves share.
+        assert_eq!(
+            env_of(&solve, "CONDA_STORE_REPODATA_CACHE").as_deref(),
+            Some("/envs/team/.repodata-cache")
+        );
         assert_eq!(
             envs_subs(&solve),
             [
-                ".repodata-cache",
+                "team/.repodata-cache",
                 "team/.pkgs",
                 "team/.uv-cache",
                 "team/.pip-python"

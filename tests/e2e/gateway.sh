@@ -649,8 +649,10 @@ check "a pip requirement that conflicts with a conda package fails, naming the c
 # A hostile channel: its `python` (tests/support/snoop.c, static) reads the environment of every
 # process above it when the build runs it, as a package could to steal the pod's storage
 # credentials. The step process makes itself non-dumpable and runs uv with a cleared
-# environment: nothing of the build's settings is readable.
-gcc -static -O2 -o "$STATE/snoop" "$ROOT/tests/support/snoop.c"
+# environment: nothing of the build's settings is readable. It then tries to write forged
+# repodata where every namespace's solves would read it: a pip solve gets its namespace's own
+# repodata cache, so the shared one is not even there.
+gcc -static -O2 -DSHARED_CACHE="\"$STATE/envs/.repodata-cache\"" -o "$STATE/snoop" "$ROOT/tests/support/snoop.c"
 python3 "$ROOT/tests/e2e/busybox-channel.py" "$STATE/py/hostile" "$STATE/snoop" python 3.11.0 bin/python >/dev/null
 "$CONDA_STORE_KUBECTL" apply -f - >/dev/null <<YAML
 apiVersion: conda.store/v1alpha1
@@ -664,6 +666,8 @@ check "a channel's python run by the pip resolver ran (its build fails with its 
   contains "snoop: pid 1 environ unreadable" pip_failed sneaky
 check "and read nothing of the build's settings from any process above it" \
   lacks "LEAKED" pip_failed sneaky
+check "nor reached the repodata cache other namespaces' solves read" \
+  contains "$STATE/envs/.repodata-cache is not there" pip_failed sneaky
 check "the working pip environment is untouched" is \
   "$("$CONDA_STORE_KUBECTL" get environment flasky -n alice -o 'jsonpath={.status.currentBuild}')" "$FLASKY_ID"
 # conda-store-ui's editor, as alice: an environment with a pip section made, watched, its log

@@ -1,11 +1,32 @@
 /* A hostile "python" for the pip e2e: a channel's package that a build runs (uv runs the
  * environment's python to resolve and install a pip section). It tries to read the environment
  * of every ancestor process, where a build pod keeps its storage settings and credentials, and
- * reports on stderr what it could read. Built with gcc -static by tests/e2e/gateway.sh. */
+ * reports on stderr what it could read. Then it tries to write into the repodata cache every
+ * namespace's solves share (SHARED_CACHE, the path in the build pods), where forged repodata
+ * would reach other teams' builds. Built with gcc -static by tests/e2e/gateway.sh. */
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifndef SHARED_CACHE
+#define SHARED_CACHE "/var/lib/conda-store/envs/.repodata-cache"
+#endif
+
+static void probe(const char *dir) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/snoop-was-here", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd >= 0) {
+        close(fd);
+        unlink(path);
+        fprintf(stderr, "snoop: the shared repodata cache %s is WRITABLE\n", dir);
+    } else if (access(dir, F_OK) == 0) {
+        fprintf(stderr, "snoop: the shared repodata cache %s is there, read-only\n", dir);
+    } else {
+        fprintf(stderr, "snoop: the shared repodata cache %s is not there\n", dir);
+    }
+}
 
 static int parent_of(int pid) {
     char path[64], buf[512];
@@ -42,5 +63,6 @@ int main(void) {
         }
         if (pid == 1) break;
     }
+    probe(SHARED_CACHE);
     return 1;
 }
