@@ -8,6 +8,10 @@ BASE_URL is the API prefix (`http://host:port/conda-store/`). Prints `ok   NAME`
 `FAIL NAME: why` per check and exits non-zero when one failed.
 """
 
+import base64
+import hashlib
+import hmac
+import json
 import os
 import sys
 import time
@@ -25,6 +29,8 @@ SSO = bool(os.environ.get("CONDA_STORE_E2E_SSO"))
 HUB_PASSWORD = os.environ.get("HUB_PASSWORD", "hub-pw")
 # Which journeys run: a comma-separated list of groups (password, sso, editor).
 ONLY = set(os.environ.get("BROWSER_JOURNEYS", "password,sso").split(","))
+# The gateway's signing key (to make an expired session, as time would), when given.
+SECRET_KEY_FILE = os.environ.get("CONDA_STORE_E2E_SECRET_KEY_FILE", "")
 # The editor journeys build from this channel (with python) and PyPI-like index.
 EDITOR_CHANNEL = os.environ.get("EDITOR_CHANNEL", "")
 EDITOR_INDEX = os.environ.get("EDITOR_INDEX", "")
@@ -162,6 +168,25 @@ def password_journeys(browser):
         assert not any(h for h in resp.headers_array if h["name"].lower() == "set-cookie"
                        and h["value"].startswith("conda-store-auth=") and "Max-Age=0" not in h["value"])
     check("a form post from another site (no CSRF cookie) is refused", cross_site_form_post_is_refused)
+
+    def an_expired_session_is_told_so():
+        # The session cookie a day-old sign-in left: signed by the gateway, past its `exp`.
+        def b64(b):
+            return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+        head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+        body = b64(json.dumps({"sub": USER, "exp": int(time.time()) - 60, "primary_namespace": USER,
+                               "session": True, "src": "users", "jti": "expired-e2e"}).encode())
+        key = open(SECRET_KEY_FILE, "rb").read()
+        sig = b64(hmac.new(key, f"{head}.{body}".encode(), hashlib.sha256).digest())
+        host = BASE.split("/")[2].split(":")[0]
+        ctx.add_cookies([{"name": "conda-store-auth", "value": f"{head}.{body}.{sig}",
+                          "domain": host, "path": "/"}])
+        page.goto(BASE + "ui/")
+        assert "/login/" in page.url, page.url
+        page.get_by_text("Your session has ended").wait_for()
+        assert not session_cookies(ctx), "the expired cookie stayed"
+    if SECRET_KEY_FILE:
+        check("an expired session is sent to sign in and told it ended", an_expired_session_is_told_so)
     ctx.close()
 
 

@@ -154,7 +154,8 @@ browser_journeys() { # browser_journeys USER PASSWORD NAMESPACE ENVIRONMENT: bro
 }
 # Signing in with the users file, npm's oidc-provider and JupyterHub; the editor's journeys
 # come with the pip section below (they build from its channel and index).
-CONDA_STORE_E2E_SSO=1 BROWSER_JOURNEYS=password,sso browser_journeys demo demo Demo Tools
+CONDA_STORE_E2E_SSO=1 CONDA_STORE_E2E_SECRET_KEY_FILE=$STATE/secret.key BROWSER_JOURNEYS=password,sso \
+  browser_journeys demo demo Demo Tools
 printf 'channels: ["%s"]\ndependencies: [tool]\n' "$CHANNEL_URL" >solve.yaml
 check "conda-store solve lists the solved packages" contains '"libb"' basic demo demo solve solve.yaml --output json
 check "conda-lock.yml is served" contains 'version: 1' curl -fsS -u demo:demo "$API/build/$ID/conda-lock.yml"
