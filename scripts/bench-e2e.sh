@@ -108,12 +108,19 @@ r = json.load(open(sys.argv[1]))
 print("| environment | measure | upstream cold | ours cold | cold ratio | upstream warm | ours warm | warm ratio |")
 print("|---|---|---|---|---|---|---|---|")
 out = {}
+def fmt(x, unit=" s"):
+    return "n/a" if x is None else f"{x:.2f}{unit}"
+def ratio(a, b):
+    return "n/a" if a is None or b is None else f"{a / b:.1f}×"
 for env, sides in r.items():
     for m in ("completed", "artifacts"):
+        # A run that did not finish (its error is in the log) counts as missing.
         up = [x[m] for x in sides["upstream"]]; us = [x[m] for x in sides["ours"]]
-        uw, ow = statistics.median(up[1:] or up), statistics.median(us[1:] or us)
+        warm = lambda xs: statistics.median([x for x in xs[1:] if x is not None] or [None]) \
+            if any(x is not None for x in xs[1:]) else None
+        uw, ow = warm(up), warm(us)
         print(f"| {env} | request → {'build completed' if m == 'completed' else 'all artifacts'} | "
-              f"{up[0]:.2f} s | {us[0]:.2f} s | {up[0]/us[0]:.1f}× | {uw:.2f} s | {ow:.2f} s | {uw/ow:.1f}× |")
+              f"{fmt(up[0])} | {fmt(us[0])} | {ratio(up[0], us[0])} | {fmt(uw)} | {fmt(ow)} | {ratio(uw, ow)} |")
         out[f"{env}/{m}"] = {"upstream_cold": up[0], "ours_cold": us[0], "upstream_warm": uw, "ours_warm": ow}
 print(json.dumps(out))
 PY
