@@ -25,7 +25,11 @@ PIDS=()
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  pkill -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null || true
+  # The upstream server does not always stop on SIGTERM (its Celery worker): then SIGKILL.
+  if pkill -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null; then
+    sleep 3
+    pkill -9 -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null || true
+  fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
