@@ -540,6 +540,43 @@ impl StepReport {
     }
 }
 
+/// Where a step Job's `prepare` init container would make directories, as this process sees
+/// them: `envs` sub-paths under `envs_dir`, `artifacts` ones under `storage_dir`. `None` when
+/// the Job has no such container or names a volume this process does not have.
+pub fn prepared_dirs(
+    job: &Job,
+    envs_dir: &str,
+    storage_dir: Option<&std::path::Path>,
+) -> Option<Vec<std::path::PathBuf>> {
+    let pod = job.spec.as_ref()?.template.spec.as_ref()?;
+    let init = pod.init_containers.as_ref()?.first()?;
+    let args = init.args.as_ref()?;
+    if args.first().map(String::as_str) != Some("mkdirs") {
+        return None;
+    }
+    args[1..]
+        .iter()
+        .map(|a| {
+            if let Some(sub) = a.strip_prefix("/prepare/envs/") {
+                Some(std::path::Path::new(envs_dir).join(sub))
+            } else if let Some(sub) = a.strip_prefix("/prepare/artifacts/") {
+                storage_dir.map(|d| d.join(sub))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The Job without its `prepare` init container, once its directories exist: a pod that
+/// starts one container instead of two (about a container start on the build's path).
+pub fn without_prepare(mut job: Job) -> Job {
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        pod.init_containers = None;
+    }
+    job
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -818,6 +855,27 @@ mod tests {
                 assert!(args.contains(&format!("/prepare/{v}/{sub}")), "{args:?}");
             }
             assert_eq!(init.security_context, container(&job).security_context);
+            // Where this process makes them instead (as it sees the volumes), and the Job it
+            // then creates: the same pod without the init container.
+            let here =
+                prepared_dirs(&job, "/envs", Some(std::path::Path::new("/artifacts"))).unwrap();
+            let mut want_here: Vec<std::path::PathBuf> = want
+                .iter()
+                .map(|(v, sub)| std::path::Path::new(&format!("/{v}")).join(sub))
+                .collect();
+            let mut here_sorted = here.clone();
+            here_sorted.sort();
+            want_here.sort();
+            assert_eq!(here_sorted, want_here, "{step:?}");
+            // Without local storage here, the artifacts' directories cannot be made here.
+            if want.iter().any(|(v, _)| *v == "artifacts") {
+                assert_eq!(prepared_dirs(&job, "/envs", None), None);
+            }
+            let lean = without_prepare(job.clone());
+            let lean_pod = lean.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+            assert!(lean_pod.init_containers.is_none());
+            assert_eq!(lean_pod.containers, pod.containers);
+            assert_eq!(prepared_dirs(&lean, "/envs", None), None);
         }
     }
 

@@ -416,6 +416,21 @@ impl Shell<'_> {
                 },
                 &ctx.cfg,
             );
+            // The step's directories made here, when this process can: one container start
+            // less on the build's path. Any failure leaves the init container to do it.
+            let job = if ctx.prepares_dirs
+                && let Some(dirs) = crate::jobs::prepared_dirs(
+                    &job,
+                    &ctx.cfg.envs_dir,
+                    (ctx.cfg.storage.storage == conda_store_storage::args::Backend::Local)
+                        .then_some(ctx.cfg.storage.storage_dir.as_path()),
+                )
+                && dirs.iter().all(|d| std::fs::create_dir_all(d).is_ok())
+            {
+                crate::jobs::without_prepare(job)
+            } else {
+                job
+            };
             let job_name = job.name_any();
             let created = match self.jobs_api.create(&PostParams::default(), &job).await {
                 Ok(j) => j,

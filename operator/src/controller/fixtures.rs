@@ -185,6 +185,7 @@ pub fn context(dir: &std::path::Path) -> (Arc<Ctx>, ApiServer, Writers) {
         ensured_namespaces: Mutex::new(Default::default()),
         phases: Mutex::new(Default::default()),
         image_gate: Default::default(),
+        prepares_dirs: false,
         cfg: args.run,
     });
     (

@@ -70,6 +70,9 @@ pub struct Ctx {
     pub ensured_namespaces: Mutex<HashMap<String, std::time::Instant>>,
     /// Keeps image Jobs from starting while blobs are collected.
     pub image_gate: crate::blob_gc::ImageGate,
+    /// Whether this process makes the build steps' directories on the shared volumes itself
+    /// (see [`prepares_dirs`]), so step pods need no init container.
+    pub prepares_dirs: bool,
 }
 
 /// Every `--blob-gc-interval-seconds`, deletes the image blobs no build references, at a
@@ -318,6 +321,7 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         ensured_namespaces: Mutex::new(HashMap::new()),
         phases: Mutex::new(HashMap::new()),
         image_gate: crate::blob_gc::ImageGate::default(),
+        prepares_dirs: prepares_dirs(&cfg),
         cfg,
     });
     if ctx.cfg.blob_gc_interval_seconds > 0 {
@@ -464,4 +468,21 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
         controllers.await;
         Ok(())
     }
+}
+
+/// Whether this process can make the step Jobs' directories itself: the Jobs run in the
+/// release's namespace, so they mount the volumes this process mounts at the same paths, and
+/// this process runs as the Jobs' user, so what it makes is theirs. Otherwise (Jobs in each
+/// build's namespace, with claims this process does not see) their init container makes them.
+pub fn prepares_dirs(cfg: &RunArgs) -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1)?.parse::<i64>().ok())
+        });
+    cfg.job_namespace.is_some()
+        && uid == Some(cfg.job_user)
+        && std::path::Path::new(&cfg.envs_dir).is_dir()
 }
