@@ -23,7 +23,12 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 PIDS=()
 cleanup() {
-  local p
+  local rc=$? p
+  # A failed run says what the upstream said (its state directory goes with the cleanup).
+  if ((rc != 0)) && [[ -f $STATE/peer/server.log ]]; then
+    echo "--- the upstream's log (last 40 lines):" >&2
+    tail -n 40 "$STATE/peer/server.log" >&2
+  fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   # The upstream server does not always stop on SIGTERM (its Celery worker): then SIGKILL.
   if pkill -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null; then
