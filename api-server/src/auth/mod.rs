@@ -266,6 +266,12 @@ impl Caller {
     }
 }
 
+/// Whether `a` and `b` are equal, in time that does not depend on where they differ (for
+/// secrets compared with what a caller sent).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Whether the binding `held` (pattern, role) covers `wanted`: every target `wanted` matches,
 /// `held` matches too, with at least the role. Conservative: a `*` inside a wanted segment is
 /// only covered by the same segment or a bare `*`.

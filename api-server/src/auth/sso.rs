@@ -202,7 +202,7 @@ pub fn check_callback(
 ) -> Result<String, Refusal> {
     let flow = flow.ok_or(Refusal::NoFlow)?;
     let state = answer.state.as_deref().unwrap_or_default();
-    if !constant_time_eq(state.as_bytes(), flow.state.as_bytes()) {
+    if !super::constant_time_eq(state.as_bytes(), flow.state.as_bytes()) {
         return Err(Refusal::StateMismatch);
     }
     if let Some(e) = &answer.error {
@@ -219,10 +219,6 @@ pub fn check_callback(
         .clone()
         .filter(|c| !c.is_empty())
         .ok_or_else(|| Refusal::Exchange("it carries no code".into()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The browser sign-in settings of the OpenID Connect issuer.

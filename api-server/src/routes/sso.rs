@@ -11,7 +11,7 @@ use axum::response::Response;
 
 use super::AppState;
 use super::misc::forwarded_https;
-use super::ui::{cookie_value, html_escape, login_next, off_site, origin, page, redirect};
+use super::ui::{html_escape, login_next, off_site, origin, page, redirect, session_set_cookie};
 use crate::app::App;
 use crate::auth::sso::{Callback, FLOW_COOKIE, FLOW_SECONDS, Flow, ProviderKind, Refusal};
 
@@ -72,8 +72,8 @@ pub async fn oauth_callback(
     headers: HeaderMap,
 ) -> Response {
     let now = jiff::Timestamp::now().as_second();
-    let flow = cookie_value(&headers, FLOW_COOKIE)
-        .and_then(|v| Flow::open(&v, app.auth.signer.key(), now));
+    let flow = crate::auth::login::cookie(&headers, FLOW_COOKIE)
+        .and_then(|v| Flow::open(v, app.auth.signer.key(), now));
     let issuer = match flow.as_ref().map(|f| f.provider) {
         Some(ProviderKind::Oidc) => app.auth.oidc.as_ref().map(|o| o.issuer()),
         _ => None,
@@ -128,17 +128,8 @@ async fn finish(
     let token = app
         .auth
         .provider_session_token(&who.username, flow.provider.id(), who.groups, now);
-    let cookie = format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        crate::auth::login::COOKIE_NAME,
-        app.auth.session_seconds,
-        // The redirect URI says whether the browser speaks https to us.
-        if flow.redirect_uri.starts_with("https:") {
-            "; Secure"
-        } else {
-            ""
-        }
-    );
+    // The redirect URI says whether the browser speaks https to us.
+    let cookie = session_set_cookie(app, &token, flow.redirect_uri.starts_with("https:"));
     Ok((flow.next.clone(), cookie))
 }
 

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -157,17 +157,6 @@ pub(crate) fn query_param(uri: &Uri, name: &str) -> Option<String> {
     url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
-}
-
-pub(crate) fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
 }
 
 /// `{prefix}`: to the UI.
@@ -397,8 +386,8 @@ pub async fn login_form_post(app: &App, headers: &HeaderMap, body: Body) -> Resp
         return off_site();
     };
     let sent = fields.get("_csrf").map(String::as_str).unwrap_or_default();
-    let kept = cookie_value(headers, CSRF_COOKIE).unwrap_or_default();
-    if sent.is_empty() || !constant_time_eq(sent.as_bytes(), kept.as_bytes()) {
+    let kept = crate::auth::login::cookie(headers, CSRF_COOKIE).unwrap_or_default();
+    if sent.is_empty() || !crate::auth::constant_time_eq(sent.as_bytes(), kept.as_bytes()) {
         return login_form(
             app,
             https,
@@ -422,20 +411,9 @@ pub async fn login_form_post(app: &App, headers: &HeaderMap, body: Body) -> Resp
             return login_form(app, https, &next, Some(&e.message), e.status);
         }
     };
-    let now = jiff::Timestamp::now().as_second();
-    let token = app.auth.session_token(
-        caller.username.as_deref().unwrap_or_default(),
-        &caller.primary_namespace,
-        now,
-        None,
-    );
     let mut resp = redirect(&next);
-    let secure = if https { "; Secure" } else { "" };
     for cookie in [
-        format!(
-            "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            app.auth.session_seconds
-        ),
+        session_cookie(app, &caller, https),
         // The form's token is spent.
         format!(
             "{CSRF_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
@@ -460,15 +438,16 @@ pub fn session_cookie(app: &App, caller: &crate::auth::Caller, https: bool) -> S
         now,
         None,
     );
+    session_set_cookie(app, &token, https)
+}
+
+/// The `Set-Cookie` value carrying session `token` (any sign-in's).
+pub(crate) fn session_set_cookie(app: &App, token: &str, https: bool) -> String {
     let secure = if https { "; Secure" } else { "" };
     format!(
         "{COOKIE_NAME}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
         app.auth.session_seconds
     )
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET {prefix}logout/`: a page with the sign-out button (a POST: a link or an image
