@@ -30,10 +30,15 @@ cleanup() {
     tail -n 40 "$STATE/peer/server.log" >&2
   fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  # The upstream server does not always stop on SIGTERM (its Celery worker): then SIGKILL.
-  if pkill -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null; then
-    sleep 3
-    pkill -9 -f "conda-store-server --standalone --config $STATE/peer" 2>/dev/null || true
+  # The upstream runs in a session of its own: its Celery worker's spawned processes outlive the
+  # server's SIGTERM, so the whole group gets SIGTERM, then SIGKILL.
+  if [[ -f $STATE/peer/pgid ]]; then
+    local pg
+    pg=$(cat "$STATE/peer/pgid")
+    if kill -TERM -- "-$pg" 2>/dev/null; then
+      sleep 3
+      kill -KILL -- "-$pg" 2>/dev/null || true
+    fi
   fi
   bash "$ROOT/scripts/local.sh" down >/dev/null 2>&1 || true
 }
@@ -101,7 +106,8 @@ c.CondaStore.build_artifacts = [BuildArtifactType.LOCKFILE, BuildArtifactType.YA
 c.CondaStoreWorker.concurrency = 2
 PY
 (cd "$STATE/peer" && PATH="$PEER_VENV/bin:$PATH" CONDARC="$PEER_VENV/condarc" \
-  "$PEER_VENV/bin/conda-store-server" --standalone --config "$STATE/peer/config.py" >"$STATE/peer/server.log" 2>&1 &)
+  setsid "$PEER_VENV/bin/conda-store-server" --standalone --config "$STATE/peer/config.py" >"$STATE/peer/server.log" 2>&1 &
+  echo $! >"$STATE/peer/pgid")
 PEER=http://127.0.0.1:$PEER_PORT/conda-store/
 for _ in $(seq 120); do curl -fsS "${PEER}api/v1/" >/dev/null 2>&1 && break; sleep 0.5; done
 curl -fsS "${PEER}api/v1/" >/dev/null || { tail -n 30 "$STATE/peer/server.log" >&2; exit 1; }

@@ -299,3 +299,142 @@ async fn a_lockfile_given_back_locks_to_the_same_bytes() {
     .unwrap();
     assert_eq!(write_lockfile(&solution).unwrap(), lock);
 }
+
+/// Installs over HTTP fetch each archive into the shared cache once, even when several installs
+/// of the same packages run at once (concurrent build pods on the cache volume), and leave no
+/// spooled download behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_installs_over_http_download_each_archive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    write_test_channel(&dir.path().join("channels/demo")).unwrap();
+    let server = conda_store_engine::static_http::StaticServer::start(
+        &dir.path().join("channels"),
+        "max-age=0",
+    )
+    .await
+    .unwrap();
+    let solution = solve(&SolveRequest {
+        channels: vec![format!("{}demo", server.url())],
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lock = write_lockfile(&solution).unwrap();
+    server.clear();
+    let cache = dir.path().join("pkgs");
+    let installs: Vec<_> = (0..4)
+        .map(|i| {
+            let (lock, cache) = (lock.clone(), cache.clone());
+            let prefix = dir.path().join(format!("envs/e{i}"));
+            tokio::spawn(async move { install_lockfile(&lock, "linux-64", &prefix, &cache).await })
+        })
+        .collect();
+    for install in installs {
+        assert_eq!(install.await.unwrap().unwrap().operations, 3);
+    }
+    for i in 0..4 {
+        let out = Command::new(dir.path().join(format!("envs/e{i}/bin/tool")))
+            .output()
+            .unwrap();
+        assert!(String::from_utf8(out.stdout).unwrap().contains("tool data"));
+    }
+    let mut archives: Vec<String> = server
+        .served()
+        .into_iter()
+        .filter(|s| s.method == "GET" && s.status == 200)
+        .map(|s| s.path)
+        .collect();
+    archives.sort();
+    let count = archives.len();
+    archives.dedup();
+    assert_eq!(
+        count, 3,
+        "three packages, each downloaded once: {archives:?}"
+    );
+    assert_eq!(archives.len(), 3);
+    let spool: Vec<_> = std::fs::read_dir(cache.join(".downloads"))
+        .unwrap()
+        .collect();
+    assert!(spool.is_empty(), "downloads left behind: {spool:?}");
+}
+
+/// An archive whose bytes are not the ones the lockfile names fails the install with both
+/// digests, and caches nothing: once the channel serves the right bytes again, it installs.
+/// A package the channel does not have names its URL and the answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_or_missing_archive_over_http_fails_clearly_and_caches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let channel = write_test_channel(&dir.path().join("channels/demo")).unwrap();
+    let server = conda_store_engine::static_http::StaticServer::start(
+        &dir.path().join("channels"),
+        "max-age=0",
+    )
+    .await
+    .unwrap();
+    let solution = solve(&SolveRequest {
+        channels: vec![format!("{}demo", server.url())],
+        specs: vec!["tool".into()],
+        platforms: vec!["linux-64".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let lock = write_lockfile(&solution).unwrap();
+    let archive = std::fs::read_dir(dir.path().join("channels/demo/noarch"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("tool-1.0")
+        })
+        .expect("tool's archive");
+    let good = std::fs::read(&archive).unwrap();
+    // The channel now serves other bytes under the locked name (a mirror gone wrong, a
+    // tenant's tampering): a valid archive all the same, only its digest tells.
+    let mut tampered = good.clone();
+    let comment = tampered.len() - 2;
+    // A zip's last two bytes are its (empty) comment's length; a comment keeps it valid.
+    tampered[comment] = 1;
+    tampered.push(b'x');
+    std::fs::write(&archive, &tampered).unwrap();
+    let cache = dir.path().join("pkgs");
+    let err = install_lockfile(&lock, "linux-64", &dir.path().join("envs/a"), &cache)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("sha256") && err.contains("tool-1.0"), "{err}");
+    let cached: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("tool-1.0"))
+        .collect();
+    assert!(
+        cached.iter().all(|n| n.ends_with(".lock")),
+        "the wrong bytes were cached: {cached:?}"
+    );
+
+    std::fs::write(&archive, &good).unwrap();
+    install_lockfile(&lock, "linux-64", &dir.path().join("envs/a"), &cache)
+        .await
+        .unwrap();
+
+    std::fs::remove_file(&archive).unwrap();
+    let err = install_lockfile(
+        &lock,
+        "linux-64",
+        &dir.path().join("envs/b"),
+        &dir.path().join("other-pkgs"),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("404") && err.contains(&format!("{}demo/noarch/tool-1.0", server.url())),
+        "{err}"
+    );
+    let _ = channel;
+}
