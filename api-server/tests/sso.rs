@@ -457,7 +457,9 @@ async fn setup(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
-    let (_dir, _idp, app, _w) = setup(&["--session-seconds", "1"]).await;
+    // Expiry counts whole seconds, so a 1 s session can end before the first request on a
+    // loaded machine: 3 s leaves at least 2 for it (then wait past it by a whole second).
+    let (_dir, _idp, app, _w) = setup(&["--session-seconds", "3"]).await;
     let (flow, to) = begin(&app, "/conda-store/ui/").await;
     let cb = at_idp(&to).await;
     let done = get_page(&app, &local(&cb), &[("conda-store-oauth", &flow)]).await;
@@ -465,7 +467,7 @@ async fn an_ended_session_is_sent_to_sign_in_and_told_so() {
     let ui = get_page(&app, "/conda-store/ui/", &[("conda-store-auth", &session)]).await;
     // Signed in: the UI's page (503 here: these tests have no UI bundle), not the sign-in.
     assert_ne!(ui.status, 303, "signed in: the UI's page");
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(4100)).await;
     let ui = get_page(&app, "/conda-store/ui/", &[("conda-store-auth", &session)]).await;
     assert_eq!(ui.status, 303);
     assert!(

@@ -300,19 +300,16 @@ async fn a_lockfile_given_back_locks_to_the_same_bytes() {
     assert_eq!(write_lockfile(&solution).unwrap(), lock);
 }
 
-/// Installs over HTTP fetch each archive into the shared cache once, even when several installs
-/// of the same packages run at once (concurrent build pods on the cache volume), and leave no
-/// spooled download behind.
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_installs_over_http_download_each_archive_once() {
-    let dir = tempfile::tempdir().unwrap();
-    write_test_channel(&dir.path().join("channels/demo")).unwrap();
-    let server = conda_store_engine::static_http::StaticServer::start(
-        &dir.path().join("channels"),
-        "max-age=0",
-    )
-    .await
-    .unwrap();
+/// The test channel under `dir/channels/demo` served over HTTP (the engine's static server,
+/// which counts what it served), and the lockfile of `tool` solved from it.
+async fn served_tool_lockfile(
+    dir: &std::path::Path,
+) -> (conda_store_engine::static_http::StaticServer, String) {
+    write_test_channel(&dir.join("channels/demo")).unwrap();
+    let server =
+        conda_store_engine::static_http::StaticServer::start(&dir.join("channels"), "max-age=0")
+            .await
+            .unwrap();
     let solution = solve(&SolveRequest {
         channels: vec![format!("{}demo", server.url())],
         specs: vec!["tool".into()],
@@ -321,7 +318,16 @@ async fn concurrent_installs_over_http_download_each_archive_once() {
     })
     .await
     .unwrap();
-    let lock = write_lockfile(&solution).unwrap();
+    (server, write_lockfile(&solution).unwrap())
+}
+
+/// Installs over HTTP fetch each archive into the shared cache once, even when several installs
+/// of the same packages run at once (concurrent build pods on the cache volume), and leave no
+/// spooled download behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_installs_over_http_download_each_archive_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, lock) = served_tool_lockfile(dir.path()).await;
     server.clear();
     let cache = dir.path().join("pkgs");
     let installs: Vec<_> = (0..4)
@@ -366,22 +372,7 @@ async fn concurrent_installs_over_http_download_each_archive_once() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tampered_or_missing_archive_over_http_fails_clearly_and_caches_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let channel = write_test_channel(&dir.path().join("channels/demo")).unwrap();
-    let server = conda_store_engine::static_http::StaticServer::start(
-        &dir.path().join("channels"),
-        "max-age=0",
-    )
-    .await
-    .unwrap();
-    let solution = solve(&SolveRequest {
-        channels: vec![format!("{}demo", server.url())],
-        specs: vec!["tool".into()],
-        platforms: vec!["linux-64".into()],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let lock = write_lockfile(&solution).unwrap();
+    let (server, lock) = served_tool_lockfile(dir.path()).await;
     let archive = std::fs::read_dir(dir.path().join("channels/demo/noarch"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -436,5 +427,4 @@ async fn a_tampered_or_missing_archive_over_http_fails_clearly_and_caches_nothin
         err.contains("404") && err.contains(&format!("{}demo/noarch/tool-1.0", server.url())),
         "{err}"
     );
-    let _ = channel;
 }
