@@ -106,8 +106,10 @@ c.CondaStore.build_artifacts = [BuildArtifactType.LOCKFILE, BuildArtifactType.YA
 c.CondaStoreWorker.concurrency = 2
 PY
 (cd "$STATE/peer" && PATH="$PEER_VENV/bin:$PATH" CONDARC="$PEER_VENV/condarc" \
-  setsid "$PEER_VENV/bin/conda-store-server" --standalone --config "$STATE/peer/config.py" >"$STATE/peer/server.log" 2>&1 &
-  echo $! >"$STATE/peer/pgid")
+  setsid bash -c 'echo $$ >"$1/pgid"; exec "$2/bin/conda-store-server" --standalone --config "$1/config.py"' \
+    _ "$STATE/peer" "$PEER_VENV" >"$STATE/peer/server.log" 2>&1 &)
+# setsid forks when it leads a group already, so the session leader says its own pid.
+for _ in $(seq 50); do [[ -s $STATE/peer/pgid ]] && break; sleep 0.1; done
 PEER=http://127.0.0.1:$PEER_PORT/conda-store/
 for _ in $(seq 120); do curl -fsS "${PEER}api/v1/" >/dev/null 2>&1 && break; sleep 0.5; done
 curl -fsS "${PEER}api/v1/" >/dev/null || { tail -n 30 "$STATE/peer/server.log" >&2; exit 1; }
