@@ -152,7 +152,7 @@ async fn prefetch(
         .collect();
     ordered.sort_by_key(|r| std::cmp::Reverse(r.package_record.size.unwrap_or(0)));
     // Owned jobs: a future borrowing the records would not be `Send` for every lifetime.
-    let jobs: Vec<(CacheKey, Fetch, String)> = ordered
+    let jobs: Vec<(CacheKey, Fetch)> = ordered
         .into_iter()
         .map(|record| {
             let fetch = Fetch {
@@ -164,16 +164,13 @@ async fn prefetch(
                 downloads: downloads.clone(),
                 extractions: extractions.clone(),
             };
-            (
-                CacheKey::from(&record.package_record),
-                fetch,
-                record.identifier.to_string(),
-            )
+            (CacheKey::from(&record.package_record), fetch)
         })
         .collect();
     futures::stream::iter(jobs)
-        .map(|(key, fetch, name)| {
+        .map(|(key, fetch)| {
             let cache = cache.clone();
+            let name = fetch.file_name.clone();
             async move {
                 cache
                     .get_or_fetch(key, move |dest| fetch.clone().run(dest), None)
@@ -294,8 +291,12 @@ impl Fetch {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let _permit = self.downloads.acquire().await.expect("never closed");
-            match self.download_once().await {
+            // The permit is held for the download only, not through the back-off below.
+            let result = {
+                let _permit = self.downloads.acquire().await.expect("never closed");
+                self.download_once().await
+            };
+            match result {
                 Ok(file) => return Ok(file),
                 // The channel's refusals are final; the transport's failures are retried.
                 Err(FetchError::Download { source, .. }) if attempt < DOWNLOAD_ATTEMPTS => {
