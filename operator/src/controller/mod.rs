@@ -475,14 +475,9 @@ pub async fn run(cfg: RunArgs) -> anyhow::Result<()> {
 /// this process runs as the Jobs' user, so what it makes is theirs. Otherwise (Jobs in each
 /// build's namespace, with claims this process does not see) their init container makes them.
 pub fn prepares_dirs(cfg: &RunArgs) -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|ids| ids.split_whitespace().nth(1)?.parse::<i64>().ok())
-        });
+    // The effective uid: the one files this process makes belong to.
+    let uid = i64::from(rustix::process::geteuid().as_raw());
     cfg.job_namespace.is_some()
-        && uid == Some(cfg.job_user)
+        && uid == cfg.job_user
         && std::path::Path::new(&cfg.envs_dir).is_dir()
 }
