@@ -266,18 +266,16 @@ async fn browser_sign_in_with_the_issuer() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let idp = start_idp(dir.path()).await;
-    let flags = [
-        "--oidc-issuer",
-        &idp.issuer,
-        "--oidc-client-id",
-        CLIENT,
-        "--oidc-client-secret",
-        SECRET,
-        "--oidc-display-name",
-        "Test IdP",
-        "--group-binding",
-        "*:{group}/*=editor",
-    ];
+    // Spelled here, not through `setup`: the second replica below takes the same flags.
+    let flags = oidc_flags(
+        &idp,
+        &[
+            "--oidc-display-name",
+            "Test IdP",
+            "--group-binding",
+            "*:{group}/*=editor",
+        ],
+    );
     let (app, _w) = support::gateway(dir.path(), &flags).await;
 
     // The sign-in page offers the provider and, without a users file, no password form.
@@ -429,6 +427,20 @@ fn urlenc(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// The gateway's flags for signing in with `idp`, then `extra`.
+fn oidc_flags<'a>(idp: &'a Idp, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut flags = vec![
+        "--oidc-issuer",
+        &idp.issuer,
+        "--oidc-client-id",
+        CLIENT,
+        "--oidc-client-secret",
+        SECRET,
+    ];
+    flags.extend(extra);
+    flags
+}
+
 /// An issuer and a gateway that signs people in with it (plus `extra` flags); the directory
 /// holds both's files.
 async fn setup(
@@ -442,16 +454,7 @@ async fn setup(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let idp = start_idp(dir.path()).await;
-    let mut flags = vec![
-        "--oidc-issuer",
-        &idp.issuer,
-        "--oidc-client-id",
-        CLIENT,
-        "--oidc-client-secret",
-        SECRET,
-    ];
-    flags.extend(extra);
-    let (app, w) = support::gateway(dir.path(), &flags).await;
+    let (app, w) = support::gateway(dir.path(), &oidc_flags(&idp, extra)).await;
     (dir, idp.clone(), app, w)
 }
 
