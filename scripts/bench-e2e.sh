@@ -133,8 +133,9 @@ for env, sides in r.items():
     for m in ("completed", "artifacts"):
         # A run that did not finish (its error is in the log) counts as missing.
         up = [x[m] for x in sides["upstream"]]; us = [x[m] for x in sides["ours"]]
-        warm = lambda xs: statistics.median([x for x in xs[1:] if x is not None] or [None]) \
-            if any(x is not None for x in xs[1:]) else None
+        def warm(xs):
+            done = [x for x in xs[1:] if x is not None]
+            return statistics.median(done) if done else None
         uw, ow = warm(up), warm(us)
         print(f"| {env} | request → {'build completed' if m == 'completed' else 'all artifacts'} | "
               f"{fmt(up[0])} | {fmt(us[0])} | {ratio(up[0], us[0])} | {fmt(uw)} | {fmt(ow)} | {ratio(uw, ow)} |")
