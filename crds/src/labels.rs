@@ -50,22 +50,12 @@ pub fn controlled_by_job(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     job_uid: &str,
 ) -> bool {
-    controlled_by(meta, "Job", job_uid)
-}
-
-/// Whether the object's controller is the `kind` object with uid `uid`: that object itself,
-/// not another one that had (or has) its name.
-pub fn controlled_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: &str,
-    uid: &str,
-) -> bool {
-    !uid.is_empty()
+    !job_uid.is_empty()
         && meta
             .owner_references
             .iter()
             .flatten()
-            .any(|o| o.kind == kind && o.controller == Some(true) && o.uid == uid)
+            .any(|o| o.kind == "Job" && o.controller == Some(true) && o.uid == job_uid)
 }
 
 #[cfg(test)]
@@ -122,11 +112,5 @@ mod tests {
             "u1"
         ));
         assert!(!controlled_by_job(&ObjectMeta::default(), ""));
-        // A Build of an Environment deleted and made again under its name: the old object's
-        // uid, so not the new one's.
-        let old_build = meta(vec![owner("Environment", "old-uid", true)]);
-        assert!(controlled_by(&old_build, "Environment", "old-uid"));
-        assert!(!controlled_by(&old_build, "Environment", "new-uid"));
-        assert!(!controlled_by(&old_build, "Job", "old-uid"));
     }
 }

@@ -493,19 +493,8 @@ pub async fn post_specification(
             &Patch::Apply(&patch),
         )
         .await?;
-    let applied_as = Applied {
-        uid: applied.metadata.uid.clone().unwrap_or_default(),
-        generation: applied.metadata.generation.unwrap_or(0),
-    };
-    let id = wait_for_build(
-        &app,
-        &ns,
-        &obj,
-        &applied_as,
-        &before,
-        before_spec.as_deref(),
-    )
-    .await?;
+    let generation = applied.metadata.generation.unwrap_or(0);
+    let id = wait_for_build(&app, &ns, &obj, generation, &before, before_spec.as_deref()).await?;
     Ok(ok(json!({"build_id": id})))
 }
 
@@ -517,26 +506,19 @@ fn builds_of(app: &App, ns: &str, env: &str) -> Vec<Arc<Build>> {
         .collect()
 }
 
-/// The Environment object a request's apply left: which one (an Environment deleted and made
-/// again under its name is another object) and which of its generations.
-struct Applied {
-    uid: String,
-    generation: i64,
-}
-
-/// Waits (on cache changes, not by polling) until the operator has decided on the applied
-/// generation of the Environment: the id of the build that builds it, or the reason there
+/// Waits (on cache changes, not by polling) until the operator has decided on generation
+/// `generation` of the Environment: the id of the build that builds it, or the reason there
 /// is none.
 async fn wait_for_build(
     app: &App,
     ns: &str,
     env: &str,
-    applied: &Applied,
+    generation: i64,
     before: &BTreeSet<String>,
     before_spec: Option<&str>,
 ) -> ApiResult<i64> {
     app.wait_for(app.build_wait, || {
-        decided(app, ns, env, applied, before, before_spec)
+        decided(app, ns, env, generation, before, before_spec)
     })
     .await
     .unwrap_or_else(|| {
@@ -551,20 +533,15 @@ fn decided(
     app: &App,
     ns: &str,
     env: &str,
-    applied: &Applied,
+    generation: i64,
     before: &BTreeSet<String>,
     before_spec: Option<&str>,
 ) -> Option<ApiResult<i64>> {
     let e = app
         .environments
         .get(&kube::runtime::reflector::ObjectRef::new(env).within(ns))?;
-    // The cache may still hold a deleted Environment of the same name: its status and its
-    // builds (garbage collected after it) say nothing of the one just applied.
-    if e.metadata.uid.as_deref() != Some(applied.uid.as_str()) {
-        return None;
-    }
     let status = e.status.as_ref()?;
-    if status.observed_generation.unwrap_or(0) < applied.generation {
+    if status.observed_generation.unwrap_or(0) < generation {
         return None;
     }
     if status.phase == Some(conda_store_crds::EnvironmentPhase::Invalid) {
@@ -581,10 +558,7 @@ fn decided(
     let spec = status.specification.as_deref()?;
     let of_spec: Vec<Arc<Build>> = builds_of(app, ns, env)
         .into_iter()
-        .filter(|b| {
-            b.spec.specification == spec
-                && conda_store_crds::labels::controlled_by(&b.metadata, "Environment", &applied.uid)
-        })
+        .filter(|b| b.spec.specification == spec)
         .collect();
     let newest_with_id = |bs: &[&Arc<Build>]| -> Option<i64> {
         bs.iter()
